@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the Debian packages berth needs, if any are missing (idempotent).
+set -euo pipefail
+
+PACKAGES=(busybox-static tar gzip xz-utils bzip2 util-linux)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "berth needs these Debian packages: ${missing[*]}" >&2
+    echo "run 'make install' as root (berthd itself must run as root)" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,308 @@
+"""HTTP/1.1 over asyncio streams with the h11 state machine.
+
+No framework: the Engine API needs things frameworks hide — per-message
+flushing of chunked streams, responses whose headers go out long before the
+body (``/wait``), and raw hijacked connections with half-close for attach and
+exec.  This module knows HTTP, not Docker: routing and the Engine's rules live
+in :mod:`berth.api.server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import h11
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 256 * 1024
+#: Bodies larger than this are not drained on keep-alive; the connection closes instead.
+_MAX_DRAIN = 1 << 20
+
+
+class ClientGone(Exception):
+    """The peer closed the connection while we were writing to it."""
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class StreamingResponse:
+    """A body sent with chunked encoding, each yielded piece flushed at once."""
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+    content_type: str | None = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Hijack:
+    """Take over the raw connection after the handler's own status line.
+
+    *run* receives any bytes the client sent after the request (they belong
+    to the raw stream), the reader and the writer, once the response head has
+    been written; the connection is closed when it returns.
+    """
+
+    run: Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    head: bytes
+
+
+AnyResponse = Response | StreamingResponse | Hijack
+
+
+class Request:
+    """One request; the body is read lazily so large uploads stream."""
+
+    def __init__(
+        self,
+        conn: _Connection,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self._conn = conn
+        self.method = method
+        parts = urlsplit(target)
+        self.path = unquote(parts.path)
+        self.query: dict[str, list[str]] = parse_qs(parts.query, keep_blank_values=True)
+        self.headers: dict[str, str] = {}
+        for k, v in headers:
+            key = k.decode("latin-1").lower()
+            val = v.decode("latin-1")
+            self.headers[key] = f"{self.headers[key]}, {val}" if key in self.headers else val
+        self.params: dict[str, str] = {}
+        self.api_version: tuple[int, int] = (0, 0)
+        self._body_done = False
+
+    # -- body -------------------------------------------------------------
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield the request body in pieces as they arrive."""
+        if self._body_done:
+            return
+        while True:
+            event = await self._conn.next_event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._body_done = True
+                return
+            else:
+                raise ClientGone("connection closed while reading the request body")
+
+    async def body(self) -> bytes:
+        return b"".join([chunk async for chunk in self.stream()])
+
+    @property
+    def body_consumed(self) -> bool:
+        return self._body_done
+
+    # -- hijack support ------------------------------------------------------
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        return self._conn.reader
+
+    @property
+    def wants_upgrade(self) -> bool:
+        return "upgrade" in self.headers.get("connection", "").lower() and bool(
+            self.headers.get("upgrade")
+        )
+
+
+class _Connection:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handler: Callable[[Request], Awaitable[AnyResponse]],
+        extra_headers: list[tuple[str, str]],
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.handler = handler
+        self.extra_headers = extra_headers
+
+    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.reader.read(_READ_SIZE)
+                self.h11.receive_data(data)
+                continue
+            return event  # type: ignore[return-value]
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.writer.write(data)
+            try:
+                await self.writer.drain()
+            except (ConnectionError, OSError) as e:
+                raise ClientGone(str(e)) from e
+
+    def _headers(
+        self, extra: list[tuple[str, str]], content_type: str | None
+    ) -> list[tuple[str, str]]:
+        headers = list(self.extra_headers)
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        headers.extend(extra)
+        return headers
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    event = await self.next_event()
+                except h11.RemoteProtocolError as e:
+                    await self._send_protocol_error(e)
+                    return
+                if isinstance(event, h11.Request):
+                    keep_going = await self._handle(event)
+                    if not keep_going:
+                        return
+                else:
+                    # ConnectionClosed, or PAUSED after an unhonoured upgrade.
+                    return
+        except (ClientGone, ConnectionError):
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    async def _send_protocol_error(self, e: h11.RemoteProtocolError) -> None:
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = b'{"message":"bad request: ' + str(e).replace('"', "'").encode() + b'"}\n'
+        with contextlib.suppress(Exception):
+            await self.send(
+                h11.Response(
+                    status_code=e.error_status_hint,
+                    headers=[
+                        ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body))),
+                        ("Connection", "close"),
+                    ],
+                )
+            )
+            await self.send(h11.Data(data=body))
+            await self.send(h11.EndOfMessage())
+
+    async def _handle(self, event: h11.Request) -> bool:
+        """Serve one request; return whether the connection stays open."""
+        request = Request(
+            self, event.method.decode(), event.target.decode("latin-1"), list(event.headers)
+        )
+        response = await self.handler(request)
+        head_only = request.method == "HEAD"
+        if isinstance(response, Hijack):
+            await self._hijack(request, response)
+            return False
+        if isinstance(response, Response):
+            headers = self._headers(response.headers, response.content_type)
+            if not any(k.lower() == "content-length" for k, _ in headers):
+                headers.append(("Content-Length", str(len(response.body))))
+            await self.send(h11.Response(status_code=response.status, headers=headers))
+            if response.body and not head_only and response.status not in (204, 304):
+                await self.send(h11.Data(data=response.body))
+            await self.send(h11.EndOfMessage())
+        else:
+            await self._stream(response)
+        return await self._finish_cycle(request)
+
+    async def _stream(self, response: StreamingResponse) -> None:
+        headers = self._headers(response.headers, response.content_type)
+        await self.send(h11.Response(status_code=response.status, headers=headers))
+        chunks = response.chunks
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    await self.send(h11.Data(data=chunk))
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        await self.send(h11.EndOfMessage())
+
+    async def _hijack(self, request: Request, hijack: Hijack) -> None:
+        # The response head is written raw, as dockerd does: h11 cannot speak
+        # the legacy "200 then raw stream" form and the 101 must carry
+        # Docker's reason phrase.
+        trailing, _closed = self.h11.trailing_data
+        self.writer.write(hijack.head)
+        await self.writer.drain()
+        await hijack.run(bytes(trailing), self.reader, self.writer)
+
+    async def _finish_cycle(self, request: Request) -> bool:
+        if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+            return False
+        if not request.body_consumed and self.h11.their_state is h11.SEND_BODY:
+            drained = 0
+            async for chunk in request.stream():
+                drained += len(chunk)
+                if drained > _MAX_DRAIN:
+                    return False
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+
+class HTTPServer:
+    """Accept connections on any number of sockets and hand requests to *handler*."""
+
+    def __init__(
+        self,
+        handler: Callable[[Request], Awaitable[AnyResponse]],
+        extra_headers: list[tuple[str, str]],
+    ) -> None:
+        self._handler = handler
+        self._extra_headers = extra_headers
+        self._servers: list[asyncio.base_events.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await _Connection(reader, writer, self._handler, self._extra_headers).serve()
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            self._tasks.discard(task)
+
+    async def listen_unix(self, path: str) -> None:
+        server = await asyncio.start_unix_server(self._on_connect, path=path, limit=_READ_SIZE)
+        self._servers.append(server)
+
+    async def listen_tcp(self, host: str, port: int) -> None:
+        server = await asyncio.start_server(
+            self._on_connect, host=host, port=port, limit=_READ_SIZE
+        )
+        self._servers.append(server)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,27 @@
+"""What handler modules receive: the backend, and a way to run blocking calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from berth.backend import Backend
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Context:
+    def __init__(self, backend: Backend, workers: int = 32) -> None:
+        self.backend = backend
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking daemon work (disk, mounts, tar) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

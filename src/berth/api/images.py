@@ -1,0 +1,168 @@
+"""Image routes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+from berth import errdefs
+from berth.api._http import Request, Response
+from berth.api.bodypipe import BodyPipe
+from berth.api.context import Context
+from berth.api.httputils import (
+    bool_value,
+    encode,
+    filters,
+    json_response,
+    query,
+    query_all,
+)
+from berth.api.router import Route
+from berth.types.wire import encode as wire_encode
+
+
+def _json_lines(messages: list[dict[str, str]]) -> bytes:
+    return b"".join(encode(m) + b"\r\n" for m in messages)
+
+
+def routes(ctx: Context) -> list[Route]:
+    backend = ctx.backend
+
+    async def list_(req: Request) -> Response:
+        flt = filters(req)
+        legacy = query(req, "filter")
+        if legacy and req.api_version < (1, 41):
+            flt = flt.with_values("reference", [legacy])
+        shared = bool_value(req, "shared-size") and req.api_version >= (1, 42)
+        result = await ctx.run(
+            backend.list_images, flt, bool_value(req, "all"), shared, req.api_version
+        )
+        return Response(200, wire_encode(result) + b"\n", "application/json")
+
+    async def inspect(req: Request) -> Response:
+        return json_response(
+            await ctx.run(backend.inspect_image, req.params["name"], req.api_version)
+        )
+
+    async def history(req: Request) -> Response:
+        return json_response(await ctx.run(backend.image_history, req.params["name"]))
+
+    async def tag(req: Request) -> Response:
+        await ctx.run(backend.tag_image, req.params["name"], query(req, "repo"), query(req, "tag"))
+        return Response(201)
+
+    async def delete(req: Request) -> Response:
+        items = await ctx.run(
+            backend.delete_image,
+            req.params["name"],
+            bool_value(req, "force"),
+            not bool_value(req, "noprune"),
+        )
+        return json_response(items)
+
+    async def create(req: Request) -> Response:
+        from_image = query(req, "fromImage")
+        if from_image:
+            raise errdefs.NotImplementedFeature(
+                f"pulling {from_image} from a registry is not supported by berth yet; "
+                "bring images in with `docker load` or `docker import`"
+            )
+        src = query(req, "fromSrc")
+        repo, tag, message = query(req, "repo"), query(req, "tag"), query(req, "message")
+        changes = query_all(req, "changes")
+        platform = query(req, "platform")
+        if not src:
+            raise errdefs.InvalidParameter("either fromImage or fromSrc must be given")
+        await ctx.run(backend.check_import, repo, tag, changes, platform)
+        comment = message or f"Imported from {src}"
+        if src == "-":
+            pipe = BodyPipe()
+            feeder = asyncio.ensure_future(pipe.feed(req.stream()))
+            try:
+                image_id = await ctx.run(
+                    _run_closing, backend.import_image, pipe, repo, tag, comment, changes, platform
+                )
+            finally:
+                pipe.close_reader()
+                await feeder
+        else:
+            url = src if "://" in src else "http://" + src
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                raise errdefs.InvalidParameter(f"unsupported import source {src!r}")
+            image_id = await ctx.run(
+                _import_url, backend, url, repo, tag, comment, changes, platform
+            )
+        return Response(200, _json_lines([{"status": image_id}]), "application/json")
+
+    async def load(req: Request) -> Response:
+        path = Path(await _spool(req.stream(), backend.tmp_dir))
+        try:
+            messages = await ctx.run(backend.load_images, path)
+        finally:
+            await ctx.run(_unlink, path)
+        return Response(200, _json_lines([{"stream": m} for m in messages]), "application/json")
+
+    return [
+        Route("GET", "/images/json", list_),
+        Route("POST", "/images/create", create),
+        Route("POST", "/images/load", load),
+        Route("GET", "/images/{name:.*}/json", inspect),
+        Route("GET", "/images/{name:.*}/history", history),
+        Route("POST", "/images/{name:.*}/tag", tag),
+        Route("DELETE", "/images/{name:.*}", delete),
+    ]
+
+
+def _run_closing(fn: object, pipe: BodyPipe, *args: str | list[str]) -> str:
+    """Run the import, closing the read end at once so the feeder stops on failure."""
+    try:
+        result = fn(pipe.reader, *args)  # type: ignore[operator]
+        assert isinstance(result, str)
+        return result
+    finally:
+        pipe.close_reader()
+
+
+def _import_url(
+    backend: object,
+    url: str,
+    repo: str,
+    tag: str,
+    message: str,
+    changes: list[str],
+    platform: str,
+) -> str:
+    try:
+        resp = urllib.request.urlopen(url, timeout=60)
+    except OSError as e:
+        raise errdefs.InvalidParameter(f"cannot download {url}: {e}") from None
+    with resp:
+        stream: IO[bytes] = resp
+        result = backend.import_image(stream, repo, tag, message, changes, platform)  # type: ignore[attr-defined]
+        assert isinstance(result, str)
+        return result
+
+
+async def _spool(chunks: AsyncIterator[bytes], directory: os.PathLike[str] | str) -> str:
+    fd, path = tempfile.mkstemp(prefix="load-", suffix=".tar", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in chunks:
+                f.write(chunk)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,90 @@
+"""The Engine API server: versions, routing and errors, once for every route."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
+from berth.api import containers, images, system
+from berth.api._http import AnyResponse, HTTPServer, Request, Response
+from berth.api.context import Context
+from berth.api.errors import classify
+from berth.api.httputils import encode
+from berth.api.router import Router
+from berth.backend import Backend
+
+log = logging.getLogger(__name__)
+
+_VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
+MAX_VERSION = tuple(int(p) for p in API_VERSION.split("."))
+MIN_VERSION = tuple(int(p) for p in MIN_API_VERSION.split("."))
+
+
+def error_response(status: int, message: str) -> Response:
+    return Response(
+        status=status,
+        body=encode({"message": message}) + b"\n" if status != 304 else b"",
+        content_type="application/json" if status != 304 else None,
+    )
+
+
+class ApiServer:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.router = Router()
+        self.context = Context(backend)
+        for module in (system, containers, images):
+            self.router.extend(module.routes(self.context))
+        self.http = HTTPServer(
+            self.handle,
+            [
+                ("Api-Version", API_VERSION),
+                ("Docker-Experimental", "false"),
+                ("Ostype", "linux"),
+                ("Server", f"Docker/{ENGINE_COMPAT_VERSION} (linux)"),
+            ],
+        )
+
+    async def handle(self, req: Request) -> AnyResponse:
+        m = _VERSIONED.match(req.path)
+        if m:
+            version = (int(m.group(1)), int(m.group(2)))
+            req.path = m.group(3)
+            shown = f"{m.group(1)}.{m.group(2)}"
+            if version < MIN_VERSION:
+                return error_response(
+                    400,
+                    f"client version {shown} is too old. Minimum supported API version is "
+                    f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+                )
+            if version > MAX_VERSION:
+                return error_response(
+                    400,
+                    f"client version {shown} is too new. Maximum supported API version is "
+                    f"{API_VERSION}",
+                )
+            req.api_version = version
+        else:
+            req.api_version = (MAX_VERSION[0], MAX_VERSION[1])
+        found = self.router.match(req.method, req.path)
+        if not isinstance(found, tuple):
+            if found:
+                return error_response(405, "method not allowed")
+            return error_response(404, "page not found")
+        handler, params = found
+        req.params = params
+        try:
+            return await handler(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            status, message = classify(e)
+            if status >= 500:
+                log.warning("%s %s: %s", req.method, req.path, message)
+            return error_response(status, message)
+
+    async def close(self) -> None:
+        await self.http.close()
+        self.context.close()

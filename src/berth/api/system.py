@@ -1,0 +1,99 @@
+"""System routes: ping, version, info, and the answers of a daemon outside a swarm."""
+
+from __future__ import annotations
+
+from berth import errdefs
+from berth.api._http import Request, Response
+from berth.api.context import Context
+from berth.api.httputils import json_response
+from berth.api.router import Route
+
+_NOT_MANAGER = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
+    "connect this node to swarm and try again."
+)
+_NOT_IN_SWARM = "This node is not part of a swarm"
+_PING_HEADERS = [
+    ("Builder-Version", "1"),
+    ("Swarm", "inactive"),
+    ("Cache-Control", "no-cache, no-store, must-revalidate"),
+    ("Pragma", "no-cache"),
+]
+
+
+def routes(ctx: Context) -> list[Route]:
+    backend = ctx.backend
+
+    async def ping(req: Request) -> Response:
+        if req.method == "HEAD":
+            return Response(
+                200,
+                b"",
+                "text/plain; charset=utf-8",
+                [*_PING_HEADERS, ("Content-Length", "0")],
+            )
+        return Response(200, b"OK", "text/plain; charset=utf-8", list(_PING_HEADERS))
+
+    async def version(req: Request) -> Response:
+        return json_response(backend.system_version())
+
+    async def info(req: Request) -> Response:
+        return json_response(await ctx.run(backend.system_info, req.api_version))
+
+    async def not_manager(req: Request) -> Response:
+        raise errdefs.Unavailable(_NOT_MANAGER)
+
+    async def not_in_swarm(req: Request) -> Response:
+        raise errdefs.Unavailable(_NOT_IN_SWARM)
+
+    async def no_swarm_support(req: Request) -> Response:
+        raise errdefs.NotImplementedFeature("berth does not support swarm mode")
+
+    async def plugins(req: Request) -> Response:
+        return json_response([])
+
+    async def plugin(req: Request) -> Response:
+        raise errdefs.NotFound(f'plugin "{req.params["name"]}" not found')
+
+    out = [
+        Route("GET", "/_ping", ping),
+        Route("HEAD", "/_ping", ping),
+        Route("GET", "/version", version),
+        Route("GET", "/info", info),
+        Route("GET", "/plugins", plugins),
+        Route("GET", "/plugins/{name:.*}/json", plugin),
+        Route("POST", "/swarm/leave", not_in_swarm),
+        Route("POST", "/swarm/unlock", not_in_swarm),
+        Route("POST", "/swarm/init", no_swarm_support),
+        Route("POST", "/swarm/join", no_swarm_support),
+    ]
+    for method, path in (
+        ("GET", "/swarm"),
+        ("GET", "/swarm/unlockkey"),
+        ("POST", "/swarm/update"),
+        ("GET", "/services"),
+        ("POST", "/services/create"),
+        ("GET", "/services/{id}"),
+        ("POST", "/services/{id}/update"),
+        ("DELETE", "/services/{id}"),
+        ("GET", "/services/{id}/logs"),
+        ("GET", "/nodes"),
+        ("GET", "/nodes/{id}"),
+        ("DELETE", "/nodes/{id}"),
+        ("POST", "/nodes/{id}/update"),
+        ("GET", "/tasks"),
+        ("GET", "/tasks/{id}"),
+        ("GET", "/tasks/{id}/logs"),
+        ("GET", "/secrets"),
+        ("POST", "/secrets/create"),
+        ("GET", "/secrets/{id}"),
+        ("DELETE", "/secrets/{id}"),
+        ("POST", "/secrets/{id}/update"),
+        ("GET", "/configs"),
+        ("POST", "/configs/create"),
+        ("GET", "/configs/{id}"),
+        ("DELETE", "/configs/{id}"),
+        ("POST", "/configs/{id}/update"),
+    ):
+        out.append(Route(method, path, not_manager))
+    return out

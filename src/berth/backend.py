@@ -1,0 +1,95 @@
+"""What the API layer needs from the daemon, grouped by concern as in moby.
+
+Handlers depend on these Protocols, not on :class:`berth.daemon.Daemon`, so
+the HTTP layer can be tested against a fake and the daemon can grow without
+the API importing its internals.  Methods are synchronous and thread-safe;
+the API runs the ones that touch disk in a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from berth.types.container import (
+    Config,
+    CreateResponse,
+    HostConfig,
+    NetworkingConfig,
+    PruneReport,
+    Summary,
+)
+from berth.types.filters import Filters
+from berth.types.image import DeleteItem, HistoryItem
+from berth.types.image import Summary as ImageSummary
+
+Version = tuple[int, int]
+
+
+class StateBackend(Protocol):
+    def create_container(
+        self,
+        name: str,
+        config: Config,
+        host_config: HostConfig,
+        networking: NetworkingConfig | None,
+        platform: str,
+    ) -> CreateResponse: ...
+
+    def rename_container(self, old: str, new: str) -> None: ...
+
+    def remove_container(self, ref: str, force: bool, remove_volumes: bool, link: bool) -> None: ...
+
+
+class MonitorBackend(Protocol):
+    def list_containers(
+        self, all_containers: bool, limit: int, size: bool, filters: Filters, version: Version
+    ) -> list[Summary]: ...
+
+    def inspect_container(self, ref: str, size: bool, version: Version) -> dict[str, Any]: ...
+
+
+class ContainerSystemBackend(Protocol):
+    def prune_containers(self, filters: Filters) -> PruneReport: ...
+
+
+class ImageBackend(Protocol):
+    def list_images(
+        self, filters: Filters, all_images: bool, shared_size: bool, version: Version
+    ) -> list[ImageSummary]: ...
+
+    def inspect_image(self, ref: str, version: Version) -> dict[str, Any]: ...
+
+    def image_history(self, ref: str) -> list[HistoryItem]: ...
+
+    def tag_image(self, ref: str, repo: str, tag: str) -> None: ...
+
+    def delete_image(self, ref: str, force: bool, prune: bool) -> list[DeleteItem]: ...
+
+    def check_import(self, repo: str, tag: str, changes: list[str], platform: str) -> None: ...
+
+    def import_image(
+        self,
+        stream: IO[bytes],
+        repo: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        platform: str,
+    ) -> str: ...
+
+    def load_images(self, path: Path) -> list[str]: ...
+
+
+class SystemBackend(Protocol):
+    tmp_dir: Path
+
+    def system_info(self, version: Version) -> dict[str, Any]: ...
+
+    def system_version(self) -> dict[str, Any]: ...
+
+
+class Backend(
+    StateBackend, MonitorBackend, ContainerSystemBackend, ImageBackend, SystemBackend, Protocol
+):
+    """Everything the API serves."""

@@ -1,0 +1,171 @@
+"""``berthd``: start the daemon, serve until SIGTERM, leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import grp
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from berth import __version__, errdefs
+from berth.config import Config, ConfigError, load, parse_host
+
+if TYPE_CHECKING:
+    from berth.api.server import ApiServer
+
+log = logging.getLogger("berthd")
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+}
+
+
+class StartupError(Exception):
+    pass
+
+
+class _Locks:
+    """The pid file and the data-root lock; both are held for the daemon's life."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        self.pidfile: Path | None = None
+
+    def lock(self, path: Path, what: str) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            detail = f" (pid {owner})" if owner else ""
+            raise StartupError(
+                f"{what} {path} is held by another berthd{detail}: ensure it is not running, "
+                "or use a different --data-root/--pidfile"
+            ) from None
+        self._fds.append(fd)
+        return fd
+
+    def write_pid(self, fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.pidfile is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.pidfile.unlink()
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=_LEVELS[level],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _listen(server: ApiServer, cfg: Config) -> list[str]:
+    sockets: list[str] = []
+    try:
+        gid = grp.getgrnam(cfg.group).gr_gid
+    except KeyError:
+        gid = -1
+    for host in cfg.hosts:
+        kind, addr, port = parse_host(host)
+        if kind == "unix":
+            path = Path(addr)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: we hold the data-root lock
+            await server.http.listen_unix(addr)
+            os.chmod(addr, 0o660)
+            if gid >= 0:
+                os.chown(addr, 0, gid)
+            sockets.append(addr)
+        else:
+            if addr not in ("127.0.0.1", "localhost", "::1"):
+                log.warning(
+                    "API is accessible on tcp://%s:%d without encryption: anyone who can reach "
+                    "it has root on this host",
+                    addr,
+                    port,
+                )
+            await server.http.listen_tcp(addr, port)
+        log.info("API listening on %s", host)
+    return sockets
+
+
+async def _serve(cfg: Config) -> None:
+    from berth.api.server import ApiServer
+    from berth.daemon.daemon import Daemon
+
+    loop = asyncio.get_running_loop()
+    daemon = await asyncio.to_thread(Daemon, cfg.options)
+    server = ApiServer(daemon)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sockets: list[str] = []
+    try:
+        sockets = await _listen(server, cfg)
+        log.info("berthd %s started (data-root %s)", __version__, cfg.options.data_root)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.close()
+        await asyncio.to_thread(daemon.shutdown)
+        for path in sockets:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, args = load(argv)
+    except ConfigError as e:
+        print(f"berthd: {e}", file=sys.stderr)
+        return 1
+    if args.version:
+        print(f"berthd {__version__}")
+        return 0
+    _setup_logging(cfg.log_level)
+    if os.geteuid() != 0:
+        print("berthd: must run as root", file=sys.stderr)
+        return 1
+    locks = _Locks()
+    try:
+        cfg.options.data_root.mkdir(parents=True, exist_ok=True)
+        locks.lock(cfg.options.data_root / "berthd.lock", "data root lock")
+        pid_fd = locks.lock(Path(cfg.pidfile), "pid file")
+        locks.pidfile = Path(cfg.pidfile)
+        locks.write_pid(pid_fd)
+        cfg.options.exec_root.mkdir(parents=True, exist_ok=True)
+        asyncio.run(_serve(cfg))
+    except StartupError as e:
+        print(f"berthd: {e}", file=sys.stderr)
+        return 1
+    except (errdefs.BerthError, ConfigError, OSError) as e:
+        log.error("berthd failed: %s", e)
+        return 1
+    finally:
+        locks.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""berthd's configuration: dockerd-style flags and a daemon.json-style file.
+
+A key the file does not know, a value of the wrong type, or a setting given
+both as a flag and in the file stops the daemon at start with a message
+naming it — a typo must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from berth.daemon.options import DaemonOptions
+from berth.daemon.validate import parse_size
+
+DEFAULT_HOST = "unix:///run/berth.sock"
+DEFAULT_DATA_ROOT = "/var/lib/berth"
+DEFAULT_EXEC_ROOT = "/run/berth"
+DEFAULT_PIDFILE = "/run/berth.pid"
+DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why."""
+
+
+@dataclass
+class Config:
+    hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
+    pidfile: str = DEFAULT_PIDFILE
+    log_level: str = "info"
+    group: str = "docker"
+    options: DaemonOptions = field(default_factory=DaemonOptions)
+
+
+# daemon.json key → (type check, flag dest)
+_FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "hosts": (list, "host"),
+    "data-root": (str, "data_root"),
+    "exec-root": (str, "exec_root"),
+    "pidfile": (str, "pidfile"),
+    "log-level": (str, "log_level"),
+    "debug": (bool, "debug"),
+    "storage-driver": (str, "storage_driver"),
+    "group": (str, "group"),
+    "log-driver": (str, "log_driver"),
+    "log-opts": (dict, "log_opts"),
+    "default-shm-size": ((str, int), "default_shm_size"),
+    "default-ipc-mode": (str, "default_ipc_mode"),
+    "default-cgroupns-mode": (str, "default_cgroupns_mode"),
+    "default-runtime": (str, "default_runtime"),
+    "labels": (list, "label"),
+    "live-restore": (bool, "live_restore"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="berthd",
+        description="berth: a Docker Engine written in Python",
+    )
+    p.add_argument(
+        "-H", "--host", action="append", help=f"daemon socket(s) (default {DEFAULT_HOST})"
+    )
+    p.add_argument("--data-root", help=f"root of persistent state (default {DEFAULT_DATA_ROOT})")
+    p.add_argument("--exec-root", help=f"root of runtime state (default {DEFAULT_EXEC_ROOT})")
+    p.add_argument("-p", "--pidfile", help=f"path of the pid file (default {DEFAULT_PIDFILE})")
+    p.add_argument("-l", "--log-level", help="debug, info, warn, error or fatal (default info)")
+    p.add_argument("-D", "--debug", action="store_const", const=True, help="debug mode")
+    p.add_argument(
+        "--config-file", help=f"daemon configuration file (default {DEFAULT_CONFIG_FILE})"
+    )
+    p.add_argument("-s", "--storage-driver", help="overlay2 (default where supported) or vfs")
+    p.add_argument("-G", "--group", help="group that owns the unix socket (default docker)")
+    p.add_argument("--log-driver", help="default log driver for containers (default json-file)")
+    p.add_argument("--default-shm-size", help="default /dev/shm size (default 64M)")
+    p.add_argument("--default-ipc-mode", help="private or shareable (default private)")
+    p.add_argument("--default-cgroupns-mode", help="host or private")
+    p.add_argument("--default-runtime", help="default OCI runtime (default runc)")
+    p.add_argument("--label", action="append", help="a key=value label for the daemon")
+    p.add_argument(
+        "--live-restore",
+        action="store_const",
+        const=True,
+        help="keep containers running while the daemon is down",
+    )
+    p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"unable to configure the daemon: {path} does not exist") from None
+        return {}
+    except OSError as e:
+        raise ConfigError(f"unable to read {path}: {e}") from None
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    unknown = sorted(set(data) - set(_FILE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"the following directives don't match any configuration option: {', '.join(unknown)}"
+        )
+    for key, value in data.items():
+        typ, _ = _FILE_KEYS[key]
+        # JSON true/false must not pass for a number.
+        if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
+            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise ConfigError(
+                f"invalid value for {key!r} in {path}: expected {want}, got {json.dumps(value)}"
+            )
+    return data
+
+
+def _size(value: str | int, what: str) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ConfigError(f"invalid {what}: {value!r}") from None
+
+
+def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    explicit = args.config_file is not None
+    file_data = _load_file(Path(args.config_file or DEFAULT_CONFIG_FILE), explicit)
+    both = sorted(
+        k
+        for k, (_, dest) in _FILE_KEYS.items()
+        if k in file_data and getattr(args, dest) is not None
+    )
+    if both:
+        raise ConfigError(
+            "the following directives are specified both as a flag and in the configuration "
+            f"file: {', '.join(both)}"
+        )
+
+    def pick(key: str, dest: str, default: Any) -> Any:
+        value = getattr(args, dest)
+        if value is not None:
+            return value
+        return file_data.get(key, default)
+
+    cfg = Config()
+    cfg.hosts = list(pick("hosts", "host", None) or [DEFAULT_HOST])
+    cfg.pidfile = pick("pidfile", "pidfile", DEFAULT_PIDFILE)
+    debug = bool(pick("debug", "debug", False))
+    cfg.log_level = pick("log-level", "log_level", "debug" if debug else "info")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"invalid log level {cfg.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
+        )
+    cfg.group = pick("group", "group", "docker")
+    opts = cfg.options
+    opts.data_root = Path(pick("data-root", "data_root", DEFAULT_DATA_ROOT)).absolute()
+    opts.exec_root = Path(pick("exec-root", "exec_root", DEFAULT_EXEC_ROOT)).absolute()
+    opts.storage_driver = pick("storage-driver", "storage_driver", "")
+    if opts.storage_driver not in ("", "overlay2", "vfs"):
+        raise ConfigError(
+            f"unknown storage driver {opts.storage_driver!r}: berth supports overlay2 and vfs"
+        )
+    opts.log_driver = pick("log-driver", "log_driver", "json-file")
+    if opts.log_driver not in ("json-file", "local", "none"):
+        raise ConfigError(f"unknown log driver {opts.log_driver!r}: use json-file, local or none")
+    log_opts = file_data.get("log-opts", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in log_opts.items()):
+        raise ConfigError("invalid value for 'log-opts': every option must be a string")
+    opts.log_opts = dict(log_opts)
+    opts.default_shm_size = _size(
+        pick("default-shm-size", "default_shm_size", 64 << 20), "default-shm-size"
+    )
+    opts.default_ipc_mode = pick("default-ipc-mode", "default_ipc_mode", "private")
+    if opts.default_ipc_mode not in ("private", "shareable"):
+        raise ConfigError(
+            f"invalid default-ipc-mode {opts.default_ipc_mode!r}: use private or shareable"
+        )
+    opts.default_cgroupns_mode = pick("default-cgroupns-mode", "default_cgroupns_mode", "")
+    if opts.default_cgroupns_mode not in ("", "host", "private"):
+        raise ConfigError(
+            f"invalid default-cgroupns-mode {opts.default_cgroupns_mode!r}: use host or private"
+        )
+    opts.default_runtime = pick("default-runtime", "default_runtime", "runc")
+    opts.labels = list(pick("labels", "label", []) or [])
+    opts.live_restore = bool(pick("live-restore", "live_restore", False))
+    opts.debug = debug
+    opts.hosts = cfg.hosts
+    for host in cfg.hosts:
+        parse_host(host)
+    return cfg, args
+
+
+def parse_host(host: str) -> tuple[str, str, int]:
+    """``unix:///path`` → ("unix", path, 0); ``tcp://h:p`` → ("tcp", h, p)."""
+    if host.startswith("unix://"):
+        path = host[len("unix://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"invalid host {host!r}: the socket path must be absolute")
+        return "unix", path, 0
+    if host.startswith("tcp://"):
+        rest = host[len("tcp://") :]
+        h, sep, port = rest.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"invalid host {host!r}: expected tcp://host:port")
+        return "tcp", h.strip("[]") or "127.0.0.1", int(port)
+    if host.startswith("/"):
+        return "unix", host, 0
+    raise ConfigError(f"invalid host {host!r}: use unix:///path or tcp://host:port")

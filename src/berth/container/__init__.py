@@ -1,0 +1,1 @@
+"""The container model, its state machine, persistence and the ViewDB."""

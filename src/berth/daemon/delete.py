@@ -1,0 +1,51 @@
+"""``docker rm``: release the container's name, layers and directory."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from berth import errdefs
+
+if TYPE_CHECKING:
+    from berth.container.container import Container
+    from berth.daemon.daemon import Daemon
+
+
+def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, link: bool) -> None:
+    container = d.get_container(ref)
+    if link:
+        raise errdefs.InvalidParameter(
+            "legacy links are not supported by berth; remove the container without --link"
+        )
+    with container.lock:
+        st = container.state
+        if st.removal_in_progress:
+            raise errdefs.Conflict(f"removal of container {ref} is already in progress")
+        if st.running:
+            if not force:
+                if st.paused:
+                    raise errdefs.Conflict(
+                        f'cannot remove container "{container.name}": container is paused and '
+                        "must be unpaused first"
+                    )
+                raise errdefs.Conflict(
+                    f'cannot remove container "{container.name}": container is {st.status()}: '
+                    "stop the container before removing or force remove"
+                )
+            d.kill_for_removal(container)
+        st.removal_in_progress = True
+        d.checkpoint(container, host_config=False)
+    cleanup(d, container)
+
+
+def cleanup(d: Daemon, container: Container) -> None:
+    """Forget the container everywhere; the record goes first so a crash cannot resurrect it."""
+    ident = container.id
+    try:
+        (container.root / "config.v2.json").unlink()
+    except FileNotFoundError:
+        pass
+    d.unregister(container)
+    d.images.release_rw_layer(ident)
+    shutil.rmtree(container.root, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""``docker inspect`` of a container, built from its ViewDB snapshot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from berth.daemon.list import mount_points
+from berth.types.container import (
+    GraphDriverData,
+    InspectResponse,
+    NetworkSettings,
+    StateJSON,
+)
+from berth.types.wire import to_wire
+
+if TYPE_CHECKING:
+    from berth.container.view import Snapshot
+    from berth.daemon.daemon import Daemon
+
+_USER_NETWORKS_EXCLUDED = ("bridge", "host", "none", "default")
+
+
+def inspect_container(d: Daemon, ref: str, size: bool, version: tuple[int, int]) -> dict[str, Any]:
+    snap = d.view.snapshot().find(ref)
+    wire: dict[str, Any] = to_wire(build(d, snap, size, version))
+    return wire
+
+
+def build(d: Daemon, snap: Snapshot, size: bool, version: tuple[int, int]) -> InspectResponse:
+    rec = snap.record
+    st = rec.state
+    state = StateJSON(
+        status=st.status(),
+        running=st.running,
+        paused=st.paused,
+        restarting=st.restarting,
+        oom_killed=st.oom_killed,
+        dead=st.dead,
+        pid=st.pid,
+        exit_code=st.exit_code,
+        error=st.error,
+        started_at=st.started_at,
+        finished_at=st.finished_at,
+        health=st.health,
+    )
+    net = rec.network_settings
+    settings = msgspec.structs.replace(net, networks=dict(net.networks))
+    default = net.networks.get("bridge")
+    if default is not None:
+        settings.endpoint_id = default.endpoint_id
+        settings.gateway = default.gateway
+        settings.global_ipv6_address = default.global_ipv6_address
+        settings.global_ipv6_prefix_len = default.global_ipv6_prefix_len
+        settings.ip_address = default.ip_address
+        settings.ip_prefix_len = default.ip_prefix_len
+        settings.ipv6_gateway = default.ipv6_gateway
+        settings.mac_address = default.mac_address
+    if version < (1, 45):
+        _add_legacy_aliases(settings, rec.id, rec.config.hostname)
+    resp = InspectResponse(
+        id=rec.id,
+        created=rec.created,
+        path=rec.path,
+        args=rec.args,
+        state=state,
+        image=rec.image,
+        resolv_conf_path=rec.resolv_conf_path,
+        hostname_path=rec.hostname_path,
+        hosts_path=rec.hosts_path,
+        log_path=rec.log_path,
+        name=rec.name,
+        restart_count=rec.restart_count,
+        driver=rec.driver,
+        platform=rec.os,
+        mount_label=rec.mount_label,
+        process_label=rec.process_label,
+        app_armor_profile=rec.app_armor_profile,
+        exec_i_ds=d.exec_ids(rec.id),
+        host_config=snap.host_config,
+        graph_driver=GraphDriverData(data=d.graph_driver_data(rec.id), name=rec.driver),
+        mounts=mount_points(snap),
+        config=rec.config,
+        network_settings=settings,
+    )
+    if size:
+        resp.size_rw, resp.size_root_fs = d.container_sizes(rec.id)
+    return resp
+
+
+def _add_legacy_aliases(settings: NetworkSettings, ident: str, hostname: str) -> None:
+    for name, ep in list(settings.networks.items()):
+        if name in _USER_NETWORKS_EXCLUDED or name.startswith("container:"):
+            continue
+        aliases = list(ep.aliases or [])
+        for extra in (ident[:12], hostname):
+            if extra and extra not in aliases:
+                aliases.append(extra)
+        settings.networks[name] = msgspec.structs.replace(ep, aliases=aliases)

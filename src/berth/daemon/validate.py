@@ -1,0 +1,403 @@
+"""Checks of Config and HostConfig at create, with dockerd's messages.
+
+``verify_container_settings`` runs before anything is reserved or written,
+so a refused request leaves no trace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import posixpath
+
+from berth import errdefs
+from berth.types.container import Config, HealthConfig, HostConfig, RestartPolicy
+from berth.utils.signals import parse_signal
+from berth.volume.mounts import validate_mount
+
+MINIMUM_DURATION = 1_000_000  # 1ms
+MIN_MEMORY = 6 * 1024 * 1024
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+LOG_DRIVERS = ("json-file", "none", "local")
+JSON_FILE_OPTS = {
+    "max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex", "tag",
+    "mode", "max-buffer-size",
+}  # fmt: skip
+
+
+def invalid(msg: str) -> errdefs.InvalidParameter:
+    return errdefs.InvalidParameter(msg)
+
+
+def validate_container_config(config: Config) -> None:
+    if config.working_dir:
+        if not config.working_dir.startswith("/"):
+            raise invalid(
+                f"the working directory '{config.working_dir}' is invalid, it needs to be an "
+                "absolute path"
+            )
+        config.working_dir = posixpath.normpath(config.working_dir)
+    if config.stop_signal:
+        parse_signal(config.stop_signal)
+    for env in config.env or []:
+        if env.partition("=")[0] == "":
+            raise invalid(f"invalid environment variable: {env}")
+    validate_healthcheck(config.healthcheck)
+
+
+def validate_healthcheck(hc: HealthConfig | None) -> None:
+    if hc is None:
+        return
+    for field_name, value in (
+        ("Interval", hc.interval),
+        ("Timeout", hc.timeout),
+        ("StartPeriod", hc.start_period),
+        ("StartInterval", hc.start_interval),
+    ):
+        if value != 0 and value < MINIMUM_DURATION:
+            raise invalid(f"{field_name} in Healthcheck cannot be less than 1ms")
+    if hc.retries < 0:
+        raise invalid("Retries in Healthcheck cannot be negative")
+
+
+def validate_restart_policy(policy: RestartPolicy) -> None:
+    name, count = policy.name, policy.maximum_retry_count
+    if name in ("always", "unless-stopped", "no"):
+        if count > 0:
+            raise invalid(
+                "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+            )
+        if count < 0:
+            raise invalid(
+                "invalid restart policy: maximum retry count can only be used with 'on-failure' "
+                "and cannot be negative"
+            )
+    elif name == "on-failure":
+        if count < 0:
+            raise invalid("invalid restart policy: maximum retry count cannot be negative")
+    elif name == "":
+        return
+    else:
+        raise invalid(
+            f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', "
+            "'on-failure', or 'unless-stopped'"
+        )
+
+
+def _port_number(raw: str) -> None:
+    if raw == "":
+        return
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ValueError(raw) from None
+    if not 0 <= value <= 65535 or not raw.isdigit():
+        raise ValueError(raw)
+
+
+def split_proto_port(raw: str) -> tuple[str, str]:
+    parts = raw.split("/")
+    if not raw or not parts[0]:
+        return "", ""
+    if len(parts) == 1:
+        return "tcp", raw
+    if not parts[1]:
+        return "tcp", parts[0]
+    return parts[1], parts[0]
+
+
+def _port_range(raw: str) -> None:
+    if raw == "":
+        return
+    start, sep, end = raw.partition("-")
+    _port_number(start)
+    if sep:
+        _port_number(end)
+        if int(end) < int(start):
+            raise ValueError(raw)
+
+
+def validate_port_bindings(host_config: HostConfig) -> None:
+    for key, bindings in (host_config.port_bindings or {}).items():
+        _, port = split_proto_port(key)
+        try:
+            _port_number(port)
+        except ValueError:
+            raise invalid(f'invalid port specification: "{port}"') from None
+        for b in bindings or []:
+            _, host_port = split_proto_port(b.HostPort)
+            try:
+                _port_range(host_port)
+            except ValueError:
+                raise invalid(f'invalid port specification: "{b.HostPort}"') from None
+            if b.HostIp:
+                try:
+                    ipaddress.ip_address(b.HostIp.strip("[]"))
+                except ValueError:
+                    raise invalid(f"invalid host IP address: {b.HostIp}") from None
+
+
+def validate_exposed_ports(config: Config) -> None:
+    for key in config.exposed_ports or {}:
+        proto, port = split_proto_port(key)
+        if proto.lower() not in ("tcp", "udp", "sctp"):
+            raise invalid(f"invalid proto: {proto} in exposed port {key!r}")
+        try:
+            _port_range(port)
+        except ValueError:
+            raise invalid(f'invalid port specification: "{key}"') from None
+
+
+def validate_extra_host(value: str) -> None:
+    name, sep, ip = value.partition(":")
+    if not sep or not name:
+        # "host=ip" is also accepted by newer clients
+        name, sep, ip = value.partition("=")
+        if not sep or not name:
+            raise invalid(f'bad format for add-host: "{value}"')
+    if ip != "host-gateway":
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise invalid(f'invalid IP address in add-host: "{ip}"') from None
+
+
+def validate_host_config(hc: HostConfig) -> None:
+    if hc.auto_remove and hc.restart_policy.name not in ("", "no"):
+        raise invalid("can't create 'AutoRemove' container with restart policy")
+    for m in hc.mounts or []:
+        validate_mount(m)
+    for h in hc.extra_hosts or []:
+        validate_extra_host(h)
+    validate_port_bindings(hc)
+    validate_restart_policy(hc.restart_policy)
+    if hc.isolation not in ("", "default"):
+        raise invalid(f"invalid isolation '{hc.isolation}' on linux")
+    for key in hc.annotations or {}:
+        if key == "":
+            raise invalid(
+                "invalid Annotations: the empty string is not permitted as an annotation key"
+            )
+    for field_name, caps in (("CapAdd", hc.cap_add), ("CapDrop", hc.cap_drop)):
+        for cap in caps or []:
+            normalized = cap.upper()
+            if (
+                normalized != "ALL"
+                and not normalized.removeprefix("CAP_").replace("_", "").isalnum()
+            ):
+                raise invalid(f"invalid {field_name}: unknown capability: {cap!r}")
+
+
+def validate_resources(hc: HostConfig, ncpu: int) -> list[str]:
+    """Resource limits; returns warnings."""
+    warnings: list[str] = []
+    if hc.memory_swappiness == -1:
+        hc.memory_swappiness = None
+    if hc.memory != 0 and hc.memory < MIN_MEMORY:
+        raise invalid("Minimum memory limit allowed is 6MB")
+    if hc.memory > 0 and hc.memory_swap > 0 and hc.memory_swap < hc.memory:
+        raise invalid("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if hc.memory == 0 and hc.memory_swap > 0:
+        raise invalid(
+            "You should always set the Memory limit when using Memoryswap limit, see usage"
+        )
+    if hc.memory_swappiness is not None and not 0 <= hc.memory_swappiness <= 100:
+        raise invalid(
+            f"Invalid value: {hc.memory_swappiness}, valid memory swappiness range is 0-100"
+        )
+    if 0 < hc.memory_reservation < MIN_MEMORY:
+        raise invalid("Minimum memory reservation allowed is 6MB")
+    if hc.memory > 0 and hc.memory_reservation > 0 and hc.memory < hc.memory_reservation:
+        raise invalid(
+            "Minimum memory limit can not be less than memory reservation limit, see usage"
+        )
+    if hc.oom_kill_disable and hc.memory == 0:
+        warnings.append(
+            "OOM killer is disabled for the container, but no memory limit is set, this can "
+            "result in the system running out of resources."
+        )
+    if hc.nano_cpus > 0 and hc.cpu_period > 0:
+        raise invalid("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if hc.nano_cpus > 0 and hc.cpu_quota > 0:
+        raise invalid("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    if hc.nano_cpus < 0 or hc.nano_cpus > ncpu * 1_000_000_000:
+        raise invalid(
+            f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
+        )
+    if hc.cpu_period != 0 and not 1000 <= hc.cpu_period <= 1_000_000:
+        raise invalid(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
+        )
+    if 0 < hc.cpu_quota < 1000:
+        raise invalid("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if hc.cpu_percent > 0:
+        warnings.append("linux does not support CPU percent. Percent discarded.")
+        hc.cpu_percent = 0
+    if hc.cpuset_cpus:
+        _check_cpuset(hc.cpuset_cpus, "cpus", _online("/sys/devices/system/cpu/online"))
+    if hc.cpuset_mems:
+        _check_cpuset(hc.cpuset_mems, "mems", _online("/sys/devices/system/node/online"))
+    if hc.blkio_weight > 0 and not 10 <= hc.blkio_weight <= 1000:
+        raise invalid("Range of blkio weight is from 10 to 1000")
+    if hc.io_maximum_bandwidth or hc.io_maximum_i_ops:
+        raise invalid(
+            "Invalid QoS settings: linux does not support Maximum IO Bandwidth or Maximum IO IOps"
+        )
+    if hc.shm_size < 0:
+        raise invalid("SHM size can not be less than 0")
+    if not -1000 <= hc.oom_score_adj <= 1000:
+        raise invalid(f"Invalid value {hc.oom_score_adj}, range for oom score adj is [-1000, 1000]")
+    if hc.pids_limit is not None and hc.pids_limit <= 0:
+        hc.pids_limit = None
+    for mode, name in ((hc.ipc_mode, "IPC"), (hc.pid_mode, "PID"), (hc.uts_mode, "UTS")):
+        if mode and not _valid_ns_mode(mode, name):
+            raise invalid(f"invalid {name} mode: {mode}")
+    if hc.cgroupns_mode not in ("", "host", "private"):
+        raise invalid(f"invalid cgroup namespace mode: {hc.cgroupns_mode}")
+    if hc.network_mode == "host" and hc.port_bindings:
+        warnings.append("Published ports are discarded when using host network mode")
+    for u in hc.ulimits or []:
+        if u.soft > u.hard and u.hard >= 0:
+            raise invalid(
+                f"ulimit soft limit must be less than or equal to hard limit: {u.soft} > {u.hard}"
+            )
+    return warnings
+
+
+def _valid_ns_mode(mode: str, name: str) -> bool:
+    if name == "IPC":
+        return mode in ("private", "shareable", "host", "none") or (
+            mode.startswith("container:") and len(mode) > len("container:")
+        )
+    if name == "PID":
+        return mode == "host" or (mode.startswith("container:") and len(mode) > len("container:"))
+    return mode == "host"
+
+
+def _online(path: str) -> set[int]:
+    try:
+        with open(path) as f:
+            return _parse_set(f.read().strip())
+    except (OSError, ValueError):
+        return set()
+
+
+def _parse_set(value: str) -> set[int]:
+    out: set[int] = set()
+    for part in value.split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        a = int(lo)
+        b = int(hi) if sep else a
+        if b < a:
+            raise ValueError(value)
+        out.update(range(a, b + 1))
+    return out
+
+
+def _check_cpuset(value: str, kind: str, available: set[int]) -> None:
+    try:
+        wanted = _parse_set(value)
+    except ValueError:
+        raise invalid(f"Invalid value {value} for cpuset {kind}") from None
+    if available and not wanted <= available:
+        have = ",".join(str(i) for i in sorted(available))
+        raise invalid(
+            f"Requested {kind.upper()} are not available - requested {value}, available: {have}"
+        )
+
+
+def validate_log_config(hc: HostConfig, default_driver: str, default_opts: dict[str, str]) -> None:
+    lc = hc.log_config
+    if not lc.type:
+        lc.type = default_driver
+    if lc.config is None:
+        lc.config = {}
+    if lc.type == default_driver:
+        for k, v in default_opts.items():
+            lc.config.setdefault(k, v)
+    if lc.type not in LOG_DRIVERS:
+        raise invalid(f"logger: no log driver named '{lc.type}' is registered")
+    mode = lc.config.get("mode", "")
+    if mode not in ("", "blocking", "non-blocking"):
+        raise invalid(f"logger: logging mode not supported: {mode}")
+    if "max-buffer-size" in lc.config and mode != "non-blocking":
+        raise invalid("logger: max-buffer-size option is only supported with 'mode=non-blocking'")
+    if lc.type == "json-file":
+        for key in lc.config:
+            if key not in JSON_FILE_OPTS:
+                raise invalid(f"unknown log opt '{key}' for json-file log driver")
+        _size_opt(lc.config.get("max-size"))
+        if "max-file" in lc.config:
+            try:
+                n = int(lc.config["max-file"])
+            except ValueError:
+                raise invalid(f"invalid max-file: {lc.config['max-file']!r}") from None
+            if n < 1:
+                raise invalid("max-file cannot be less than 1")
+
+
+def _size_opt(value: str | None) -> None:
+    if value is None or value == "-1":
+        return
+    try:
+        parse_size(value)
+    except ValueError:
+        raise invalid(f"invalid max-size: {value!r}") from None
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+}
+
+
+def parse_size(value: str) -> int:
+    """go-units ``RAMInBytes``: ``10m`` → 10485760."""
+    v = value.strip().lower()
+    num = v.rstrip("bkmgtp")
+    unit = v[len(num) :]
+    if unit in ("t", "tb"):
+        mult = 1024**4
+    elif unit in ("p", "pb"):
+        mult = 1024**5
+    elif unit in _UNITS:
+        mult = _UNITS[unit]
+    else:
+        raise ValueError(value)
+    n = float(num)
+    if n < 0:
+        raise ValueError(value)
+    return int(n * mult)
+
+
+def default_masked_paths() -> list[str]:
+    paths = [
+        "/proc/asound",
+        "/proc/acpi",
+        "/proc/interrupts",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ]
+    cpu = 0
+    while os.path.exists(f"/sys/devices/system/cpu/cpu{cpu}/thermal_throttle"):
+        paths.append(f"/sys/devices/system/cpu/cpu{cpu}/thermal_throttle")
+        cpu += 1
+    return paths
+
+
+DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]

@@ -1,0 +1,33 @@
+"""Graph drivers: where layer contents live on disk and how they are stacked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from berth import errdefs
+from berth.graphdriver.base import Driver
+
+DRIVERS = ("overlay2", "vfs")
+
+
+def new_driver(name: str, data_root: Path) -> Driver:
+    """Open the driver *name* under *data_root*; "" picks overlay2 when the kernel has it."""
+    from berth.graphdriver import overlay2, vfs
+
+    if name == "":
+        name = "overlay2" if overlay2.supported(data_root) else "vfs"
+    if name == "overlay2":
+        if not overlay2.supported(data_root):
+            raise errdefs.System(
+                f"overlay2 is not supported on {data_root}: the kernel lacks overlayfs or the "
+                "backing filesystem cannot hold an upper directory; use --storage-driver vfs"
+            )
+        return overlay2.Overlay2(data_root / "overlay2")
+    if name == "vfs":
+        return vfs.Vfs(data_root / "vfs")
+    raise errdefs.InvalidParameter(
+        f"unknown storage driver {name!r}: choose one of {', '.join(DRIVERS)}"
+    )
+
+
+__all__ = ["DRIVERS", "Driver", "new_driver"]

@@ -1,0 +1,1 @@
+"""Images: content-addressed configs, tags, and the ways images come in."""

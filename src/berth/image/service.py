@@ -1,0 +1,520 @@
+"""The image service: what the daemon asks of images (moby's ``daemon/images``).
+
+It owns the layer store, the image store and the reference store of one
+graph driver, resolves what users type (``busybox``, an ID prefix, a digest)
+to images, and answers the image endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from berth import errdefs
+from berth.graphdriver import Driver
+from berth.image.reference import Reference, parse_any, parse_normalized_named, repo_tag_reference
+from berth.image.store import Image, ImageStore, ReferenceStore
+from berth.layer import LayerStore, ROLayer, RWLayer
+from berth.layer.store import InitFunc
+from berth.types.filters import Filters
+from berth.types.image import DeleteItem, HistoryItem, Summary
+from berth.utils.pathmatch import path_match
+from berth.utils.stringid import truncate_id
+from berth.utils.timefmt import ZERO_TIME, parse_rfc3339, parse_timestamp
+
+log = logging.getLogger(__name__)
+
+#: ``containers_using(image_id)`` → ``[(container_id, running)]`` in creation order.
+ContainersUsing = Callable[[str], list[tuple[str, bool]]]
+
+IMAGE_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
+
+
+class ImageNotFound(errdefs.NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No such image: {ref}")
+
+
+class ImageService:
+    def __init__(self, data_root: Path, driver: Driver) -> None:
+        self.driver = driver
+        root = data_root / "image" / driver.name
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.layers = LayerStore(root / "layerdb", driver)
+        self.images = ImageStore(root / "imagedb", self.layers)
+        self.references = ReferenceStore(root / "repositories.json")
+
+    # -- start-up ------------------------------------------------------------
+    def drop_dangling_references(self) -> None:
+        """Tags that point at images that are gone (e.g. a crash mid-delete)."""
+        for ref, ident in self.references.all().items():
+            if self.images.get(ident) is None:
+                log.warning("removing tag %s of missing image %s", ref.familiar(), ident)
+                self.references.delete(ref)
+
+    # -- lookup --------------------------------------------------------------
+    def get_image(self, ref_or_id: str) -> Image:
+        """Resolve a name, digest, full ID or ID prefix, as ``GetImage`` does."""
+        try:
+            parsed = parse_any(ref_or_id)
+        except errdefs.InvalidParameter:
+            img = self.images.search(ref_or_id)
+            if img is not None:
+                return img
+            raise
+        if isinstance(parsed, str):
+            img = self.images.get(parsed)
+            if img is None:
+                raise ImageNotFound(parsed)
+            return img
+        ident = self.references.get(parsed)
+        if ident is not None:
+            img = self.images.get(ident)
+            if img is not None:
+                return img
+        img = self.images.search(ref_or_id)
+        if img is not None:
+            return img
+        raise ImageNotFound(parsed.tag_name_only().familiar())
+
+    def repo_tags(self, ident: str) -> tuple[list[str], list[str]]:
+        tags: list[str] = []
+        digests: list[str] = []
+        for ref in self.references.references(ident):
+            if ref.digest:
+                digests.append(ref.familiar())
+            else:
+                tags.append(ref.familiar())
+        return tags, digests
+
+    # -- list ----------------------------------------------------------------
+    def list_images(
+        self,
+        filters: Filters,
+        all_images: bool,
+        shared_size: bool,
+        version: tuple[int, int],
+        container_counts: dict[str, int] | None,
+    ) -> list[Summary]:
+        filters.validate(IMAGE_FILTERS)
+        dangling_only = (
+            filters.get_bool_or_default("dangling", False)
+            if filters.contains("dangling")
+            else False
+        )
+        before: int | None = None
+        since: int | None = None
+        for value in filters.get("before"):
+            t = self._created_ns(self.get_image(value))
+            before = t if before is None else min(before, t)
+        for value in filters.get("since"):
+            t = self._created_ns(self.get_image(value))
+            since = t if since is None else max(since, t)
+        for value in filters.get("until"):
+            try:
+                t = parse_timestamp(value)
+            except ValueError:
+                raise errdefs.InvalidParameter(f"invalid filter 'until={value}'") from None
+            before = t if before is None else min(before, t)
+        patterns = filters.get("reference")
+
+        shared: dict[str, int] = {}
+        if shared_size:
+            for img in self.images.all():
+                layer = img.layer
+                while layer is not None:
+                    shared[layer.chain_id] = shared.get(layer.chain_id, 0) + 1
+                    layer = layer.parent
+
+        out: list[tuple[int, Summary]] = []
+        for img in self.images.all():
+            if dangling_only and img.children:
+                continue
+            created = self._created_ns(img)
+            if (before is not None or since is not None) and not img.config.created:
+                continue
+            if before is not None and not created < before:
+                continue
+            if since is not None and not created > since:
+                continue
+            labels = img.config.config.labels if img.config.config else None
+            if filters.contains("label") and not filters.match_kv_list("label", labels):
+                continue
+            tags: list[str] = []
+            digests: list[str] = []
+            for ref in self.references.references(img.id):
+                if patterns and not any(_familiar_match(p, ref) for p in patterns):
+                    continue
+                (digests if ref.digest else tags).append(ref.familiar())
+            if not tags and not digests:
+                if not (all_images or not img.children):
+                    continue
+                if filters.contains("dangling") and not dangling_only:
+                    continue
+                if patterns:
+                    continue
+            elif dangling_only and tags:
+                continue
+            if version < (1, 43) and not tags and not digests:
+                tags, digests = ["<none>:<none>"], ["<none>@<none>"]
+            size = img.size
+            summary = Summary(
+                Containers=(container_counts or {}).get(img.id, 0) if version >= (1, 51) else -1,
+                Created=created // 1_000_000_000,
+                Id=img.id,
+                Labels=labels,
+                ParentId=img.parent,
+                RepoDigests=digests,
+                RepoTags=tags,
+                SharedSize=_shared(img.layer, shared) if shared_size else -1,
+                Size=size,
+            )
+            if version < (1, 44):
+                summary.VirtualSize = size
+            out.append((created, summary))
+        out.sort(key=lambda t: t[0], reverse=True)
+        return [s for _, s in out]
+
+    @staticmethod
+    def _created_ns(img: Image) -> int:
+        try:
+            return parse_rfc3339(img.config.created) if img.config.created else 0
+        except ValueError:
+            return 0
+
+    # -- inspect / history -------------------------------------------------------
+    def inspect(self, ref_or_id: str, version: tuple[int, int]) -> dict[str, Any]:
+        from berth.types.wire import to_wire
+
+        img = self.get_image(ref_or_id)
+        cfg = img.config
+        tags, digests = self.repo_tags(img.id)
+        comment = cfg.comment or (cfg.history[-1].comment if cfg.history else "")
+        out: dict[str, Any] = {
+            "Id": img.id,
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Parent": img.parent,
+            "Comment": comment,
+        }
+        if cfg.created:
+            out["Created"] = cfg.created
+        elif version < (1, 44):
+            out["Created"] = ZERO_TIME
+        if version < (1, 45):
+            if cfg.container:
+                out["Container"] = cfg.container
+            out["ContainerConfig"] = (
+                to_wire(cfg.container_config) if cfg.container_config else to_wire(_empty_config())
+            )
+        out["DockerVersion"] = cfg.docker_version
+        out["Author"] = cfg.author
+        out["Architecture"] = cfg.architecture
+        if cfg.variant:
+            out["Variant"] = cfg.variant
+        out["Os"] = cfg.os or "linux"
+        if cfg.os_version:
+            out["OsVersion"] = cfg.os_version
+        out["Size"] = img.size
+        if version < (1, 44):
+            out["VirtualSize"] = img.size
+        out["GraphDriver"] = {
+            "Data": self.driver.metadata(img.layer.cache_id) if img.layer else None,
+            "Name": self.driver.name,
+        }
+        out["RootFS"] = {"Type": cfg.rootfs.type, "Layers": list(cfg.rootfs.diff_ids)}
+        out["Metadata"] = {"LastTagTime": img.last_updated or ZERO_TIME}
+        out["Config"] = _image_config_view(cfg, version)
+        return out
+
+    def history(self, ref_or_id: str) -> list[HistoryItem]:
+        img = self.get_image(ref_or_id)
+        diff_ids = img.config.rootfs.diff_ids
+        items: list[HistoryItem] = []
+        chain: str | None = None
+        layer_index = 0
+        from berth.layer.chain import chain_id
+
+        for h in img.config.history:
+            size = 0
+            if not h.empty_layer:
+                if layer_index >= len(diff_ids):
+                    raise errdefs.System("too many non-empty layers in History section")
+                chain = chain_id(chain, diff_ids[layer_index])
+                layer = self.layers.lookup(chain)
+                size = layer.size if layer else 0
+                layer_index += 1
+            created = 0
+            if h.created:
+                try:
+                    created = parse_rfc3339(h.created) // 1_000_000_000
+                except ValueError:
+                    created = 0
+            items.append(HistoryItem("<missing>", created, h.created_by, None, size, h.comment))
+        items.reverse()
+        current: Image | None = img
+        for item in items:
+            if current is None:
+                break
+            item.Id = current.id
+            tags, _ = self.repo_tags(current.id)
+            item.Tags = tags or None
+            current = self.images.get(current.parent) if current.parent else None
+        return items
+
+    # -- tag / delete ----------------------------------------------------------------
+    def tag(self, ref_or_id: str, repo: str, tag: str) -> Reference | None:
+        ref = repo_tag_reference(repo, tag)
+        if ref is None:
+            return None
+        if ref.familiar_name() == "sha256":
+            raise errdefs.InvalidParameter(
+                "refusing to create an ambiguous tag using digest algorithm as name"
+            )
+        try:
+            img = self.get_image(ref_or_id)
+        except errdefs.InvalidParameter as e:
+            raise errdefs.NotFound(str(e)) from None
+        self.tag_image(img.id, ref)
+        return ref
+
+    def tag_image(self, ident: str, ref: Reference) -> str | None:
+        previous = self.references.add(ref, ident)
+        self.images.set_last_updated(ident)
+        return previous
+
+    def delete(
+        self, ref_or_id: str, force: bool, prune: bool, containers_using: ContainersUsing
+    ) -> list[DeleteItem]:
+        """``docker rmi``: untag, and delete the image when nothing else names it."""
+        if not ref_or_id.strip():
+            raise errdefs.InvalidParameter("image name cannot be blank")
+        img = self.get_image(ref_or_id)
+        records: list[DeleteItem] = []
+        repo_refs = self.references.references(img.id)
+        removed_repository_ref = False
+        if not _is_id_prefix(img.id, ref_or_id):
+            users = containers_using(img.id)
+            if not force and _is_single_reference(repo_refs) and users:
+                raise errdefs.Conflict(
+                    f'conflict: unable to remove repository reference "{ref_or_id}" (must force) '
+                    f"- container {truncate_id(users[0][0])} is using its referenced image "
+                    f"{truncate_id(img.id)}"
+                )
+            parsed = parse_normalized_named(ref_or_id)
+            self.references.delete(parsed)
+            records.append(DeleteItem(Untagged=parsed.tag_name_only().familiar()))
+            repo_refs = self.references.references(img.id)
+            if not parsed.digest and not any(
+                r.name == parsed.name and not r.digest for r in repo_refs
+            ):
+                for r in repo_refs:
+                    if r.name == parsed.name and r.digest:
+                        self.references.delete(r)
+                        records.append(DeleteItem(Untagged=r.familiar()))
+                repo_refs = self.references.references(img.id)
+            if repo_refs:
+                return records
+            removed_repository_ref = True
+        elif _is_single_reference(repo_refs):
+            conflict = self._conflict(
+                img, hard_only=force, check_refs=False, users=containers_using(img.id)
+            )
+            if conflict is not None:
+                raise errdefs.Conflict(conflict[0])
+            for r in repo_refs:
+                self.references.delete(r)
+                records.append(DeleteItem(Untagged=r.familiar()))
+        self._delete_helper(img, records, force, prune, removed_repository_ref, containers_using)
+        return records
+
+    def _conflict(
+        self, img: Image, hard_only: bool, check_refs: bool, users: list[tuple[str, bool]]
+    ) -> tuple[str, bool] | None:
+        """(message, used-by-container) for the first conflict, as moby checks them."""
+        short = truncate_id(img.id)
+        if img.children:
+            return (
+                f"conflict: unable to delete {short} (cannot be forced) - image has dependent "
+                "child images",
+                False,
+            )
+        for cid, running in users:
+            if running:
+                return (
+                    f"conflict: unable to delete {short} (cannot be forced) - image is being used "
+                    f"by running container {truncate_id(cid)}",
+                    True,
+                )
+        if hard_only:
+            return None
+        if check_refs and self.references.references(img.id):
+            return (
+                f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+                "multiple repositories",
+                False,
+            )
+        for cid, running in users:
+            if not running:
+                return (
+                    f"conflict: unable to delete {short} (must be forced) - image is being used "
+                    f"by stopped container {truncate_id(cid)}",
+                    True,
+                )
+        return None
+
+    def _delete_helper(
+        self,
+        img: Image,
+        records: list[DeleteItem],
+        force: bool,
+        prune: bool,
+        quiet: bool,
+        containers_using: ContainersUsing,
+    ) -> None:
+        conflict = self._conflict(
+            img, hard_only=force, check_refs=True, users=containers_using(img.id)
+        )
+        if conflict is not None:
+            message, used = conflict
+            dangling = not self.references.references(img.id) and not img.children
+            if quiet and (not dangling or used):
+                return
+            raise errdefs.Conflict(message)
+        parent = img.parent
+        for r in self.references.references(img.id):
+            self.references.delete(r)
+            records.append(DeleteItem(Untagged=r.familiar()))
+        removed = self.images.delete(img.id)
+        records.append(DeleteItem(Deleted=img.id))
+        records.extend(DeleteItem(Deleted=layer.chain_id) for layer in removed)
+        if not prune or not parent:
+            return
+        parent_img = self.images.get(parent)
+        if parent_img is not None:
+            self._delete_helper(parent_img, records, False, True, True, containers_using)
+
+    # -- layers for containers -------------------------------------------------
+    def create_rw_layer(self, container_id: str, img: Image | None, init: InitFunc) -> RWLayer:
+        return self.layers.create_rw_layer(container_id, img.chain_id if img else None, init)
+
+    def release_rw_layer(self, container_id: str) -> None:
+        try:
+            rw = self.layers.get_rw_layer(container_id)
+        except errdefs.NotFound:
+            return
+        self.layers.unmount(rw)
+        self.layers.release_rw_layer(rw)
+
+    # -- import / load ---------------------------------------------------------
+    def import_image(
+        self,
+        stream: IO[bytes],
+        repo: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        platform: str,
+    ) -> str:
+        from berth.image.importer import import_image
+
+        return import_image(self, stream, repo, tag, message, changes, platform)
+
+    def load(self, path: Path) -> list[str]:
+        from berth.image.load import load_archive
+
+        return load_archive(self, path)
+
+    def release_layers(self, layers: Iterable[ROLayer]) -> None:
+        for layer in layers:
+            self.layers.release(layer)
+
+
+def _shared(layer: ROLayer | None, counts: dict[str, int]) -> int:
+    total = 0
+    while layer is not None:
+        if counts.get(layer.chain_id, 0) > 1:
+            total += layer.size
+        layer = layer.parent
+    return total
+
+
+def _is_id_prefix(ident: str, ref: str) -> bool:
+    return ident.startswith(ref) or ident[7:].startswith(ref)
+
+
+def _is_single_reference(refs: list[Reference]) -> bool:
+    if len(refs) <= 1:
+        return len(refs) == 1
+    tags = [r for r in refs if not r.digest]
+    if len(tags) > 1:
+        return False
+    canonical = {r.name for r in refs if r.digest}
+    single = tags[0] if tags else refs[0]
+    return len(canonical) == 1 and single.name in canonical
+
+
+def _familiar_match(pattern: str, ref: Reference) -> bool:
+    return path_match(pattern, ref.familiar()) or path_match(pattern, ref.familiar_name())
+
+
+def _empty_config() -> Any:
+    from berth.types.container import Config
+
+    return Config()
+
+
+_LEGACY_CURRENT = {
+    "Cmd": None,
+    "Entrypoint": None,
+    "Env": None,
+    "Labels": None,
+    "OnBuild": None,
+    "User": "",
+    "Volumes": None,
+    "WorkingDir": "",
+}
+_LEGACY_149 = {
+    **_LEGACY_CURRENT,
+    "AttachStderr": False,
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "Domainname": "",
+    "Hostname": "",
+    "Image": "",
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Tty": False,
+}
+_OCI_CONFIG_FIELDS = (
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "ArgsEscaped",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+)
+
+
+def _image_config_view(cfg: Any, version: tuple[int, int]) -> dict[str, Any]:
+    """The image's ``Config`` as dockerd 28 shows it: OCI fields over legacy defaults."""
+    from berth.types.wire import to_wire
+
+    out: dict[str, Any] = dict(_LEGACY_CURRENT if version >= (1, 50) else _LEGACY_149)
+    if cfg.config is not None:
+        wire = to_wire(cfg.config)
+        for key in _OCI_CONFIG_FIELDS:
+            value = wire.get(key)
+            if value not in (None, "", False, [], {}):
+                out[key] = value
+    return dict(sorted(out.items()))

@@ -1,0 +1,354 @@
+"""Layer store over a graph driver, with moby's on-disk metadata.
+
+Read-only layers live in ``layerdb/sha256/<chain>/{diff,size,cache-id,parent}``
+and their contents in the driver directory named by ``cache-id``.  A
+container's RW layer is ``layerdb/mounts/<container>/{mount-id,init-id,parent}``
+over the driver directories ``<mount-id>-init`` (the init layer) and
+``<mount-id>``.  Every metadata directory appears by one rename, so a crash
+leaves either nothing or a whole record; driver directories that no record
+names are swept at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from berth import errdefs
+from berth.graphdriver.base import Driver
+from berth.layer.chain import chain_id as make_chain_id
+from berth.layer.tarapply import apply_layer
+from berth.utils.atomic import sweep_temp, write_dir
+
+log = logging.getLogger(__name__)
+
+#: ``init(path, lowers)``: populate a new init layer at *path*; *lowers* are the
+#: image's layer directories, top first (empty when the driver copies parents).
+InitFunc = Callable[[Path, list[Path]], None]
+
+
+@dataclass(eq=False)
+class ROLayer:
+    chain_id: str
+    diff_id: str
+    cache_id: str
+    size: int
+    parent: ROLayer | None
+    references: int = 0
+
+    def total_size(self) -> int:
+        size = 0
+        layer: ROLayer | None = self
+        while layer is not None:
+            size += layer.size
+            layer = layer.parent
+        return size
+
+    def diff_ids(self) -> list[str]:
+        out: list[str] = []
+        layer: ROLayer | None = self
+        while layer is not None:
+            out.append(layer.diff_id)
+            layer = layer.parent
+        out.reverse()
+        return out
+
+
+@dataclass(eq=False)
+class RWLayer:
+    name: str
+    mount_id: str
+    init_id: str
+    parent: ROLayer | None
+    _mounts: int = field(default=0)
+
+
+class LayerStore:
+    def __init__(self, root: Path, driver: Driver) -> None:
+        self.root = root
+        self.driver = driver
+        self._layers: dict[str, ROLayer] = {}
+        self._mounts: dict[str, RWLayer] = {}
+        self._lock = threading.RLock()
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "mounts").mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    # -- loading -------------------------------------------------------------
+    def _read(self, path: Path) -> str:
+        return path.read_text().strip()
+
+    def _load(self) -> None:
+        sweep_temp(self.root / "sha256")
+        sweep_temp(self.root / "mounts")
+        raw: dict[str, tuple[str, str, int, str]] = {}
+        for entry in os.scandir(self.root / "sha256"):
+            if not entry.is_dir():
+                continue
+            d = Path(entry.path)
+            try:
+                diff = self._read(d / "diff")
+                cache = self._read(d / "cache-id")
+                size = int(self._read(d / "size"))
+                parent_ref = self._read(d / "parent") if (d / "parent").exists() else ""
+            except (OSError, ValueError) as e:
+                log.warning("dropping unreadable layer record %s: %s", d.name, e)
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            raw["sha256:" + entry.name] = (diff, cache, size, parent_ref)
+
+        def build(cid: str, seen: tuple[str, ...] = ()) -> ROLayer | None:
+            if cid in self._layers:
+                return self._layers[cid]
+            rec = raw.get(cid)
+            if rec is None or cid in seen:
+                return None
+            diff, cache, size, parent_id = rec
+            parent = build(parent_id, (*seen, cid)) if parent_id else None
+            if parent_id and parent is None:
+                log.warning("dropping layer %s: its parent %s is missing", cid, parent_id)
+                return None
+            if not self.driver.exists(cache):
+                log.warning("dropping layer %s: driver directory %s is missing", cid, cache)
+                return None
+            layer = ROLayer(cid, diff, cache, size, parent)
+            if parent is not None:
+                parent.references += 1
+            self._layers[cid] = layer
+            return layer
+
+        for cid in raw:
+            build(cid)
+        for cid in set(raw) - set(self._layers):
+            shutil.rmtree(self._meta_dir(cid), ignore_errors=True)
+
+        for entry in os.scandir(self.root / "mounts"):
+            d = Path(entry.path)
+            try:
+                mount_id = self._read(d / "mount-id")
+                init_id = self._read(d / "init-id") if (d / "init-id").exists() else ""
+                parent_id = self._read(d / "parent") if (d / "parent").exists() else ""
+            except OSError as e:
+                log.warning("dropping unreadable mount record %s: %s", d.name, e)
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            image_layer = self._layers.get(parent_id) if parent_id else None
+            if parent_id and image_layer is None:
+                log.warning(
+                    "dropping RW layer of %s: image layer %s is missing", entry.name, parent_id
+                )
+                self._remove_rw_dirs(mount_id, init_id)
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            if image_layer is not None:
+                image_layer.references += 1
+            self._mounts[entry.name] = RWLayer(entry.name, mount_id, init_id, image_layer)
+
+    def sweep_orphans(self) -> None:
+        """Delete driver directories that no layer or RW record names."""
+        with self._lock:
+            wanted = {layer.cache_id for layer in self._layers.values()}
+            for rw in self._mounts.values():
+                wanted.add(rw.mount_id)
+                if rw.init_id:
+                    wanted.add(rw.init_id)
+            for ident in self.driver.list_ids():
+                if ident not in wanted:
+                    log.info("removing orphaned layer directory %s", ident)
+                    self.driver.remove(ident)
+
+    def release_unreferenced(self) -> None:
+        """Drop layers nothing holds: left behind by an interrupted load or import."""
+        with self._lock:
+            for layer in list(self._layers.values()):
+                if layer.references == 0 and layer.chain_id in self._layers:
+                    self._delete_chain(layer)
+
+    # -- read-only layers ----------------------------------------------------
+    def _meta_dir(self, cid: str) -> Path:
+        return self.root / "sha256" / cid.removeprefix("sha256:")
+
+    def get(self, cid: str) -> ROLayer:
+        """Return layer *cid* with a reference held for the caller."""
+        with self._lock:
+            layer = self._layers.get(cid)
+            if layer is None:
+                raise errdefs.NotFound(f"layer does not exist: {cid}")
+            layer.references += 1
+            return layer
+
+    def lookup(self, cid: str) -> ROLayer | None:
+        with self._lock:
+            return self._layers.get(cid)
+
+    def layers(self) -> list[ROLayer]:
+        with self._lock:
+            return list(self._layers.values())
+
+    def register(
+        self, stream: IO[bytes], parent: ROLayer | None, expected_diff_id: str | None = None
+    ) -> ROLayer:
+        """Apply the layer tar *stream* on *parent*; the caller holds one reference.
+
+        A stream whose DiffID differs from *expected_diff_id* is refused and
+        leaves nothing behind.
+        """
+        cache_id = secrets.token_hex(32)
+        parent_cache = parent.cache_id if parent else None
+        self.driver.create(cache_id, parent_cache)
+        try:
+            target = self.driver.apply_target(cache_id)
+            diff_id, size = apply_layer(stream, str(target), self.driver.whiteout_format)
+            if expected_diff_id is not None and diff_id != expected_diff_id:
+                raise errdefs.InvalidParameter(
+                    f"layer content does not match its digest: expected {expected_diff_id}, "
+                    f"got {diff_id}"
+                )
+        except BaseException:
+            self.driver.remove(cache_id)
+            raise
+        cid = make_chain_id(parent.chain_id if parent else None, diff_id)
+        with self._lock:
+            existing = self._layers.get(cid)
+            if existing is not None:
+                existing.references += 1
+                self.driver.remove(cache_id)
+                return existing
+            files = {
+                "diff": diff_id.encode(),
+                "size": str(size).encode(),
+                "cache-id": cache_id.encode(),
+            }
+            if parent is not None:
+                files["parent"] = parent.chain_id.encode()
+            try:
+                write_dir(self._meta_dir(cid), files)
+            except BaseException:
+                self.driver.remove(cache_id)
+                raise
+            layer = ROLayer(cid, diff_id, cache_id, size, parent, references=1)
+            if parent is not None:
+                parent.references += 1
+            self._layers[cid] = layer
+            return layer
+
+    def release(self, layer: ROLayer) -> list[ROLayer]:
+        """Drop one reference; return the layers that were deleted, top first."""
+        with self._lock:
+            layer.references -= 1
+            if layer.references > 0:
+                return []
+            return self._delete_chain(layer)
+
+    def _delete_chain(self, layer: ROLayer) -> list[ROLayer]:
+        removed: list[ROLayer] = []
+        current: ROLayer | None = layer
+        while current is not None and current.references <= 0:
+            self._layers.pop(current.chain_id, None)
+            # Metadata first: a crash after it leaves only an orphaned driver
+            # directory, which the start-up sweep removes.
+            shutil.rmtree(self._meta_dir(current.chain_id), ignore_errors=True)
+            self.driver.remove(current.cache_id)
+            removed.append(current)
+            parent = current.parent
+            if parent is not None:
+                parent.references -= 1
+            current = parent
+        return removed
+
+    # -- RW layers -----------------------------------------------------------
+    def create_rw_layer(
+        self, name: str, parent_chain: str | None, init: InitFunc | None = None
+    ) -> RWLayer:
+        """Create the init layer and the RW layer of container *name*."""
+        with self._lock:
+            if name in self._mounts:
+                raise errdefs.Conflict(f"a RW layer for {name} already exists")
+            parent = self._layers.get(parent_chain) if parent_chain else None
+            if parent_chain and parent is None:
+                raise errdefs.NotFound(f"layer does not exist: {parent_chain}")
+            if parent is not None:
+                parent.references += 1
+        mount_id = secrets.token_hex(32)
+        init_id = mount_id + "-init" if init is not None else ""
+        created: list[str] = []
+        try:
+            below = parent.cache_id if parent else None
+            if init is not None:
+                self.driver.create(init_id, below)
+                created.append(init_id)
+                init(self.driver.apply_target(init_id), self.driver.lower_dirs(init_id))
+                below = init_id
+            self.driver.create(mount_id, below)
+            created.append(mount_id)
+            files = {"mount-id": mount_id.encode()}
+            if init_id:
+                files["init-id"] = init_id.encode()
+            if parent is not None:
+                files["parent"] = parent.chain_id.encode()
+            write_dir(self.root / "mounts" / name, files)
+        except BaseException:
+            for ident in reversed(created):
+                self.driver.remove(ident)
+            if parent is not None:
+                with self._lock:
+                    parent.references -= 1
+            raise
+        rw = RWLayer(name, mount_id, init_id, parent)
+        with self._lock:
+            self._mounts[name] = rw
+        return rw
+
+    def get_rw_layer(self, name: str) -> RWLayer:
+        with self._lock:
+            rw = self._mounts.get(name)
+        if rw is None:
+            raise errdefs.NotFound(f"RW layer for container {name} does not exist")
+        return rw
+
+    def rw_layer_names(self) -> list[str]:
+        with self._lock:
+            return list(self._mounts)
+
+    def mount(self, rw: RWLayer) -> Path:
+        path = self.driver.get(rw.mount_id)
+        rw._mounts += 1
+        return path
+
+    def unmount(self, rw: RWLayer) -> None:
+        if rw._mounts > 0:
+            rw._mounts -= 1
+            self.driver.put(rw.mount_id)
+
+    def release_rw_layer(self, rw: RWLayer) -> list[ROLayer]:
+        """Delete the RW layer (and its init layer); release its image layer."""
+        with self._lock:
+            if self._mounts.get(rw.name) is not rw:
+                return []
+            del self._mounts[rw.name]
+            # The record goes first so a crash cannot leave a record without data.
+            shutil.rmtree(self.root / "mounts" / rw.name, ignore_errors=True)
+            self._remove_rw_dirs(rw.mount_id, rw.init_id)
+            if rw.parent is not None:
+                rw.parent.references -= 1
+                if rw.parent.references <= 0:
+                    return self._delete_chain(rw.parent)
+            return []
+
+    def _remove_rw_dirs(self, mount_id: str, init_id: str) -> None:
+        self.driver.remove(mount_id)
+        if init_id:
+            self.driver.remove(init_id)
+
+    def rw_metadata(self, rw: RWLayer) -> dict[str, str]:
+        return self.driver.metadata(rw.mount_id)
+
+    def rw_size(self, rw: RWLayer) -> int:
+        return self.driver.diff_size(rw.mount_id)

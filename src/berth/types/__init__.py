@@ -1,0 +1,1 @@
+"""Engine API models as msgspec Structs, named and spelled as the Engine API spells them."""

@@ -1,0 +1,78 @@
+"""Image models: the image config document (the thing whose sha256 is the
+image ID) and the Engine API's list/inspect/history/delete shapes."""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec import field
+
+from berth.types.container import Config
+
+
+class RootFS(msgspec.Struct):
+    type: str = "layers"
+    diff_ids: list[str] = msgspec.field(default_factory=list)
+
+
+class History(msgspec.Struct, omit_defaults=True):
+    created: str = ""
+    author: str = ""
+    created_by: str = ""
+    comment: str = ""
+    empty_layer: bool = False
+
+
+class ImageConfig(msgspec.Struct, omit_defaults=True):
+    """The image configuration JSON (Docker image spec v1.2 / OCI image config).
+
+    Decoding ignores fields berth does not use; the bytes on disk are kept
+    verbatim because the image ID is their digest.
+    """
+
+    architecture: str = ""
+    os: str = ""
+    variant: str = ""
+    os_version: str = field(default="", name="os.version")
+    created: str = ""
+    author: str = ""
+    config: Config | None = None
+    container: str = ""
+    container_config: Config | None = None
+    docker_version: str = ""
+    comment: str = ""
+    history: list[History] = msgspec.field(default_factory=list)
+    rootfs: RootFS = msgspec.field(default_factory=RootFS)
+    parent: str = ""
+
+
+class Metadata(msgspec.Struct):
+    LastTagTime: str = ""
+
+
+class Summary(msgspec.Struct):
+    """One row of ``GET /images/json``."""
+
+    Containers: int
+    Created: int
+    Id: str
+    Labels: dict[str, str] | None
+    ParentId: str
+    RepoDigests: list[str]
+    RepoTags: list[str]
+    SharedSize: int
+    Size: int
+    VirtualSize: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class HistoryItem(msgspec.Struct):
+    Id: str
+    Created: int
+    CreatedBy: str
+    Tags: list[str] | None
+    Size: int
+    Comment: str
+
+
+class DeleteItem(msgspec.Struct, omit_defaults=True):
+    Untagged: str = ""
+    Deleted: str = ""

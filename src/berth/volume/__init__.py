@@ -1,0 +1,1 @@
+"""Volumes: local volumes and the parsing of mount specifications."""

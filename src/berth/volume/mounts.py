@@ -1,0 +1,223 @@
+"""Parsing and validation of ``-v`` (Binds), ``--mount`` (Mounts) and image volumes.
+
+Produces the mount points a container records at create; the rules and
+messages follow moby's Linux mount parser.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import secrets
+
+import msgspec
+from msgspec import field
+
+from berth import errdefs
+from berth.types.container import Mount
+
+_PROPAGATION = {"private", "rprivate", "slave", "rslave", "shared", "rshared"}
+_CONSISTENCY = {"consistent", "cached", "delegated", "default"}
+_LABEL = {"z", "Z"}
+_RW = {"rw", "ro"}
+_COPY = {"nocopy"}
+
+
+class MountPointRecord(msgspec.Struct, rename="pascal"):
+    """A mount a container records at create (``-v``, ``--mount``, image volumes)."""
+
+    type: str = ""
+    name: str = ""
+    source: str = ""
+    destination: str = ""
+    driver: str = ""
+    mode: str = ""
+    rw: bool = field(default=True, name="RW")
+    propagation: str = ""
+
+
+class MountError(errdefs.InvalidParameter):
+    pass
+
+
+def _mount_config_error(kind: str, msg: str) -> MountError:
+    return MountError(f'invalid mount config for type "{kind}": {msg}')
+
+
+def _valid_mode(mode: str) -> bool:
+    if not mode:
+        return True
+    seen: dict[str, int] = {}
+    for opt in mode.split(","):
+        for name, group in (
+            ("rw", _RW),
+            ("label", _LABEL),
+            ("propagation", _PROPAGATION),
+            ("copy", _COPY),
+            ("consistency", _CONSISTENCY),
+        ):
+            if opt in group:
+                seen[name] = seen.get(name, 0) + 1
+                if seen[name] > 1:
+                    return False
+                break
+        else:
+            return False
+    return True
+
+
+def _mode_has(mode: str, opts: set[str]) -> str:
+    for opt in mode.split(","):
+        if opt in opts:
+            return opt
+    return ""
+
+
+def volume_source(data_root: str, name: str) -> str:
+    return os.path.join(data_root, "volumes", name, "_data")
+
+
+def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPointRecord:
+    """One ``-v`` entry: ``src:dst[:mode]`` or ``name:dst[:mode]``."""
+    invalid = MountError(f"invalid volume specification: '{raw}'")
+    arr = raw.split(":", 3)
+    if not arr[0] or len(arr) > 3:
+        raise invalid
+    if len(arr) == 1:
+        source, dest, mode = "", arr[0], ""
+    elif len(arr) == 2:
+        if _valid_mode(arr[1]) and arr[1]:
+            raise invalid
+        source, dest, mode = arr[0], arr[1], ""
+    else:
+        source, dest, mode = arr
+    if not _valid_mode(mode):
+        raise MountError(f"invalid mode: {mode}")
+    try:
+        _check_target(dest, "bind" if source.startswith("/") else "volume")
+    except MountError as e:
+        raise MountError(f"invalid volume specification: '{raw}': {e}") from None
+    rw = _mode_has(mode, _RW) != "ro"
+    if source.startswith("/"):
+        return MountPointRecord(
+            type="bind",
+            source=posixpath.normpath(source),
+            destination=posixpath.normpath(dest),
+            mode=mode,
+            rw=rw,
+            propagation=_mode_has(mode, _PROPAGATION) or "rprivate",
+        )
+    name = source or secrets.token_hex(32)
+    return MountPointRecord(
+        type="volume",
+        name=name,
+        source=volume_source(data_root, name),
+        destination=posixpath.normpath(dest),
+        driver=volume_driver or "local",
+        mode=mode or "z",
+        rw=rw,
+        propagation="",
+    )
+
+
+def _check_target(target: str, kind: str) -> None:
+    if not target:
+        raise _mount_config_error(kind, "field Target must not be empty")
+    if posixpath.normpath(target) == "/":
+        raise _mount_config_error(kind, "invalid specification: destination can't be '/'")
+    if not target.startswith("/"):
+        raise _mount_config_error(
+            kind, f"invalid mount path: '{target}' mount path must be absolute"
+        )
+
+
+def validate_mount(m: Mount, check_bind_source: bool = True) -> None:
+    """The checks of ``ValidateMountConfig`` for one ``--mount``."""
+    kind = m.type
+    _check_target(m.target, kind)
+    if kind == "bind":
+        if not m.source:
+            raise _mount_config_error(kind, "field Source must not be empty")
+        if (
+            m.bind_options
+            and m.bind_options.propagation
+            and (m.bind_options.propagation not in _PROPAGATION)
+        ):
+            raise _mount_config_error(
+                kind, f"invalid propagation mode: {m.bind_options.propagation}"
+            )
+        if m.volume_options is not None:
+            raise _mount_config_error(kind, "field VolumeOptions must not be specified")
+        if not m.source.startswith("/"):
+            raise _mount_config_error(
+                kind, f"invalid mount path: '{m.source}' mount path must be absolute"
+            )
+        create = bool(m.bind_options and m.bind_options.create_mountpoint)
+        if check_bind_source and not create and not os.path.exists(m.source):
+            raise _mount_config_error(kind, f"bind source path does not exist: {m.source}")
+    elif kind == "volume":
+        if m.bind_options is not None:
+            raise _mount_config_error(kind, "field BindOptions must not be specified")
+        subpath = m.volume_options.subpath if m.volume_options else ""
+        if subpath and not m.source:
+            raise _mount_config_error(kind, "must not set Subpath when using anonymous volumes")
+        if subpath and (subpath.startswith("/") or posixpath.normpath(subpath).startswith("..")):
+            raise _mount_config_error(kind, "subpath must be a relative path within the volume")
+        if m.read_only and not m.source:
+            raise _mount_config_error(
+                kind, "must not set ReadOnly mode when using anonymous volumes"
+            )
+    elif kind == "tmpfs":
+        if m.bind_options is not None:
+            raise _mount_config_error(kind, "field BindOptions must not be specified")
+        if m.source:
+            raise _mount_config_error(kind, "field Source must not be specified")
+        opts = m.tmpfs_options.options if m.tmpfs_options else None
+        for opt in opts or []:
+            if len(opt) not in (1, 2):
+                raise _mount_config_error(kind, "invalid option array length")
+            if opt[0] not in ("exec", "noexec"):
+                raise _mount_config_error(kind, f"invalid option: {opt[0]}")
+    elif kind == "image":
+        if m.bind_options is not None:
+            raise _mount_config_error(kind, "field BindOptions must not be specified")
+        if not m.source:
+            raise _mount_config_error(kind, "field Source must not be empty")
+    elif kind == "npipe":
+        raise _mount_config_error(kind, "mount type unknown")
+    else:
+        raise _mount_config_error(kind, "mount type unknown")
+
+
+def mount_point(m: Mount, data_root: str) -> MountPointRecord:
+    """What a validated ``--mount`` records."""
+    rw = not m.read_only
+    if m.type == "bind":
+        propagation = (m.bind_options.propagation if m.bind_options else "") or "rprivate"
+        return MountPointRecord(
+            type="bind",
+            source=posixpath.normpath(m.source),
+            destination=posixpath.normpath(m.target),
+            rw=rw,
+            propagation=propagation,
+        )
+    if m.type == "volume":
+        name = m.source or secrets.token_hex(32)
+        driver = ""
+        if m.volume_options and m.volume_options.driver_config:
+            driver = m.volume_options.driver_config.name
+        return MountPointRecord(
+            type="volume",
+            name=name,
+            source=volume_source(data_root, name),
+            destination=posixpath.normpath(m.target),
+            driver=driver or "local",
+            mode="z",
+            rw=rw,
+        )
+    return MountPointRecord(
+        type=m.type,
+        source=m.source,
+        destination=posixpath.normpath(m.target),
+        rw=rw,
+    )
