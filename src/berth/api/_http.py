@@ -21,8 +21,6 @@ import h11
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 256 * 1024
-#: Bodies larger than this are not drained on keep-alive; the connection closes instead.
-_MAX_DRAIN = 1 << 20
 
 
 class ClientGone(Exception):
@@ -251,11 +249,11 @@ class _Connection:
         if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
             return False
         if not request.body_consumed and self.h11.their_state is h11.SEND_BODY:
-            drained = 0
-            async for chunk in request.stream():
-                drained += len(chunk)
-                if drained > _MAX_DRAIN:
-                    return False
+            # A client that is still sending (an upload refused early) must be read to
+            # the end: closing now would make it fail on a broken pipe before it reads
+            # the answer already sent.
+            async for _ in request.stream():
+                pass
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             return True

@@ -1,0 +1,283 @@
+"""Helpers for tests and benchmarks: a real berthd on temp paths, a busybox image.
+
+Kept in the package (as ``trio.testing`` is) so the test suite and ``bench/``
+share one way to start a daemon and one way to build the test image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DOCKER = os.environ.get("BERTH_TEST_DOCKER", "/usr/local/bin/docker")
+BUSYBOX = "/bin/busybox"
+
+
+def busybox_applets() -> list[str]:
+    out = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True)
+    return [a for a in out.stdout.split() if a and a != "busybox"]
+
+
+def busybox_rootfs_tar(path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """Write a rootfs tarball: Debian's static busybox with its applet links.
+
+    *extra* maps paths inside the image to file contents.
+    """
+    with tarfile.open(path, "w") as tf:
+
+        def add_dir(name: str, mode: int = 0o755) -> None:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = mode
+            info.mtime = int(time.time())
+            tf.addfile(info)
+
+        for d in ("bin", "etc", "tmp", "root", "home", "var", "usr", "usr/bin"):
+            add_dir(d, 0o1777 if d == "tmp" else 0o755)
+        tf.add(BUSYBOX, "bin/busybox")
+        for applet in busybox_applets():
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            info.mode = 0o777
+            tf.addfile(info)
+        files = {
+            "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+            b"app:x:1000:1000:app:/home/app:/bin/sh\n",
+            "etc/group": b"root:x:0:\nnogroup:x:65534:\napp:x:1000:\n",
+        }
+        files.update(extra or {})
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a unix socket, for raw wire checks."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        super().__init__("berth", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+def _ping(sock: str, timeout: float = 0.5) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock)
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
+        data = s.recv(64)
+        return data.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@dataclass
+class Berthd:
+    """A berthd process with its own data root, exec root and socket."""
+
+    root: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sock(self) -> str:
+        return str(self.root / "berth.sock")
+
+    @property
+    def host(self) -> str:
+        return "unix://" + self.sock
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.root / "exec"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "berthd.log"
+
+    def args(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "berth.cli",
+            "-H",
+            self.host,
+            "--data-root",
+            str(self.data_root),
+            "--exec-root",
+            str(self.exec_root),
+            "--pidfile",
+            str(self.root / "berthd.pid"),
+            "--config-file",
+            str(self.root / "daemon.json"),
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = self.root / "daemon.json"
+        if not cfg.exists():
+            cfg.write_text("{}")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"berthd exited with {self.proc.returncode}:\n{self.log()}")
+            if _ping(self.sock):
+                return
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"berthd did not answer /_ping in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: the daemon gets no chance to clean up."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = self.host
+        env.pop("DOCKER_CONTEXT", None)
+        env["DOCKER_CONFIG"] = str(self.root / "docker-config")
+        return env
+
+    def docker(
+        self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real docker CLI against this daemon."""
+        proc = subprocess.run(
+            [DOCKER, *args],
+            env=self.env(),
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout}\nstderr: {proc.stderr}\nberthd log tail:\n"
+                + "\n".join(self.log().splitlines()[-30:])
+            )
+        return proc
+
+    def http(self) -> UnixHTTPConnection:
+        return UnixHTTPConnection(self.sock)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a new connection: (status, headers, body)."""
+        conn = self.http()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def client(self) -> Any:
+        import docker
+
+        return docker.DockerClient(base_url=self.host, timeout=60)
+
+    def mounts(self) -> list[str]:
+        """Mount points under this daemon's roots (there should be none after stop)."""
+        prefix = str(self.root)
+        found = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split(" ")[4]
+                if mp == prefix or mp.startswith(prefix + "/"):
+                    found.append(mp)
+        return found
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.kill()
+        for mp in sorted(self.mounts(), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mp], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_berthd(extra_args: list[str] | None = None, root: Path | None = None) -> Any:
+    """Start a berthd on fresh temp paths; stop it and remove everything after."""
+    own_root = root is None
+    base = root or Path(tempfile.mkdtemp(prefix="berth-test-"))
+    d = Berthd(base, extra_args or [])
+    try:
+        d.start()
+        yield d
+        code = d.stop()
+        if code != 0:
+            raise RuntimeError(f"berthd exited {code} on SIGTERM:\n{d.log()}")
+        left = d.mounts()
+        if left:
+            raise RuntimeError(f"berthd left mounts behind: {left}")
+    finally:
+        if own_root:
+            d.cleanup()
+        else:
+            with contextlib.suppress(Exception):
+                d.kill()
