@@ -168,6 +168,19 @@ def test_load_again_renames_the_old_tag(berthd: Berthd) -> None:
     berthd.docker("rmi", old_id)
 
 
+def _escaping_manifest() -> bytes:
+    ar = Archive()
+    cfg = image_config([sha256(layer_tar({"a": "a"}))])
+    ar.add("cfg.json", cfg)
+    ar.add(
+        "manifest.json",
+        json.dumps(
+            [{"Config": "cfg.json", "RepoTags": ["evil:1"], "Layers": ["../../../etc/passwd"]}]
+        ).encode(),
+    )
+    return ar.build()
+
+
 HOSTILE = {
     "dotdot layer entry": (
         lambda: docker_archive([layer_tar({"../../escaped-by-dotdot": "x"})], ["evil:1"]),
@@ -190,7 +203,7 @@ HOSTILE = {
         "invalid diffID for layer 0",
     ),
     "manifest path escapes": (
-        lambda: _escaping_manifest(),
+        _escaping_manifest,
         "outside of the archive",
     ),
     "truncated": (
@@ -203,19 +216,6 @@ HOSTILE = {
         "digest",
     ),
 }
-
-
-def _escaping_manifest() -> bytes:
-    ar = Archive()
-    cfg = image_config([sha256(layer_tar({"a": "a"}))])
-    ar.add("cfg.json", cfg)
-    ar.add(
-        "manifest.json",
-        json.dumps(
-            [{"Config": "cfg.json", "RepoTags": ["evil:1"], "Layers": ["../../../etc/passwd"]}]
-        ).encode(),
-    )
-    return ar.build()
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
