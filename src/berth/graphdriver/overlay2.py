@@ -109,6 +109,13 @@ class Overlay2:
         self._refs: dict[str, int] = {}
         self._lock = threading.Lock()
         self._index_off = self._supports_index_off()
+        self._sweep_dangling_links()
+
+    def _sweep_dangling_links(self) -> None:
+        links = self.home / LINK_DIR
+        for entry in os.scandir(links):
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                os.unlink(entry.path)
 
     def _supports_index_off(self) -> bool:
         return os.path.exists("/sys/module/overlay/parameters/index")
@@ -128,8 +135,10 @@ class Overlay2:
         try:
             (d / "diff").mkdir(mode=0o755)
             link = _generate_link_id()
-            os.symlink(f"../{ident}/diff", self.home / LINK_DIR / link)
+            # The link file first: whoever removes this directory can then always
+            # find the symlink to remove with it, even after a crash right here.
             (d / "link").write_text(link)
+            os.symlink(f"../{ident}/diff", self.home / LINK_DIR / link)
             if parent is None:
                 return
             (d / "work").mkdir(mode=0o700)
