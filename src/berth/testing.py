@@ -55,7 +55,8 @@ def busybox_rootfs_tar(path: Path, extra: dict[str, bytes] | None = None) -> Pat
             info.mode = 0o777
             tf.addfile(info)
         files = {
-            "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+            "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n"
+            b"nobody:x:65534:65534:nobody:/:/bin/false\n"
             b"app:x:1000:1000:app:/home/app:/bin/sh\n",
             "etc/group": b"root:x:0:\nnogroup:x:65534:\napp:x:1000:\n",
         }
@@ -237,7 +238,7 @@ class Berthd:
             conn.close()
 
     def client(self) -> Any:
-        import docker
+        import docker  # type: ignore[import-untyped]
 
         return docker.DockerClient(base_url=self.host, timeout=60)
 
