@@ -24,6 +24,7 @@ from berth.api.httputils import (
     query_all,
 )
 from berth.api.router import Route
+from berth.backend import ImageBackend
 from berth.types.wire import encode as wire_encode
 
 
@@ -86,7 +87,7 @@ def routes(ctx: Context) -> list[Route]:
             feeder = asyncio.ensure_future(pipe.feed(req.stream()))
             try:
                 image_id = await ctx.run(
-                    _run_closing, backend.import_image, pipe, repo, tag, comment, changes, platform
+                    _import_body, backend, pipe, repo, tag, comment, changes, platform
                 )
             finally:
                 pipe.close_reader()
@@ -119,18 +120,25 @@ def routes(ctx: Context) -> list[Route]:
     ]
 
 
-def _run_closing(fn: object, pipe: BodyPipe, *args: str | list[str]) -> str:
-    """Run the import, closing the read end at once so the feeder stops on failure."""
+def _import_body(
+    backend: ImageBackend,
+    pipe: BodyPipe,
+    repo: str,
+    tag: str,
+    message: str,
+    changes: list[str],
+    platform: str,
+) -> str:
+    """Import from the request body; the read end is closed at once so that a
+    refused tarball stops the feeder instead of leaving it blocked."""
     try:
-        result = fn(pipe.reader, *args)  # type: ignore[operator]
-        assert isinstance(result, str)
-        return result
+        return backend.import_image(pipe.reader, repo, tag, message, changes, platform)
     finally:
         pipe.close_reader()
 
 
 def _import_url(
-    backend: object,
+    backend: ImageBackend,
     url: str,
     repo: str,
     tag: str,
@@ -144,9 +152,7 @@ def _import_url(
         raise errdefs.InvalidParameter(f"cannot download {url}: {e}") from None
     with resp:
         stream: IO[bytes] = resp
-        result = backend.import_image(stream, repo, tag, message, changes, platform)  # type: ignore[attr-defined]
-        assert isinstance(result, str)
-        return result
+        return backend.import_image(stream, repo, tag, message, changes, platform)
 
 
 async def _spool(chunks: AsyncIterator[bytes], directory: os.PathLike[str] | str) -> str:

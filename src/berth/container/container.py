@@ -79,6 +79,9 @@ class Container:
     def state(self) -> State:
         return self.record.state
 
+    def encode(self) -> tuple[bytes, bytes]:
+        return _encoder.encode(self.record), _encoder.encode(self.host_config)
+
     def to_disk(self, *, host_config: bool = True) -> tuple[bytes, bytes | None]:
         """Write the config files atomically; return what was written."""
         raw = _encoder.encode(self.record)

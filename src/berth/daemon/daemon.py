@@ -45,6 +45,7 @@ from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem
 from berth.types.image import Summary as ImageSummary
 from berth.utils.atomic import write_file
+from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Daemon:
                 )
                 continue
             self.containers[container.id] = container
-            self._publish(container)
+            self.checkpoint(container, write=False)
         for name in set(layers.rw_layer_names()) - set(self.containers):
             log.info("releasing RW layer of unknown container %s", name)
             self.images.release_rw_layer(name)
@@ -132,8 +133,6 @@ class Daemon:
             st.running = st.paused = st.restarting = False
             st.pid = 0
             st.exit_code = 255
-            from berth.utils.timefmt import format_rfc3339_nano, now_ns
-
             st.finished_at = format_rfc3339_nano(now_ns())
             container.to_disk(host_config=False)
 
@@ -141,28 +140,25 @@ class Daemon:
         self.driver.cleanup()
 
     # -- container bookkeeping -----------------------------------------------
-    def checkpoint(self, container: Container, *, host_config: bool = True) -> None:
-        """Persist *container* and publish an immutable copy to the ViewDB."""
-        raw, hc_raw = container.to_disk(host_config=host_config)
-        record = decode_record(raw)
-        if hc_raw is not None:
-            hc = decode_host_config(hc_raw)
+    def checkpoint(
+        self, container: Container, *, host_config: bool = True, write: bool = True
+    ) -> None:
+        """Persist *container* (unless not *write*) and publish an immutable copy.
+
+        The copy is decoded from the JSON just written, as moby's ``CheckpointTo``
+        does, so readers never share an object with writers.  Without
+        *host_config* the unchanged HostConfig of the previous snapshot is reused.
+        """
+        if write:
+            raw, hc_raw = container.to_disk(host_config=host_config)
         else:
-            previous = self.view.snapshot().get(container.id)
-            hc = (
-                previous.host_config
-                if previous
-                else decode_host_config((container.root / "hostconfig.json").read_bytes())
-            )
-        self.view.save(Snapshot.of(record, hc))
-
-    def _publish(self, container: Container) -> None:
-        import msgspec
-
-        enc = msgspec.json.encode
-        record = decode_record(enc(container.record))
-        hc = decode_host_config(enc(container.host_config))
-        self.view.save(Snapshot.of(record, hc))
+            raw, hc_raw = container.encode()
+        previous = self.view.snapshot().get(container.id)
+        if hc_raw is None and previous is not None:
+            hc = previous.host_config
+        else:
+            hc = decode_host_config(hc_raw if hc_raw is not None else container.encode()[1])
+        self.view.save(Snapshot.of(decode_record(raw), hc))
 
     def register(self, container: Container) -> None:
         with self._lock:
