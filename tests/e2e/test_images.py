@@ -134,6 +134,16 @@ def test_load_docker_archive_with_whiteouts(berthd: Berthd) -> None:
     berthd.docker("rmi", "layered:1")
 
 
+def test_load_a_compressed_archive(berthd: Berthd) -> None:
+    """``docker save busybox | gzip`` loads as well as the plain tar."""
+    layer = layer_tar({"zipped": "z"})
+    _, out = load(berthd, gzip.compress(docker_archive([layer], ["zipped:1"])))
+    assert "Loaded image: zipped:1" in out
+    assert inspect_image(berthd, "zipped:1")["RootFS"]["Layers"] == [sha256(layer)]
+    assert os.listdir(berthd.data_root / "tmp") == []
+    berthd.docker("rmi", "zipped:1")
+
+
 def test_load_oci_layout(berthd: Berthd) -> None:
     layer = layer_tar({"hello.txt": "from an OCI layout"})
     _, out = load(berthd, oci_layout([layer], "docker.io/library/ocitest:2"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
+import shutil
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from berth import errdefs
 from berth.image.reference import Reference, parse_normalized_named
 from berth.image.store import decode_config
 from berth.layer import ROLayer, chain_id
+from berth.layer.tarapply import decompress, detect_compression
 from berth.types.image import ImageConfig
 from berth.utils.platform import host_platform
 
@@ -335,8 +337,37 @@ def _register_layers(svc: ImageService, ar: _Archive, entry: _Entry) -> None:
         parent = layer
 
 
+def _plain_tar(path: Path) -> Path | None:
+    """A decompressed copy of *path* if the whole archive is compressed, else None."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if detect_compression(head) == "none":
+        return None
+    plain = path.with_name(path.name + ".plain")
+    try:
+        with open(path, "rb") as src, open(plain, "wb") as dst:
+            stream = decompress(src)
+            shutil.copyfileobj(stream, dst, 1 << 20)
+    except BaseException:
+        plain.unlink(missing_ok=True)
+        raise
+    return plain
+
+
 def load_archive(svc: ImageService, path: Path) -> list[str]:
     """Load every image in the tar at *path*; return the lines to show the user."""
+    try:
+        plain = _plain_tar(path)
+    except (OSError, EOFError, ValueError) as e:
+        raise InvalidArchive(f"invalid archive: cannot decompress it: {e}") from None
+    try:
+        return _load(svc, plain or path)
+    finally:
+        if plain is not None:
+            plain.unlink(missing_ok=True)
+
+
+def _load(svc: ImageService, path: Path) -> list[str]:
     ar = _Archive(path)
     entries: list[_Entry] = []
     try:

@@ -68,6 +68,7 @@ class RWLayer:
     init_id: str
     parent: ROLayer | None
     _mounts: int = field(default=0)
+    _metadata: dict[str, str] | None = field(default=None)
 
 
 class LayerStore:
@@ -348,7 +349,10 @@ class LayerStore:
             self.driver.remove(init_id)
 
     def rw_metadata(self, rw: RWLayer) -> dict[str, str]:
-        return self.driver.metadata(rw.mount_id)
+        """The driver's paths for the layer; they never change, so they are computed once."""
+        if rw._metadata is None:
+            rw._metadata = self.driver.metadata(rw.mount_id)
+        return dict(rw._metadata)
 
     def rw_size(self, rw: RWLayer) -> int:
         return self.driver.diff_size(rw.mount_id)

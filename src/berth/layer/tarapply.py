@@ -47,7 +47,8 @@ class InvalidLayer(errdefs.InvalidParameter):
 # -- compression -------------------------------------------------------------
 
 
-def _detect(head: bytes) -> str:
+def detect_compression(head: bytes) -> str:
+    """"gzip", "bzip2", "xz", "zstd" or "none", from the first bytes of a stream."""
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
     if head.startswith(b"BZh"):
@@ -84,7 +85,7 @@ class _Peekable(io.RawIOBase):
 def decompress(stream: IO[bytes]) -> IO[bytes]:
     """Wrap *stream* so reads give the uncompressed bytes (gzip, bzip2, xz or plain)."""
     head = stream.read(6)
-    kind = _detect(head)
+    kind = detect_compression(head)
     raw = io.BufferedReader(_Peekable(head, stream), buffer_size=_COPY_CHUNK)
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]

@@ -1,15 +1,20 @@
 """Encoding helpers that reproduce Go's ``omitempty`` on top of msgspec.
 
 msgspec encodes every field; the Engine API omits some fields when they are
-empty.  A Struct lists those wire names in ``__omitempty__`` and
-:func:`to_wire` drops them when their value is empty.
+empty.  A Struct lists those wire names in ``__omitempty__``.
+:func:`to_wire` converts with msgspec (in C) and then deletes the empty
+omitempty keys, visiting only the places where such Structs can occur — a
+plan computed once per type from msgspec's type information.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
 _encoder = msgspec.json.Encoder()
 
@@ -21,37 +26,89 @@ def _empty(value: Any) -> bool:
     return value is None or value == 0
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Where, inside the builtins of one type, omitempty keys may need deleting."""
+
+    omit: frozenset[str]
+    # (wire key or None for "each item"), kind ("struct", "list", "dict"), sub-plan
+    children: tuple[tuple[str, str, _Plan], ...]
+
+    def apply(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        for key in self.omit:
+            if key in data and _empty(data[key]):
+                del data[key]
+        for key, kind, plan in self.children:
+            value = data.get(key)
+            if value is None:
+                continue
+            _apply(kind, plan, value)
+
+
+def _apply(kind: str, plan: _Plan, value: Any) -> None:
+    if kind == "struct":
+        plan.apply(value)
+    elif kind == "list" and isinstance(value, list):
+        for item in value:
+            plan.apply(item)
+    elif kind == "dict" and isinstance(value, dict):
+        for item in value.values():
+            plan.apply(item)
+
+
+def _unwrap(t: mi.Type) -> tuple[str, type] | None:
+    """("struct"|"list"|"dict", Struct class) when *t* holds Structs, else None."""
+    if isinstance(t, mi.UnionType):
+        for member in t.types:
+            found = _unwrap(member)
+            if found is not None:
+                return found
+        return None
+    if isinstance(t, mi.StructType):
+        return "struct", t.cls
+    if isinstance(t, mi.ListType) and isinstance(t.item_type, (mi.StructType, mi.UnionType)):
+        inner = _unwrap(t.item_type)
+        return ("list", inner[1]) if inner and inner[0] == "struct" else None
+    if isinstance(t, mi.DictType):
+        inner = _unwrap(t.value_type)
+        return ("dict", inner[1]) if inner and inner[0] == "struct" else None
+    return None
+
+
+@functools.cache
+def _plan(cls: type) -> _Plan | None:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    children = []
+    for f in info.fields:
+        found = _unwrap(f.type)
+        if found is None:
+            continue
+        kind, sub = found
+        sub_plan = _plan(sub)
+        if sub_plan is not None:
+            children.append((f.encode_name, kind, sub_plan))
+    omit: frozenset[str] = getattr(cls, "__omitempty__", frozenset())
+    if not omit and not children:
+        return None
+    return _Plan(omit, tuple(children))
+
+
 def to_wire(obj: Any) -> Any:
-    """Convert *obj* to JSON-ready builtins, honouring ``__omitempty__`` of each Struct."""
+    """JSON-ready builtins for *obj* with Go's ``omitempty`` applied."""
+    data = msgspec.to_builtins(obj)
     if isinstance(obj, msgspec.Struct):
-        cls = type(obj)
-        omit: frozenset[str] = getattr(cls, "__omitempty__", frozenset())
-        info = _fields(cls)
-        out: dict[str, Any] = {}
-        for attr, wire in info:
-            value = getattr(obj, attr)
-            if value is msgspec.UNSET:
-                continue
-            if wire in omit and _empty(value):
-                continue
-            out[wire] = to_wire(value)
-        return out
-    if isinstance(obj, dict):
-        return {k: to_wire(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_wire(v) for v in obj]
-    return obj
-
-
-_FIELD_CACHE: dict[type, tuple[tuple[str, str], ...]] = {}
-
-
-def _fields(cls: type) -> tuple[tuple[str, str], ...]:
-    cached = _FIELD_CACHE.get(cls)
-    if cached is None:
-        cached = tuple(zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True))  # type: ignore[attr-defined]
-        _FIELD_CACHE[cls] = cached
-    return cached
+        plan = _plan(type(obj))
+        if plan is not None:
+            plan.apply(data)
+    elif isinstance(obj, list) and obj and isinstance(obj[0], msgspec.Struct):
+        plan = _plan(type(obj[0]))
+        if plan is not None:
+            for item in data:
+                plan.apply(item)
+    return data
 
 
 def encode(obj: Any) -> bytes:
