@@ -32,7 +32,9 @@ def cleanup(berthd: Berthd) -> Any:
         berthd.docker("rm", "-f", ref, check=False)
 
 
-def test_create_records_every_common_flag(berthd: Berthd, tmp_path: Path, cleanup: list[str]) -> None:
+def test_create_records_every_common_flag(
+    berthd: Berthd, tmp_path: Path, cleanup: list[str]
+) -> None:
     envfile = tmp_path / "env"
     envfile.write_text("FROM_FILE=1\n# comment\n")
     labelfile = tmp_path / "labels"
@@ -74,7 +76,11 @@ def test_create_records_every_common_flag(berthd: Berthd, tmp_path: Path, cleanu
     assert cfg["Hostname"] == "myhost"
     assert cfg["Tty"] and cfg["OpenStdin"] and cfg["StdinOnce"] and cfg["AttachStdin"]
     assert cfg["StopSignal"] == "SIGUSR1" and cfg["StopTimeout"] == 7
-    assert cfg["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 30_000_000_000, "Retries": 4}
+    assert cfg["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "true"],
+        "Interval": 30_000_000_000,
+        "Retries": 4,
+    }
     assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}, "9000/tcp": {}}
     assert cfg["Image"] == "busybox"
     assert hc["PortBindings"] == {
@@ -100,7 +106,9 @@ def test_create_records_every_common_flag(berthd: Berthd, tmp_path: Path, cleanu
     }  # fmt: skip
     assert mounts["/named"]["Type"] == "volume" and mounts["/named"]["Name"] == "named"
     assert mounts["/named"]["Source"] == str(berthd.data_root / "volumes/named/_data")
-    assert mounts["/anon"]["Type"] == "volume" and re.fullmatch(r"[0-9a-f]{64}", mounts["/anon"]["Name"])
+    assert mounts["/anon"]["Type"] == "volume" and re.fullmatch(
+        r"[0-9a-f]{64}", mounts["/anon"]["Name"]
+    )
     assert mounts["/m"]["Type"] == "bind" and mounts["/m"]["RW"] is True
     assert c["State"]["Status"] == "created"
     assert c["State"]["StartedAt"] == "0001-01-01T00:00:00Z"
@@ -108,7 +116,9 @@ def test_create_records_every_common_flag(berthd: Berthd, tmp_path: Path, cleanu
     assert c["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == ""
 
 
-def test_image_config_is_merged_into_the_user_config(berthd: Berthd, busybox_tar: Path, cleanup: list[str]) -> None:
+def test_image_config_is_merged_into_the_user_config(
+    berthd: Berthd, busybox_tar: Path, cleanup: list[str]
+) -> None:
     berthd.docker(
         "import",
         "--change", "ENV PATH=/bin IMG=1 SHARED=image",
@@ -219,11 +229,18 @@ def test_create_errors_raw_api(berthd: Berthd) -> None:
     hdrs = {"Content-Type": "application/json"}
 
     def post(body: dict[str, Any], query: str = "") -> tuple[int, str]:
-        status, _, raw = berthd.request("POST", "/v1.51/containers/create" + query, json.dumps(body).encode(), hdrs)
+        status, _, raw = berthd.request(
+            "POST", "/v1.51/containers/create" + query, json.dumps(body).encode(), hdrs
+        )
         return status, json.loads(raw).get("message", "") if raw else ""
 
-    assert post({"Image": "busybox", "Env": ["=bad"], "Cmd": ["true"]}) == (400, "invalid environment variable: =bad")
-    status, msg = post({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"PortBindings": {"x/tcp": []}}})
+    assert post({"Image": "busybox", "Env": ["=bad"], "Cmd": ["true"]}) == (
+        400,
+        "invalid environment variable: =bad",
+    )
+    status, msg = post(
+        {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"PortBindings": {"x/tcp": []}}}
+    )
     assert (status, msg) == (400, 'invalid port specification: "x"')
     status, msg = post({"Image": "busybox"}, "?name=a")
     assert status == 400 and "Invalid container name (a)" in msg
@@ -237,8 +254,21 @@ def test_create_errors_raw_api(berthd: Berthd) -> None:
 
 
 def test_ps_columns_and_filters(berthd: Berthd, tmp_path: Path, cleanup: list[str]) -> None:
-    a = create(berthd, "--name", "ps-a", "-l", "role=web", "-v", "vol-a:/data", "busybox", "sleep", "1")
-    b = create(berthd, "--name", "ps-b", "-l", "role=db", "--expose", "5432", "busybox", "echo", "two words")
+    a = create(
+        berthd, "--name", "ps-a", "-l", "role=web", "-v", "vol-a:/data", "busybox", "sleep", "1"
+    )
+    b = create(
+        berthd,
+        "--name",
+        "ps-b",
+        "-l",
+        "role=db",
+        "--expose",
+        "5432",
+        "busybox",
+        "echo",
+        "two words",
+    )
     c = create(berthd, "--name", "ps-c", "busybox")
     cleanup.extend([a, b, c])
 
@@ -263,7 +293,11 @@ def test_ps_columns_and_filters(berthd: Berthd, tmp_path: Path, cleanup: list[st
     assert berthd.docker("ps", "-q").stdout == ""  # nothing is running
     assert berthd.docker("ps", "-aq", "-n", "2").stdout.split() == [c[:12], b[:12]]
     assert berthd.docker("ps", "-aq", "--no-trunc", "-l").stdout.split() == [c]
-    row = json.loads(berthd.docker("ps", "-a", "--no-trunc", "--filter", "name=ps-b", "--format", "{{json .}}").stdout)
+    row = json.loads(
+        berthd.docker(
+            "ps", "-a", "--no-trunc", "--filter", "name=ps-b", "--format", "{{json .}}"
+        ).stdout
+    )
     assert row["Command"] == "\"echo 'two words'\""
     assert row["Status"] == "Created" and row["State"] == "created"
     assert row["Image"] == "busybox" and row["ID"] == b
@@ -305,7 +339,9 @@ def test_container_prune(berthd: Berthd, cleanup: list[str]) -> None:
     assert "Total reclaimed space" in out
     remaining = berthd.docker("ps", "-aq", "--no-trunc").stdout.split()
     assert keep in remaining and not set(gone) & set(remaining)
-    status, _, raw = berthd.request("POST", "/containers/prune?filters=" + '{"label":{"nothing-has-this":true}}')
+    status, _, raw = berthd.request(
+        "POST", "/containers/prune?filters=" + '{"label":{"nothing-has-this":true}}'
+    )
     assert status == 200 and json.loads(raw) == {"ContainersDeleted": None, "SpaceReclaimed": 0}
 
 
@@ -314,7 +350,13 @@ def test_docker_py_containers(berthd: Berthd) -> None:
 
     client = berthd.client()
     try:
-        c = client.containers.create("busybox", ["echo", "py"], name="from-docker-py", labels={"py": "1"}, environment={"X": "1"})
+        c = client.containers.create(
+            "busybox",
+            ["echo", "py"],
+            name="from-docker-py",
+            labels={"py": "1"},
+            environment={"X": "1"},
+        )
         assert c.name == "from-docker-py"
         assert c.status == "created"
         assert c.attrs["Config"]["Env"][0] == "X=1"

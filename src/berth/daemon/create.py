@@ -69,8 +69,10 @@ def merge(user: Config, image: Config) -> None:
     else:
         keys = {e.partition("=")[0] for e in user.env}
         for env in image.env or []:
-            if env.partition("=")[0] not in keys:
+            key = env.partition("=")[0]
+            if key not in keys:
                 user.env.append(env)
+                keys.add(key)
     if user.labels is None:
         user.labels = {}
     for key, value in (image.labels or {}).items():

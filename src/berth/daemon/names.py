@@ -73,7 +73,7 @@ def random_name(retry: int) -> str:
 
 def validate_name(name: str) -> str:
     """The canonical ``/name`` form; InvalidParameter for characters dockerd refuses."""
-    if not VALID_NAME.match(name):
+    if not VALID_NAME.fullmatch(name):  # fullmatch: "$" would let "name\n" through
         raise errdefs.InvalidParameter(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )

@@ -7,6 +7,7 @@ so a refused request leaves no trace.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import posixpath
 
@@ -149,15 +150,18 @@ def validate_exposed_ports(config: Config) -> None:
 
 
 def validate_extra_host(value: str) -> None:
-    name, sep, ip = value.partition(":")
-    if not sep or not name:
-        # "host=ip" is also accepted by newer clients
-        name, sep, ip = value.partition("=")
-        if not sep or not name:
-            raise invalid(f'bad format for add-host: "{value}"')
+    # moby's ValidateExtraHost: "host=ip" first, then "host:ip" split at the
+    # first colon (so "h:::1" is IPv6, and "h=[::1]" is not cut inside the address).
+    name, sep, ip = value.partition("=")
+    if not sep:
+        name, sep, ip = value.partition(":")
+    if not sep or not name or ":" in name:
+        raise invalid(f'bad format for add-host: "{value}"')
     if ip != "host-gateway":
+        if len(ip) > 2 and ip[0] == "[" and ip[-1] == "]":
+            ip = ip[1:-1]
         try:
-            ipaddress.ip_address(ip.strip("[]"))
+            ipaddress.ip_address(ip)
         except ValueError:
             raise invalid(f'invalid IP address in add-host: "{ip}"') from None
 
@@ -362,8 +366,10 @@ _UNITS = {
 def parse_size(value: str) -> int:
     """go-units ``RAMInBytes``: ``10m`` → 10485760."""
     v = value.strip().lower()
-    num = v.rstrip("bkmgtp")
+    num = v.rstrip("bkmgtpi")
     unit = v[len(num) :]
+    if len(unit) == 3 and unit[0] in "kmgtp" and unit.endswith("ib"):
+        unit = unit[0]  # "KiB": go-units takes the "ib" spelling too
     if unit in ("t", "tb"):
         mult = 1024**4
     elif unit in ("p", "pb"):
@@ -373,7 +379,7 @@ def parse_size(value: str) -> int:
     else:
         raise ValueError(value)
     n = float(num)
-    if n < 0:
+    if n < 0 or not math.isfinite(n):
         raise ValueError(value)
     return int(n * mult)
 

@@ -67,11 +67,11 @@ def apply_changes(config: Config, changes: list[str]) -> Config:
         elif instr == "user":
             if not rest:
                 raise errdefs.InvalidParameter("USER requires exactly one argument")
-            cfg.user = _expand(rest, cfg.env or [])
+            cfg.user = _word(rest, cfg.env or [])
         elif instr == "workdir":
             if not rest:
                 raise errdefs.InvalidParameter("WORKDIR requires exactly one argument")
-            wd = _expand(rest, cfg.env or [])
+            wd = _word(rest, cfg.env or [])
             if not wd.startswith("/"):
                 wd = posixpath.join(cfg.working_dir or "/", wd)
             cfg.working_dir = posixpath.normpath(wd)
@@ -83,7 +83,7 @@ def apply_changes(config: Config, changes: list[str]) -> Config:
                 vols[v] = Empty()
             cfg.volumes = vols
         elif instr == "stopsignal":
-            sig = _expand(rest, cfg.env or [])
+            sig = _word(rest, cfg.env or [])
             parse_signal(sig)
             cfg.stop_signal = sig
         elif instr == "onbuild":
@@ -154,52 +154,106 @@ def _env_map(env: list[str]) -> dict[str, str]:
     return out
 
 
-_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+][^}]*)?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
-def _expand(word: str, env: list[str]) -> str:
-    values = _env_map(env)
-    return _VAR.sub(lambda m: values.get(m.group(1) or m.group(2), ""), word)
+def _dollar(text: str, i: int, values: dict[str, str]) -> tuple[str, int]:
+    """Expand the ``$NAME`` / ``${NAME}`` / ``${NAME:-word}`` at *text[i]*; (value, next index).
+
+    ``:-`` / ``-`` give *word* when NAME is unset (or, with ``:``, empty);
+    ``:+`` / ``+`` give *word* when it is set (and, with ``:``, not empty).
+    Anything else is left as written.
+    """
+    j = i + 1
+    if j < len(text) and text[j] == "{":
+        end = text.find("}", j)
+        if end < 0:
+            raise errdefs.InvalidParameter(f"missing '}}' in {text!r}")
+        body = text[j + 1 : end]
+        m = _VAR_NAME.match(body)
+        if not m:
+            return text[i : end + 1], end + 1
+        name, op = m.group(), body[m.end() :]
+        value = values.get(name)
+        if not op:
+            return value or "", end + 1
+        for prefix in (":-", ":+", "-", "+"):
+            if op.startswith(prefix):
+                word = _shell_words(op[len(prefix) :], values, split=False)[0]
+                is_set = value is not None and (value != "" or not prefix.startswith(":"))
+                if prefix.endswith("-"):
+                    return (value or "") if is_set else word, end + 1
+                return word if is_set else "", end + 1
+        return text[i : end + 1], end + 1
+    m = _VAR_NAME.match(text, j)
+    if not m:
+        return "$", j
+    return values.get(m.group(), ""), m.end()
 
 
-def _split_words(rest: str) -> list[str]:
-    """Split on blanks outside quotes, removing the quotes and backslash escapes."""
+def _shell_words(text: str, values: dict[str, str], *, split: bool = True) -> list[str]:
+    """The builder's shell lexer, as far as ``--change`` needs it.
+
+    Quotes and backslash escapes are removed; ``$VAR`` is expanded except inside
+    single quotes (and after a backslash).  With *split*, blanks outside quotes
+    separate words; without, *text* is one word and keeps its blanks.
+    """
     words: list[str] = []
     cur: list[str] = []
-    quote = ""
     in_word = False
-    i = 0
-    while i < len(rest):
-        c = rest[i]
-        if quote:
-            if c == quote:
-                quote = ""
-            elif c == "\\" and quote == '"' and i + 1 < len(rest):
-                i += 1
-                cur.append(rest[i])
-            else:
-                cur.append(c)
-        elif c in "\"'":
-            quote = c
-            in_word = True
-        elif c == "\\" and i + 1 < len(rest):
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "'":
+            close = text.find("'", i + 1)
+            if close < 0:
+                raise errdefs.InvalidParameter(f"unmatched quote in {text!r}")
+            cur.append(text[i + 1 : close])
+            i, in_word = close + 1, True
+        elif c == '"':
             i += 1
-            cur.append(rest[i])
+            while True:
+                if i >= n:
+                    raise errdefs.InvalidParameter(f"unmatched quote in {text!r}")
+                c = text[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c == "\\" and i + 1 < n and text[i + 1] in '"$\\':
+                    cur.append(text[i + 1])
+                    i += 2
+                elif c == "$":
+                    value, i = _dollar(text, i, values)
+                    cur.append(value)
+                else:
+                    cur.append(c)
+                    i += 1
             in_word = True
-        elif c.isspace():
+        elif c == "\\":
+            if i + 1 < n:
+                cur.append(text[i + 1])
+            i, in_word = i + 2, True
+        elif c == "$":
+            value, i = _dollar(text, i, values)
+            cur.append(value)
+            in_word = True
+        elif split and c.isspace():
             if in_word:
                 words.append("".join(cur))
                 cur = []
                 in_word = False
+            i += 1
         else:
             cur.append(c)
-            in_word = True
-        i += 1
-    if quote:
-        raise errdefs.InvalidParameter(f"unmatched quote in {rest!r}")
-    if in_word:
+            i, in_word = i + 1, True
+    if in_word or not split:
         words.append("".join(cur))
     return words
+
+
+def _word(text: str, env: list[str]) -> str:
+    """One argument (USER, WORKDIR, ...): quotes removed, variables expanded, blanks kept."""
+    return _shell_words(text, _env_map(env), split=False)[0]
 
 
 def _name_values(rest: str, name: str, env: list[str]) -> list[tuple[str, str]]:
@@ -211,9 +265,9 @@ def _name_values(rest: str, name: str, env: list[str]) -> list[tuple[str, str]]:
         parts = rest.split(None, 1)
         if len(parts) < 2:
             raise errdefs.InvalidParameter(f"{name} must have two arguments")
-        return [(parts[0], _expand(" ".join(_split_words(parts[1])), env))]
+        return [(parts[0], _word(parts[1], env))]
     pairs = []
-    for word in _split_words(rest):
+    for word in _shell_words(rest, _env_map(env)):
         k, sep, v = word.partition("=")
         if not sep:
             raise errdefs.InvalidParameter(
@@ -221,7 +275,7 @@ def _name_values(rest: str, name: str, env: list[str]) -> list[tuple[str, str]]:
             )
         if not k:
             raise errdefs.InvalidParameter(f"{name} names can not be blank")
-        pairs.append((k, _expand(v, env)))
+        pairs.append((k, v))
     return pairs
 
 
@@ -296,6 +350,8 @@ def _healthcheck(rest: str) -> HealthConfig:
         raise errdefs.InvalidParameter(f'Unknown type "{kind}" in HEALTHCHECK (try CMD)')
     cmd_rest = rest[rest.upper().index("CMD") + 3 :].strip()
     exec_form = _json_list(cmd_rest)
+    if not (exec_form if exec_form is not None else cmd_rest):
+        raise errdefs.InvalidParameter("Missing command after HEALTHCHECK CMD")
     test = ["CMD", *exec_form] if exec_form is not None else ["CMD-SHELL", cmd_rest]
     hc = HealthConfig(test=test)
     for key, attr in (
@@ -304,16 +360,20 @@ def _healthcheck(rest: str) -> HealthConfig:
         ("start-period", "start_period"),
         ("start-interval", "start_interval"),
     ):
-        if key in flags:
+        if flags.get(key):
             d = parse_go_duration(flags[key])
             if d is None or d < 0:
                 raise errdefs.InvalidParameter(f"invalid duration for --{key}: {flags[key]!r}")
+            if 0 < d < 1_000_000:
+                raise errdefs.InvalidParameter(f'Interval "{key}" cannot be less than 1ms')
             setattr(hc, attr, d)
-    if "retries" in flags:
+    if flags.get("retries"):
         try:
             hc.retries = int(flags["retries"])
         except ValueError:
             raise errdefs.InvalidParameter(
                 f"invalid --retries value {flags['retries']!r}"
             ) from None
+        if hc.retries < 0:
+            raise errdefs.InvalidParameter(f"--retries cannot be negative ({hc.retries})")
     return hc

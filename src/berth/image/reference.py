@@ -27,10 +27,11 @@ _DOMAIN = rf"(?:{_DOMAIN_NAME}|{_IPV6})(?::[0-9]+)?"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$")
-_ANCHORED_TAG = re.compile(rf"^{_TAG}$")
-_ANCHORED_DIGEST = re.compile(rf"^{_DIGEST}$")
-_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+# ASCII: Go's \w is [0-9A-Za-z_]; \Z: Go's $ does not match before a final newline.
+_REFERENCE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?\Z", re.ASCII)
+_ANCHORED_TAG = re.compile(rf"^{_TAG}\Z", re.ASCII)
+_ANCHORED_DIGEST = re.compile(rf"^{_DIGEST}\Z", re.ASCII)
+_HEX64 = re.compile(r"^[a-f0-9]{64}\Z")
 _NAME_MAX = 255
 
 
@@ -144,8 +145,10 @@ def parse(s: str) -> Reference:
         algo, _, hexpart = digest.partition(":")
         if algo != "sha256":
             raise InvalidReference("invalid reference format: unsupported digest algorithm")
-        if len(hexpart) != 64 or hexpart.lower() != hexpart:
+        if len(hexpart) != 64:
             raise InvalidReference("invalid checksum digest length")
+        if hexpart.lower() != hexpart:
+            raise InvalidReference("invalid checksum digest format")
     first, sep, rest = name.partition("/")
     if sep and (first == "localhost" or "." in first or ":" in first or first.lower() != first):
         domain, path = first, rest

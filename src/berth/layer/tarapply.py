@@ -48,7 +48,7 @@ class InvalidLayer(errdefs.InvalidParameter):
 
 
 def detect_compression(head: bytes) -> str:
-    """"gzip", "bzip2", "xz", "zstd" or "none", from the first bytes of a stream."""
+    """ "gzip", "bzip2", "xz", "zstd" or "none", from the first bytes of a stream."""
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
     if head.startswith(b"BZh"):
@@ -207,6 +207,10 @@ class _Applier:
         for member in tf:
             self.entry(tf, member)
         for path, mtime in reversed(self.dir_times):
+            # A later entry may have replaced a directory on the way with a
+            # symlink: only touch a path that still has none.
+            if os.path.realpath(path) != path:
+                continue
             try:
                 os.utime(path, (mtime, mtime), follow_symlinks=False)
             except FileNotFoundError:
@@ -216,6 +220,8 @@ class _Applier:
         rel = clean_member_name(m.name)
         if rel == "":
             return
+        if any(part.startswith(WHITEOUT_META_PREFIX) for part in rel.split("/")[:-1]):
+            return  # inside aufs bookkeeping directories (.wh..wh.plnk/...)
         base = posixpath.basename(rel)
         if base.startswith(WHITEOUT_PREFIX):
             self.whiteout(rel, base, m)
@@ -307,7 +313,9 @@ class _Applier:
                 except OSError as e:
                     if e.errno not in (errno.ENOTSUP, errno.EPERM):
                         raise
-        if not m.issym():
+        # lstat, not m.issym(): a hard link to a symlink is a symlink too, and
+        # chmod/utime would follow it out of the layer.
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
             os.chmod(path, m.mode & 0o7777)
             if not m.isdir():
                 os.utime(path, (float(m.mtime), float(m.mtime)))
@@ -316,7 +324,11 @@ class _Applier:
 
     def whiteout(self, rel: str, base: str, m: tarfile.TarInfo) -> None:
         parent = self.parent_dir(rel)
-        rel_parent = posixpath.dirname(rel)
+        # Relative to the root as resolved (the parent may lie behind symlinks),
+        # like the keys of self.created and self.real_dirs.
+        rel_parent = os.path.relpath(parent, self.root)
+        if rel_parent == ".":
+            rel_parent = ""
         if base == WHITEOUT_OPAQUE:
             if self.whiteouts == "overlay":
                 os.setxattr(parent, OPAQUE_XATTR, b"y")

@@ -89,7 +89,7 @@ class Filters:
     def match(self, key: str, source: str) -> bool:
         """moby's ``Match``: each value is a regular expression searched in *source*."""
         values = self._args.get(key)
-        if not values:
+        if not values or source in values:  # an exact match wins, as in moby
             return True
         for v in values:
             try:
@@ -120,9 +120,10 @@ class Filters:
             return default
         if not values:
             raise errdefs.InvalidParameter(f"invalid filter '{key}'")
-        truthy = {v for v in values if v.lower() in ("true", "1")}
-        falsy = {v for v in values if v.lower() in ("false", "0")}
-        if (truthy and falsy) or len(truthy) + len(falsy) != len(values):
+        # moby's GetBoolOrDefault: exactly "true"/"1" or "false"/"0", not both.
+        is_true = "true" in values or "1" in values
+        is_false = "false" in values or "0" in values
+        if is_true == is_false:
             shown = " ".join(sorted(values))
             raise errdefs.InvalidParameter(f"invalid filter '{key}=[{shown}]'")
-        return bool(truthy)
+        return is_true

@@ -8,6 +8,10 @@ import re
 from berth import errdefs
 
 
+def _class_char(ch: str) -> str:
+    return "\\" + ch if ch in "\\^]-[" else ch
+
+
 @functools.lru_cache(maxsize=256)
 def _compile(pattern: str) -> re.Pattern[str]:
     out = []
@@ -39,16 +43,21 @@ def _compile(pattern: str) -> re.Pattern[str]:
                     if j >= n:
                         raise errdefs.InvalidParameter("syntax error in pattern")
                     ch = pattern[j]
-                cls.append("\\" + ch if ch in "\\^]-[" else ch)
                 if j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
-                    cls.append("-")
                     j += 2
                     hi = pattern[j]
-                    cls.append("\\" + hi if hi in "\\^]-[" else hi)
+                    # Go matches nothing for a reversed range; re would refuse it.
+                    if ch <= hi:
+                        cls.append(_class_char(ch) + "-" + _class_char(hi))
+                else:
+                    cls.append(_class_char(ch))
                 j += 1
             if j >= n:
                 raise errdefs.InvalidParameter("syntax error in pattern")
-            out.append("[" + ("^" if negate else "") + "".join(cls) + "]")
+            if cls:
+                out.append("[" + ("^" if negate else "") + "".join(cls) + "]")
+            else:
+                out.append("." if negate else "(?!)")
             i = j
         else:
             out.append(re.escape(c))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+_HEX64 = re.compile(r"^[a-f0-9]{64}\Z")
 
 
 def generate_id() -> str:

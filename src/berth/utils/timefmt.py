@@ -22,7 +22,10 @@ def format_rfc3339_nano(ns: int) -> str:
     """Format like Go's ``time.RFC3339Nano`` in UTC (trailing zeros trimmed)."""
     secs, frac = divmod(ns, 1_000_000_000)
     dt = _EPOCH + timedelta(seconds=secs)
-    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime: glibc writes year 1 (Go's zero time) as "1", not "0001".
+    base = (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
     if frac:
         base += "." + f"{frac:09d}".rstrip("0")
     return base + "Z"
@@ -30,7 +33,8 @@ def format_rfc3339_nano(ns: int) -> str:
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(Z|z|[+-]\d{2}:\d{2})$"
+    r"(Z|z|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,
 )
 
 
@@ -43,13 +47,13 @@ def parse_rfc3339(value: str) -> int:
     frac = m.group(7) or ""
     nanos = int(frac.ljust(9, "0")) if frac else 0
     tz = m.group(8)
-    dt = datetime(year, mon, day, hh, mm, ss, tzinfo=UTC)
+    delta = datetime(year, mon, day, hh, mm, ss, tzinfo=UTC) - _EPOCH
+    secs = delta.days * 86400 + delta.seconds
     if tz not in ("Z", "z"):
+        # In seconds, not datetimes: 0001-01-01T00:00:00+01:00 is before year 1.
         sign = 1 if tz[0] == "+" else -1
-        offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-        dt -= sign * offset
-    delta = dt - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + nanos
+        secs -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    return secs * 1_000_000_000 + nanos
 
 
 def parse_timestamp(value: str, now: int | None = None) -> int:
@@ -61,7 +65,7 @@ def parse_timestamp(value: str, now: int | None = None) -> int:
     value = value.strip()
     if not value:
         raise ValueError("empty time value")
-    if re.fullmatch(r"\d+(\.\d{1,9})?", value):
+    if re.fullmatch(r"[0-9]+(\.[0-9]{1,9})?", value):
         secs, _, frac = value.partition(".")
         return int(secs) * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
     dur = parse_go_duration(value)
@@ -80,35 +84,44 @@ def parse_timestamp(value: str, now: int | None = None) -> int:
 _DURATION_UNITS = {
     "ns": 1,
     "us": 1_000,
-    "µs": 1_000,
+    "µs": 1_000,  # U+00B5 micro sign
+    "μs": 1_000,  # U+03BC Greek mu
     "ms": 1_000_000,
     "s": 1_000_000_000,
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|µs|μs|ms|s|m|h)")
+_MAX_DURATION = (1 << 63) - 1
 
 
 def parse_go_duration(value: str) -> int | None:
     """Parse a Go duration string (``1h30m``, ``250ms``) to nanoseconds, or None."""
     s = value
     sign = 1
-    if s[:1] in "+-":
+    if s[:1] in ("+", "-"):  # not `in "+-"`: "" is in every string
         sign = -1 if s[0] == "-" else 1
         s = s[1:]
     if s == "0":
         return 0
     pos = 0
-    total = 0.0
+    total = 0
     if not s:
         return None
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
-        if not m:
+        if not m or not (m.group(1) or m.group(2)):
             return None
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        # Integer arithmetic: float would make "0.009h" one nanosecond short.
+        unit = _DURATION_UNITS[m.group(3)]
+        whole, frac = m.group(1) or "0", m.group(2) or ""
+        total += int(whole) * unit
+        if frac:
+            total += int(frac) * unit // 10 ** len(frac)
         pos = m.end()
-    return sign * int(total)
+    if total > _MAX_DURATION:
+        return None
+    return sign * total
 
 
 def human_duration(ns: int) -> str:
@@ -136,4 +149,4 @@ def human_duration(ns: int) -> str:
         return f"{hours // 24 // 7} weeks"
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
+    return f"{int(ns / 3_600_000_000_000) // 24 // 365} years"

@@ -86,7 +86,7 @@ def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPointR
     if len(arr) == 1:
         source, dest, mode = "", arr[0], ""
     elif len(arr) == 2:
-        if _valid_mode(arr[1]) and arr[1]:
+        if _valid_mode(arr[1]):  # "/dst:ro" (and "/src:") name no destination
             raise invalid
         source, dest, mode = arr[0], arr[1], ""
     else:
@@ -161,7 +161,9 @@ def validate_mount(m: Mount, check_bind_source: bool = True) -> None:
         subpath = m.volume_options.subpath if m.volume_options else ""
         if subpath and not m.source:
             raise _mount_config_error(kind, "must not set Subpath when using anonymous volumes")
-        if subpath and (subpath.startswith("/") or posixpath.normpath(subpath).startswith("..")):
+        clean_sub = posixpath.normpath(subpath)
+        escapes = clean_sub == ".." or clean_sub.startswith("../")
+        if subpath and (subpath.startswith("/") or escapes):
             raise _mount_config_error(kind, "subpath must be a relative path within the volume")
         if m.read_only and not m.source:
             raise _mount_config_error(
