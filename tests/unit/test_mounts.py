@@ -12,13 +12,13 @@ from berth import errdefs
 from berth.types.container import (
     BindOptions,
     Mount,
+    MountPoint,
     TmpfsOptions,
     VolumeDriverConfig,
     VolumeOptions,
 )
 from berth.volume.mounts import (
     MountError,
-    MountPointRecord,
     mount_point,
     parse_bind,
     validate_mount,
@@ -44,13 +44,13 @@ def test_volume_source() -> None:
     [
         (
             "/host:/ctr",
-            MountPointRecord(
+            MountPoint(
                 type="bind", source="/host", destination="/ctr", propagation="rprivate"
             ),
         ),
         (
             "/host/sub/../:/ctr//x/:ro",
-            MountPointRecord(
+            MountPoint(
                 type="bind",
                 source="/host",
                 destination="/ctr/x",
@@ -61,7 +61,7 @@ def test_volume_source() -> None:
         ),
         (
             "/h:/c:rw,rshared",
-            MountPointRecord(
+            MountPoint(
                 type="bind",
                 source="/h",
                 destination="/c",
@@ -71,7 +71,7 @@ def test_volume_source() -> None:
         ),
         (
             "/h:/c:Z,ro,slave",
-            MountPointRecord(
+            MountPoint(
                 type="bind",
                 source="/h",
                 destination="/c",
@@ -82,7 +82,7 @@ def test_volume_source() -> None:
         ),
         (
             "/h:/c:delegated",
-            MountPointRecord(
+            MountPoint(
                 type="bind",
                 source="/h",
                 destination="/c",
@@ -92,7 +92,7 @@ def test_volume_source() -> None:
         ),
         (
             "data:/data",
-            MountPointRecord(
+            MountPoint(
                 type="volume",
                 name="data",
                 source="/var/lib/berth/volumes/data/_data",
@@ -103,7 +103,7 @@ def test_volume_source() -> None:
         ),
         (
             "data:/data/:ro,nocopy",
-            MountPointRecord(
+            MountPoint(
                 type="volume",
                 name="data",
                 source="/var/lib/berth/volumes/data/_data",
@@ -115,7 +115,7 @@ def test_volume_source() -> None:
         ),
     ],
 )
-def test_parse_bind(raw: str, expected: MountPointRecord) -> None:
+def test_parse_bind(raw: str, expected: MountPoint) -> None:
     assert parse_bind(raw, ROOT) == expected
 
 
@@ -334,7 +334,7 @@ def test_unknown_mount_type(kind: str) -> None:
 
 def test_mount_point_bind() -> None:
     mp = mount_point(Mount(type="bind", source="/h/../h2/", target="/c/", read_only=True), ROOT)
-    assert mp == MountPointRecord(
+    assert mp == MountPoint(
         type="bind", source="/h2", destination="/c", rw=False, propagation="rprivate"
     )
     mp = mount_point(
@@ -346,7 +346,7 @@ def test_mount_point_bind() -> None:
 
 def test_mount_point_volume() -> None:
     mp = mount_point(Mount(type="volume", source="v", target="/d"), ROOT)
-    assert mp == MountPointRecord(
+    assert mp == MountPoint(
         type="volume",
         name="v",
         source=f"{ROOT}/volumes/v/_data",
@@ -372,4 +372,4 @@ def test_mount_point_volume() -> None:
 
 def test_mount_point_tmpfs() -> None:
     mp = mount_point(Mount(type="tmpfs", target="/t/"), ROOT)
-    assert mp == MountPointRecord(type="tmpfs", source="", destination="/t")
+    assert mp == MountPoint(type="tmpfs", source="", destination="/t")

@@ -15,10 +15,9 @@ import msgspec
 from msgspec import field
 
 from berth.container.state import State
-from berth.types.container import Config, HostConfig, NetworkSettings
+from berth.types.container import Config, HostConfig, MountPoint, NetworkSettings
 from berth.utils.atomic import write_file
 from berth.utils.timefmt import parse_rfc3339
-from berth.volume.mounts import MountPointRecord
 
 CONFIG_FILE = "config.v2.json"
 HOSTCONFIG_FILE = "hostconfig.json"
@@ -45,7 +44,7 @@ class Record(msgspec.Struct, rename="pascal"):
     restart_count: int = 0
     has_been_started_before: bool = False
     has_been_manually_stopped: bool = False
-    mount_points: dict[str, MountPointRecord] = msgspec.field(default_factory=dict)
+    mount_points: dict[str, MountPoint] = msgspec.field(default_factory=dict)
     mount_label: str = ""
     process_label: str = ""
     app_armor_profile: str = ""

@@ -40,13 +40,14 @@ from berth.types.container import (
     EndpointSettings,
     HealthConfig,
     HostConfig,
+    MountPoint,
     NetworkingConfig,
     NetworkSettings,
 )
 from berth.utils.platform import host_platform
 from berth.utils.stringid import generate_id
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
-from berth.volume.mounts import MountPointRecord, mount_point, parse_bind
+from berth.volume.mounts import mount_point, parse_bind
 
 if TYPE_CHECKING:
     from berth.daemon.daemon import Daemon
@@ -151,11 +152,9 @@ def adapt_host_config(d: Daemon, hc: HostConfig) -> None:
             setattr(hc, attr, "container:" + target.id)
 
 
-def _register_mount_points(
-    d: Daemon, config: Config, hc: HostConfig
-) -> dict[str, MountPointRecord]:
+def _register_mount_points(d: Daemon, config: Config, hc: HostConfig) -> dict[str, MountPoint]:
     root = str(d.options.data_root)
-    points: dict[str, MountPointRecord] = {}
+    points: dict[str, MountPoint] = {}
     binds: set[str] = set()
     for raw in hc.binds or []:
         mp = parse_bind(raw, root, hc.volume_driver)

@@ -105,19 +105,7 @@ def summary_ports(snap: Snapshot) -> list[Port]:
 
 
 def mount_points(snap: Snapshot) -> list[MountPoint]:
-    return [
-        MountPoint(
-            type=m.type,
-            name=m.name,
-            source=m.source,
-            destination=m.destination,
-            driver=m.driver,
-            mode=m.mode,
-            rw=m.rw,
-            propagation=m.propagation,
-        )
-        for m in snap.record.mount_points.values()
-    ]
+    return list(snap.record.mount_points.values())
 
 
 def _reduced_endpoint(ep: EndpointSettings) -> EndpointSettings:

@@ -339,21 +339,18 @@ class GraphDriverData(msgspec.Struct, rename="pascal"):
 
 
 class MountPoint(msgspec.Struct, rename="pascal"):
+    """A mount as inspect and ps show it; also what a container records at create."""
+
     type: str = ""
     name: str = ""
     source: str = ""
     destination: str = ""
     driver: str = ""
     mode: str = ""
-    rw: bool = field(default=False, name="RW")
+    rw: bool = field(default=True, name="RW")  # mounts are writable unless made read-only
     propagation: str = ""
 
     __omitempty__: ClassVar[frozenset[str]] = frozenset({"Type", "Name", "Driver"})
-
-
-class PortMapping(msgspec.Struct):
-    HostIp: str = ""
-    HostPort: str = ""
 
 
 class NetworkSettings(msgspec.Struct, rename="pascal"):

@@ -10,30 +10,14 @@ import os
 import posixpath
 import secrets
 
-import msgspec
-from msgspec import field
-
 from berth import errdefs
-from berth.types.container import Mount
+from berth.types.container import Mount, MountPoint
 
 _PROPAGATION = {"private", "rprivate", "slave", "rslave", "shared", "rshared"}
 _CONSISTENCY = {"consistent", "cached", "delegated", "default"}
 _LABEL = {"z", "Z"}
 _RW = {"rw", "ro"}
 _COPY = {"nocopy"}
-
-
-class MountPointRecord(msgspec.Struct, rename="pascal"):
-    """A mount a container records at create (``-v``, ``--mount``, image volumes)."""
-
-    type: str = ""
-    name: str = ""
-    source: str = ""
-    destination: str = ""
-    driver: str = ""
-    mode: str = ""
-    rw: bool = field(default=True, name="RW")
-    propagation: str = ""
 
 
 class MountError(errdefs.InvalidParameter):
@@ -77,7 +61,7 @@ def volume_source(data_root: str, name: str) -> str:
     return os.path.join(data_root, "volumes", name, "_data")
 
 
-def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPointRecord:
+def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPoint:
     """One ``-v`` entry: ``src:dst[:mode]`` or ``name:dst[:mode]``."""
     invalid = MountError(f"invalid volume specification: '{raw}'")
     arr = raw.split(":", 3)
@@ -99,7 +83,7 @@ def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPointR
         raise MountError(f"invalid volume specification: '{raw}': {e}") from None
     rw = _mode_has(mode, _RW) != "ro"
     if source.startswith("/"):
-        return MountPointRecord(
+        return MountPoint(
             type="bind",
             source=posixpath.normpath(source),
             destination=posixpath.normpath(dest),
@@ -108,7 +92,7 @@ def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPointR
             propagation=_mode_has(mode, _PROPAGATION) or "rprivate",
         )
     name = source or secrets.token_hex(32)
-    return MountPointRecord(
+    return MountPoint(
         type="volume",
         name=name,
         source=volume_source(data_root, name),
@@ -191,12 +175,12 @@ def validate_mount(m: Mount, check_bind_source: bool = True) -> None:
         raise _mount_config_error(kind, "mount type unknown")
 
 
-def mount_point(m: Mount, data_root: str) -> MountPointRecord:
+def mount_point(m: Mount, data_root: str) -> MountPoint:
     """What a validated ``--mount`` records."""
     rw = not m.read_only
     if m.type == "bind":
         propagation = (m.bind_options.propagation if m.bind_options else "") or "rprivate"
-        return MountPointRecord(
+        return MountPoint(
             type="bind",
             source=posixpath.normpath(m.source),
             destination=posixpath.normpath(m.target),
@@ -208,7 +192,7 @@ def mount_point(m: Mount, data_root: str) -> MountPointRecord:
         driver = ""
         if m.volume_options and m.volume_options.driver_config:
             driver = m.volume_options.driver_config.name
-        return MountPointRecord(
+        return MountPoint(
             type="volume",
             name=name,
             source=volume_source(data_root, name),
@@ -217,7 +201,7 @@ def mount_point(m: Mount, data_root: str) -> MountPointRecord:
             mode="z",
             rw=rw,
         )
-    return MountPointRecord(
+    return MountPoint(
         type=m.type,
         source=m.source,
         destination=posixpath.normpath(m.target),
