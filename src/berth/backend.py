@@ -8,12 +8,19 @@ the API runs the ones that touch disk in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from berth.container.stream import AttachInfo
+from berth.daemon.exec import Exec
+from berth.logger.jsonfile import LogMessage
 from berth.types.container import (
     Config,
     CreateResponse,
+    ExecOptions,
     HostConfig,
     NetworkingConfig,
     PruneReport,
@@ -27,6 +34,23 @@ Version = tuple[int, int]
 
 
 class StateBackend(Protocol):
+    def start_container(self, ref: str) -> None: ...
+
+    def stop_container(self, ref: str, timeout: int | None, signal: str) -> None: ...
+
+    def restart_container(self, ref: str, timeout: int | None, signal: str) -> None: ...
+
+    def kill_container(self, ref: str, signal: str) -> None: ...
+
+    def pause_container(self, ref: str) -> None: ...
+
+    def unpause_container(self, ref: str) -> None: ...
+
+    def resize_container(self, ref: str, height: int, width: int) -> None: ...
+
+    def wait_container(self, ref: str, condition: str) -> asyncio.Future[tuple[int, str | None]]:
+        """Resolved with (exit code, error) when *condition* is met; call on the loop."""
+
     def create_container(
         self,
         name: str,
@@ -41,7 +65,30 @@ class StateBackend(Protocol):
     def remove_container(self, ref: str, force: bool, remove_volumes: bool, link: bool) -> None: ...
 
 
+class AttachBackend(Protocol):
+    def attach_info(self, ref: str) -> AttachInfo: ...
+
+
+class ExecBackend(Protocol):
+    def exec_create(self, ref: str, options: ExecOptions) -> str: ...
+
+    def exec_get(self, exec_id: str) -> Exec: ...
+
+    def exec_start(self, exec_id: str) -> Exec: ...
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None: ...
+
+
 class MonitorBackend(Protocol):
+    def top_container(self, ref: str, ps_args: str) -> dict[str, Any]: ...
+
+    def container_logs(
+        self, ref: str, since_ns: int, until_ns: int, tail: int, follow: bool
+    ) -> tuple[bool, Callable[[threading.Event], Iterator[LogMessage]]]:
+        """Whether the container has a TTY, and a maker of the blocking log iterator."""
+
     def list_containers(
         self, all_containers: bool, limit: int, size: bool, filters: Filters, version: Version
     ) -> list[Summary]: ...
@@ -90,6 +137,13 @@ class SystemBackend(Protocol):
 
 
 class Backend(
-    StateBackend, MonitorBackend, ContainerSystemBackend, ImageBackend, SystemBackend, Protocol
+    StateBackend,
+    AttachBackend,
+    ExecBackend,
+    MonitorBackend,
+    ContainerSystemBackend,
+    ImageBackend,
+    SystemBackend,
+    Protocol,
 ):
     """Everything the API serves."""

@@ -116,6 +116,7 @@ async def _serve(cfg: Config) -> None:
 
     loop = asyncio.get_running_loop()
     daemon = await asyncio.to_thread(Daemon, cfg.options)
+    await asyncio.to_thread(daemon.start_runtime, loop)
     server = ApiServer(daemon)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

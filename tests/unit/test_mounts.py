@@ -44,9 +44,7 @@ def test_volume_source() -> None:
     [
         (
             "/host:/ctr",
-            MountPoint(
-                type="bind", source="/host", destination="/ctr", propagation="rprivate"
-            ),
+            MountPoint(type="bind", source="/host", destination="/ctr", propagation="rprivate"),
         ),
         (
             "/host/sub/../:/ctr//x/:ro",

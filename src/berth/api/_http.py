@@ -224,7 +224,33 @@ class _Connection:
     async def _stream(self, response: StreamingResponse) -> None:
         headers = self._headers(response.headers, response.content_type)
         await self.send(h11.Response(status_code=response.status, headers=headers))
-        chunks = response.chunks
+        pump = asyncio.ensure_future(self._pump_chunks(response.chunks))
+        if self.h11.their_state is not h11.DONE:
+            # The handler may still be reading the body: the socket is its.
+            await pump
+            await self.send(h11.EndOfMessage())
+            return
+        watcher = asyncio.ensure_future(self._watch_disconnect())
+        try:
+            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            pump.cancel()
+            watcher.cancel()
+            raise
+        if pump in done:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            pump.result()
+            await self.send(h11.EndOfMessage())
+            return
+        # The client went away (``docker run -d`` drops its /wait): stop producing.
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ClientGone):
+            await pump
+        raise ClientGone("client closed the connection during a streamed response")
+
+    async def _pump_chunks(self, chunks: AsyncIterator[bytes]) -> None:
         try:
             async for chunk in chunks:
                 if chunk:
@@ -234,7 +260,14 @@ class _Connection:
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
-        await self.send(h11.EndOfMessage())
+
+    async def _watch_disconnect(self) -> None:
+        """Return when the peer closes; anything it sends meanwhile is kept for h11."""
+        while True:
+            data = await self.reader.read(_READ_SIZE)
+            if not data:
+                return
+            self.h11.receive_data(data)
 
     async def _hijack(self, request: Request, hijack: Hijack) -> None:
         # The response head is written raw, as dockerd does: h11 cannot speak
@@ -279,6 +312,8 @@ class HTTPServer:
         self._tasks.add(task)
         try:
             await _Connection(reader, writer, self._handler, self._extra_headers).serve()
+        except asyncio.CancelledError:
+            pass  # shutting down; ending normally keeps asyncio from logging the cancel
         except Exception:
             log.exception("connection handler failed")
         finally:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from msgspec import field
 
 from berth.container.state import State
+from berth.container.stream import LogSink, ProcessIO, Streams
 from berth.types.container import Config, HostConfig, MountPoint, NetworkSettings
 from berth.utils.atomic import write_file
 from berth.utils.timefmt import parse_rfc3339
@@ -65,6 +67,20 @@ class Container:
         self.host_config = host_config
         self.lock = threading.RLock()
         self.created_ns = parse_rfc3339(record.created)
+        # Runtime-only state, never persisted:
+        #: attached clients; outlives runs so one can attach before a start
+        self.streams = Streams()
+        #: stdio of the running process
+        self.io: ProcessIO | None = None
+        #: where its output is logged while it runs
+        self.logger: LogSink | None = None
+        #: set whenever no process is running (what stop and kill wait on)
+        self.exited = threading.Event()
+        if not record.state.running:
+            self.exited.set()
+        #: the mounted root filesystem and the OCI process of the current run (for exec)
+        self.rootfs: Path | None = None
+        self.spec_process: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:

@@ -26,14 +26,13 @@ from berth import errdefs
 from berth.container.container import Container, Record
 from berth.daemon import initlayer, names
 from berth.daemon.validate import (
-    DEFAULT_READONLY_PATHS,
-    default_masked_paths,
     validate_container_config,
     validate_exposed_ports,
     validate_host_config,
     validate_log_config,
     validate_resources,
 )
+from berth.runtime.spec import DEFAULT_READONLY_PATHS, default_masked_paths
 from berth.types.container import (
     Config,
     CreateResponse,

@@ -7,11 +7,14 @@ restore that makes a crashed daemon's leftovers disappear.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +25,7 @@ from berth.container.container import (
     decode_host_config,
     decode_record,
 )
+from berth.container.stream import AttachInfo
 from berth.container.view import Snapshot, ViewDB
 from berth.daemon import create as _create
 from berth.daemon import delete as _delete
@@ -30,13 +34,24 @@ from berth.daemon import inspect as _inspect
 from berth.daemon import list as _list
 from berth.daemon import prune as _prune
 from berth.daemon import rename as _rename
+from berth.daemon import start as _start
+from berth.daemon import stop as _stop
+from berth.daemon.exec import Exec, ExecStore
+from berth.daemon.logs import ContainerLog, open_log
+from berth.daemon.monitor import handle_exit
 from berth.daemon.options import DaemonOptions
+from berth.daemon.restart_policy import RestartManager
+from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
+from berth.logger.jsonfile import LogMessage
+from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
 from berth.types.container import (
     Config,
     CreateResponse,
+    ExecOptions,
     HostConfig,
+    MountPoint,
     NetworkingConfig,
     PruneReport,
     Summary,
@@ -50,9 +65,22 @@ from berth.utils.timefmt import format_rfc3339_nano, now_ns
 log = logging.getLogger(__name__)
 
 
+#: (condition, future) of one ``POST /containers/{id}/wait``
+Waiter = tuple[str, "asyncio.Future[tuple[int, str | None]]"]
+
+
 class Daemon:
-    def __init__(self, options: DaemonOptions) -> None:
+    def __init__(self, options: DaemonOptions, runtime: Runtime | None = None) -> None:
         self.options = options
+        self.events = Events()
+        self.restart_manager = RestartManager()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._runtime = runtime
+        self._supervisor: Any = None
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="berth-monitor")
+        self.execs = ExecStore(self)
+        self.cgroup_parent = "/berth"
         root = options.data_root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o710)
@@ -109,7 +137,6 @@ class Daemon:
             if container.state.removal_in_progress:
                 _delete.cleanup(self, container)
                 continue
-            self._restore_state(container)
             try:
                 self.view.reserve_name(container.name, container.id)
             except errdefs.Conflict:
@@ -126,18 +153,323 @@ class Daemon:
         layers.sweep_orphans()
         self.images.drop_dangling_references()
 
-    def _restore_state(self, container: Container) -> None:
-        """Containers that were running when berth went away have stopped (no runtime yet)."""
-        st = container.state
-        if st.running or st.paused or st.restarting:
+    # -- the runtime -------------------------------------------------------------
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise errdefs.Unavailable("the container runtime is not running")
+        return self._runtime
+
+    def start_runtime(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Connect to (or start) containerd and bring running containers back.
+
+        Called once the event loop exists: live containers need it for their stdio.
+        """
+        self.loop = loop
+        if self._runtime is None:
+            from berth.runtime.containerd import ContainerdRuntime
+            from berth.runtime.supervisor import Supervisor
+
+            socket = self.options.containerd
+            if not socket:
+                self._supervisor = Supervisor(
+                    self.options.data_root, self.options.exec_root, self.options.debug
+                )
+                self._supervisor.start()
+                self._supervisor.on_restart(self._containerd_restarted)
+                socket = self._supervisor.socket
+            self._runtime = ContainerdRuntime(
+                socket,
+                self.options.containerd_namespace,
+                str(self.options.exec_root / "runc"),
+            )
+        self._runtime.subscribe(self._on_runtime_event)
+        self._restore_running()
+
+    def _restore_running(self) -> None:
+        """moby's ``restore``: adopt live tasks (live-restore) or stop them; record exits."""
+        keep_mounted: set[str] = set()
+        to_restart: list[Container] = []
+        for container in list(self.containers.values()):
+            st = container.state
+            if not st.running:
+                if self._should_restart_on_boot(container):
+                    to_restart.append(container)
+                continue
+            task = None
+            try:
+                task = self.runtime.state(container.id)
+            except errdefs.BerthError as e:
+                log.warning("cannot query task of %s: %s", container.id[:12], e)
+            alive = task is not None and task.status in (
+                TaskStatus.RUNNING,
+                TaskStatus.PAUSED,
+                TaskStatus.PAUSING,
+            )
+            if alive and self.options.live_restore:
+                self._reattach(container, task.status == TaskStatus.PAUSED)  # type: ignore[union-attr]
+                rw = self.images.layers.get_rw_layer(container.id)
+                keep_mounted.add(rw.mount_id)
+                continue
+            exit_code = 255
+            if alive:
+                log.info(
+                    "stopping container %s left running (live-restore is off)", container.id[:12]
+                )
+                try:
+                    self.runtime.kill(container.id, 9, all_procs=True)
+                except errdefs.BerthError:
+                    pass
+            try:
+                status = self.runtime.delete(container.id)
+                if status is not None and task is not None and task.status == TaskStatus.STOPPED:
+                    exit_code = status
+            except errdefs.BerthError as e:
+                log.warning("deleting task of %s: %s", container.id[:12], e)
             st.running = st.paused = st.restarting = False
             st.pid = 0
-            st.exit_code = 255
+            st.exit_code = exit_code if not alive else 137
             st.finished_at = format_rfc3339_nano(now_ns())
-            container.to_disk(host_config=False)
+            self.checkpoint(container, host_config=False)
+            if container.host_config.auto_remove:
+                self.auto_remove(container)
+            elif self._should_restart_on_boot(container):
+                to_restart.append(container)
+        self.driver.unmount_all(except_ids=keep_mounted)
+        for container in to_restart:
+            self.submit(self._boot_restart, container)
+
+    def _should_restart_on_boot(self, container: Container) -> bool:
+        policy = container.host_config.restart_policy.name
+        rec = container.record
+        if not rec.has_been_started_before or container.host_config.auto_remove:
+            return False
+        if policy == "always":
+            return True
+        if policy == "unless-stopped":
+            return not rec.has_been_manually_stopped
+        if policy == "on-failure":
+            return container.state.exit_code != 0 and not rec.has_been_manually_stopped
+        return False
+
+    def _boot_restart(self, container: Container) -> None:
+        try:
+            _start.start_container(self, container.id)
+        except errdefs.BerthError as e:
+            log.error("restarting %s at start-up failed: %s", container.id[:12], e)
+
+    def _reattach(self, container: Container, paused: bool) -> None:
+        """Pick up a container that kept running while berthd was away."""
+        from berth.container.stream import ProcessIO
+
+        rec = container.record
+        rw = self.images.layers.get_rw_layer(container.id)
+        rootfs = self.images.layers.mount(rw)
+        container.rootfs = rootfs
+        container.spec_process = _start.container_spec(self, container, rootfs)["process"]
+        logger = self.open_logger(container)
+        io = ProcessIO(
+            self.fifo_dir(container.id),
+            "init",
+            stdin=rec.config.open_stdin,
+            tty=rec.config.tty,
+            hub=container.streams,
+            close_io=lambda: self.runtime.close_stdin(container.id),
+            sink=logger.sink if logger is not None else None,
+        )
+        io.open()
+        assert self.loop is not None
+        io.start(self.loop)
+        io.connected()
+        container.io = io
+        container.logger = logger
+        container.exited.clear()
+        container.state.paused = paused
+        self.checkpoint(container, host_config=False)
+        log.info("restored running container %s", container.id[:12])
+
+    def _containerd_restarted(self) -> None:
+        """containerd came back: exits it saw while we were not listening are lost, so ask."""
+        for container in list(self.containers.values()):
+            self.reconcile(container)
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        """Run *fn* on the daemon's workers; failures are logged, never lost."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("%s failed", getattr(fn, "__name__", fn))
+
+        self._workers.submit(run)
+
+    def reconcile(self, container: Container) -> None:
+        """Record the exit of a task that stopped without our hearing of it."""
+        if not container.state.running or container.state.restarting:
+            return
+        try:
+            task = self.runtime.state(container.id)
+        except errdefs.BerthError:
+            return
+        if task is None or task.status == TaskStatus.STOPPED:
+            code = task.exit_code if task is not None else 255
+            self.submit(handle_exit, self, container, code, now_ns(), container.state.pid)
+
+    def _on_runtime_event(self, event: Event) -> None:
+        if isinstance(event, OOMEvent):
+            container = self.containers.get(event.container_id)
+            if container is not None:
+                container.state.oom_killed = True
+                self.emit_container(container, "oom")
+            return
+        assert isinstance(event, ExitEvent)
+        if event.exec_id:
+            self.exec_exited(event)
+            return
+        container = self.containers.get(event.container_id)
+        if container is None:
+            return
+        self.submit(handle_exit, self, container, event.exit_code, event.exited_at_ns, event.pid)
+
+    def exec_exited(self, event: ExitEvent) -> None:
+        self.submit(self.execs.handle_exit, event)
 
     def shutdown(self) -> None:
-        self.driver.cleanup()
+        """Stop containers (unless live-restore), containerd, and every mount."""
+        if self._runtime is not None and not self.options.live_restore:
+            running = [c for c in self.containers.values() if c.state.running]
+            futures = [self._workers.submit(self._shutdown_container, c) for c in running]
+            for fut in futures:
+                try:
+                    fut.result(60)
+                except Exception as e:
+                    log.warning("stopping a container at shutdown: %s", e)
+        if self._runtime is not None:
+            self._runtime.close()
+        if self._supervisor is not None:
+            self._supervisor.stop()
+        if not self.options.live_restore:
+            self.driver.cleanup()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def _shutdown_container(self, container: Container) -> None:
+        timeout = container.record.config.stop_timeout
+        _stop.stop_and_wait(self, container, 10 if timeout is None else timeout)
+
+    # -- hooks used by start, stop and the monitor -------------------------------
+    def forget_runtime_state(self, container_id: str) -> None:
+        shutil.rmtree(self.fifo_dir(container_id), ignore_errors=True)
+        self.restart_manager.forget(container_id)
+
+    def fifo_dir(self, container_id: str) -> Path:
+        return self.options.exec_root / "containerd" / container_id
+
+    def log_path(self, container: Container) -> Path:
+        return container.root / f"{container.id}-json.log"
+
+    def open_logger(self, container: Container) -> ContainerLog | None:
+        return open_log(container, self.log_path(container))
+
+    def _running_pid(self, ref: str, what: str) -> int:
+        target = self.get_container(ref)
+        if not target.state.running or target.state.pid <= 0:
+            raise errdefs.Conflict(f"cannot join {what} of a non running container: {target.id}")
+        return target.state.pid
+
+    def network_namespace(self, container: Container) -> str:
+        mode = container.host_config.network_mode
+        if mode.startswith("container:"):
+            return f"/proc/{self._running_pid(mode[10:], 'network')}/ns/net"
+        return ""
+
+    def namespace_path(self, mode: str, kind: str) -> str:
+        if mode.startswith("container:"):
+            return f"/proc/{self._running_pid(mode[10:], kind.upper())}/ns/{kind}"
+        return ""
+
+    def volumes_prepare(self, mp: MountPoint) -> None:
+        """The local volume's directory, filled from the image the first time."""
+        path = Path(mp.source)
+        if path.is_dir():
+            return
+        path.mkdir(parents=True, exist_ok=True)
+
+    def notify_exit(self, container: Container) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        st = container.state
+        loop.call_soon_threadsafe(
+            self._resolve, container.id, "exit", st.exit_code, st.error or None, st.running
+        )
+
+    def notify_removed(self, container_id: str, exit_code: int, error: str | None) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self._resolve, container_id, "removed", exit_code, error, False)
+
+    def _resolve(
+        self, container_id: str, what: str, code: int, error: str | None, running: bool
+    ) -> None:
+        waiters = self._waiters.get(container_id, [])
+        keep: list[Waiter] = []
+        for condition, fut in waiters:
+            if fut.done():
+                continue
+            done = (
+                what == "removed"
+                or (what == "exit" and condition == "next-exit")
+                or (what == "exit" and condition == "not-running" and not running)
+            )
+            if done:
+                fut.set_result((code, error))
+            else:
+                keep.append((condition, fut))
+        if keep:
+            self._waiters[container_id] = keep
+        else:
+            self._waiters.pop(container_id, None)
+
+    def wait_container(self, ref: str, condition: str) -> asyncio.Future[tuple[int, str | None]]:
+        """A future for ``POST /wait``; call on the event loop."""
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise errdefs.InvalidParameter(
+                f"invalid condition: {condition!r}: use not-running, next-exit or removed"
+            )
+        # The snapshot, not the live state: it changes in the same step that queues
+        # the wake-up, so a waiter can neither be missed nor see a stale inspect.
+        snap = self.view.snapshot().find(ref)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
+        st = snap.record.state
+        if condition == "not-running" and not st.running:
+            fut.set_result((st.exit_code, st.error or None))
+            return fut
+        self._waiters.setdefault(snap.id, []).append((condition, fut))
+        return fut
+
+    def auto_remove(self, container: Container) -> None:
+        def remove() -> None:
+            try:
+                _delete.remove_container(self, container.id, True, True, False)
+            except errdefs.NotFound:
+                pass
+            except errdefs.BerthError as e:
+                log.error("auto-removing %s failed: %s", container.id[:12], e)
+
+        self.submit(remove)
+
+    def emit_container(
+        self, container: Container, action: str, extra: dict[str, str] | None = None
+    ) -> None:
+        attrs = dict(container.record.config.labels or {})
+        attrs["image"] = container.record.config.image or container.record.image
+        attrs["name"] = container.name.lstrip("/")
+        if extra:
+            attrs.update(extra)
+        self.events.publish("container", action, container.id, attrs)
 
     # -- container bookkeeping -----------------------------------------------
     def checkpoint(
@@ -177,16 +509,14 @@ class Daemon:
         return container
 
     def kill_for_removal(self, container: Container) -> None:
-        raise errdefs.NotImplementedFeature(
-            "berth cannot stop running containers yet; the runtime is not attached"
-        )
+        _stop.stop_and_wait(self, container, 0, "SIGKILL")
 
     def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
         snaps = sorted(self.view.snapshot().all(), key=lambda s: s.created_ns)
         return [(s.id, s.record.state.running) for s in snaps if s.record.image == image_id]
 
     def exec_ids(self, container_id: str) -> list[str] | None:
-        return None
+        return self.execs.ids(container_id)
 
     def graph_driver_data(self, container_id: str) -> dict[str, str] | None:
         try:
@@ -258,6 +588,95 @@ class Daemon:
 
     def prune_containers(self, filters: Filters) -> PruneReport:
         return _prune.prune_containers(self, filters)
+
+    def exec_create(self, ref: str, options: ExecOptions) -> str:
+        return self.execs.create(ref, options)
+
+    def exec_get(self, exec_id: str) -> Exec:
+        return self.execs.get(exec_id)
+
+    def exec_start(self, exec_id: str) -> Exec:
+        assert self.loop is not None
+        return self.execs.start(exec_id, self.loop)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        return self.execs.get(exec_id).inspect()
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        self.execs.resize(exec_id, height, width)
+
+    def start_container(self, ref: str) -> None:
+        _start.start_container(self, ref)
+
+    def stop_container(self, ref: str, timeout: int | None, signal: str) -> None:
+        _stop.stop_container(self, ref, timeout, signal)
+
+    def restart_container(self, ref: str, timeout: int | None, signal: str) -> None:
+        _stop.restart_container(self, ref, timeout, signal)
+
+    def kill_container(self, ref: str, signal: str) -> None:
+        _stop.kill_container(self, ref, signal)
+
+    def pause_container(self, ref: str) -> None:
+        _stop.pause_container(self, ref)
+
+    def unpause_container(self, ref: str) -> None:
+        _stop.unpause_container(self, ref)
+
+    def resize_container(self, ref: str, height: int, width: int) -> None:
+        container = self.get_container(ref)
+        if not container.state.running:
+            raise errdefs.Conflict(f"Container {container.id} is not running")
+        self.runtime.resize(container.id, "", width, height)
+
+    def top_container(self, ref: str, ps_args: str) -> dict[str, Any]:
+        from berth.daemon.top import top
+
+        container = self.get_container(ref)
+        if not container.state.running:
+            raise errdefs.Conflict(f"Container {container.id} is not running")
+        if container.state.restarting:
+            raise errdefs.Conflict(
+                f"Container {container.id} is restarting, wait until the container is running"
+            )
+        return top(self.runtime.pids(container.id), ps_args)
+
+    def attach_info(self, ref: str) -> AttachInfo:
+        container = self.get_container(ref)
+        st = container.state
+        if st.paused:
+            raise errdefs.Conflict(
+                f"container {container.id} is paused, unpause the container before attach"
+            )
+        if st.restarting:
+            raise errdefs.Conflict(
+                f"container {container.id} is restarting, wait until the container is running"
+            )
+        cfg = container.record.config
+        return AttachInfo(container.id, cfg.tty, cfg.open_stdin, cfg.stdin_once, container.streams)
+
+    def container_logs(
+        self, ref: str, since_ns: int, until_ns: int, tail: int, follow: bool
+    ) -> tuple[bool, Callable[[threading.Event], Iterator[LogMessage]]]:
+        from berth.daemon import logs as _logs
+
+        container = self.get_container(ref)
+        path = self.log_path(container)
+
+        def make(stop: threading.Event) -> Iterator[LogMessage]:
+            return _logs.read(
+                container,
+                path,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                tail=tail,
+                follow=follow,
+                stop=stop,
+            )
+
+        if container.host_config.log_config.type == "none":
+            raise errdefs.InvalidParameter("configured logging driver does not support reading")
+        return container.record.config.tty, make
 
     # -- Backend: images -----------------------------------------------------
     def list_images(

@@ -22,20 +22,28 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
         st = container.state
         if st.removal_in_progress:
             raise errdefs.Conflict(f"removal of container {ref} is already in progress")
-        if st.running:
-            if not force:
-                if st.paused:
-                    raise errdefs.Conflict(
-                        f'cannot remove container "{container.name}": container is paused and '
-                        "must be unpaused first"
-                    )
+        if st.running and not force:
+            if st.paused:
                 raise errdefs.Conflict(
-                    f'cannot remove container "{container.name}": container is {st.status()}: '
-                    "stop the container before removing or force remove"
+                    f'cannot remove container "{container.name}": container is paused and '
+                    "must be unpaused first"
                 )
-            d.kill_for_removal(container)
+            raise errdefs.Conflict(
+                f'cannot remove container "{container.name}": container is {st.status()}: '
+                "stop the container before removing or force remove"
+            )
         st.removal_in_progress = True
+        container.record.has_been_manually_stopped = True
         d.checkpoint(container, host_config=False)
+    if container.state.running:
+        # Outside the lock: the exit is handled by the monitor, which needs it.
+        try:
+            d.kill_for_removal(container)
+        except errdefs.BerthError:
+            with container.lock:
+                container.state.removal_in_progress = False
+                d.checkpoint(container, host_config=False)
+            raise
     cleanup(d, container)
 
 
@@ -49,3 +57,7 @@ def cleanup(d: Daemon, container: Container) -> None:
     d.unregister(container)
     d.images.release_rw_layer(ident)
     shutil.rmtree(container.root, ignore_errors=True)
+    d.forget_runtime_state(ident)
+    st = container.state
+    d.notify_removed(ident, st.exit_code, st.error or None)
+    d.emit_container(container, "destroy")

@@ -21,3 +21,6 @@ class DaemonOptions:
     debug: bool = False
     live_restore: bool = False
     hosts: list[str] = field(default_factory=list)
+    #: socket of a containerd to use instead of starting one
+    containerd: str = ""
+    containerd_namespace: str = "berth"

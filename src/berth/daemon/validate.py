@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import posixpath
 
 from berth import errdefs
@@ -382,28 +381,3 @@ def parse_size(value: str) -> int:
     if n < 0 or not math.isfinite(n):
         raise ValueError(value)
     return int(n * mult)
-
-
-def default_masked_paths() -> list[str]:
-    paths = [
-        "/proc/asound",
-        "/proc/acpi",
-        "/proc/interrupts",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware",
-        "/sys/devices/virtual/powercap",
-    ]
-    cpu = 0
-    while os.path.exists(f"/sys/devices/system/cpu/cpu{cpu}/thermal_throttle"):
-        paths.append(f"/sys/devices/system/cpu/cpu{cpu}/thermal_throttle")
-        cpu += 1
-    return paths
-
-
-DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]

@@ -54,5 +54,8 @@ class Driver(Protocol):
     def cleanup(self) -> None:
         """Unmount whatever this driver mounted; called at shutdown."""
 
+    def unmount_all(self, except_ids: set[str]) -> None:
+        """Unmount every layer mount except those of *except_ids*."""
+
     def diff_size(self, ident: str) -> int:
         """Bytes used by the changes of *ident* alone."""

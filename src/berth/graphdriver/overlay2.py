@@ -200,7 +200,8 @@ class Overlay2:
         merged = d / "merged"
         with self._lock:
             count = self._refs.get(ident, 0)
-            if count > 0 and mnt.is_mounted(str(merged)):
+            if mnt.is_mounted(str(merged)):
+                # Ours from before (a live-restored container): adopt it.
                 self._refs[ident] = count + 1
                 return merged
             merged.mkdir(mode=0o700, exist_ok=True)
@@ -270,7 +271,15 @@ class Overlay2:
         return dir_size(self._dir(ident) / "diff")
 
     def cleanup(self) -> None:
+        self.unmount_all(set())
+
+    def unmount_all(self, except_ids: set[str]) -> None:
+        """Unmount every layer mount but those of *except_ids* (live containers)."""
+        keep = {str(self._dir(i) / "merged") for i in except_ids}
         for mp in mnt.mounts_under(str(self.home)):
-            mnt.unmount(mp)
+            if mp not in keep:
+                mnt.unmount(mp)
         with self._lock:
-            self._refs.clear()
+            for ident in list(self._refs):
+                if ident not in except_ids:
+                    del self._refs[ident]

@@ -74,3 +74,6 @@ class Vfs:
 
     def cleanup(self) -> None:
         return None
+
+    def unmount_all(self, except_ids: set[str]) -> None:
+        return None

@@ -30,13 +30,13 @@ from contextlib import contextmanager
 from typing import IO, BinaryIO
 
 from berth import errdefs
+from berth.utils.securejoin import secure_join as _secure_join
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
-_MAX_SYMLINKS = 255
 _COPY_CHUNK = 1 << 20
 
 
@@ -139,36 +139,11 @@ def clean_member_name(name: str) -> str:
 
 
 def secure_join(root: str, rel: str) -> str:
-    """Resolve *rel* under *root*, following symlinks as if *root* were ``/``.
-
-    The last component is resolved too; a dangling final component is fine.
-    """
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise InvalidLayer(f"too many levels of symbolic links resolving {rel!r}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    """:func:`berth.utils.securejoin.secure_join`, with this module's error class."""
+    try:
+        return _secure_join(root, rel)
+    except errdefs.InvalidParameter as e:
+        raise InvalidLayer(str(e)) from None
 
 
 # -- extraction ----------------------------------------------------------------

@@ -453,3 +453,28 @@ class Summary(msgspec.Struct, rename="pascal"):
 class PruneReport(msgspec.Struct):
     ContainersDeleted: list[str] | None
     SpaceReclaimed: int
+
+
+class ExecOptions(msgspec.Struct, rename="pascal"):
+    """Body of ``POST /containers/{id}/exec``."""
+
+    user: str = ""
+    privileged: bool = False
+    tty: bool = False
+    console_size: list[int] | None = None
+    attach_stdin: bool = False
+    attach_stderr: bool = False
+    attach_stdout: bool = False
+    detach: bool = False
+    detach_keys: str = ""
+    env: list[str] | None = None
+    working_dir: str = ""
+    cmd: list[str] | None = None
+
+
+class ExecStartConfig(msgspec.Struct, rename="pascal"):
+    """Body of ``POST /exec/{id}/start``."""
+
+    detach: bool = False
+    tty: bool = False
+    console_size: list[int] | None = None

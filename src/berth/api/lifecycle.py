@@ -1,0 +1,261 @@
+"""Routes of running containers: start/stop/kill, wait, attach, logs, resize, top."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from berth import errdefs
+from berth.api._http import Hijack, Request, Response, StreamingResponse
+from berth.api.context import Context
+from berth.api.httputils import bool_value, encode, int_value, json_response, no_content, query
+from berth.api.router import Route
+from berth.api.streams import (
+    MULTIPLEXED,
+    RAW,
+    STREAM_IDS,
+    DetachFilter,
+    frame,
+    hijack_head,
+    iterate_in_thread,
+    parse_detach_keys,
+)
+from berth.container.stream import AttachInfo, Subscription
+from berth.utils.timefmt import format_rfc3339_nano, parse_timestamp
+
+log = logging.getLogger(__name__)
+
+
+def _timeout(req: Request) -> int | None:
+    return int_value(req, "t", None)
+
+
+def _time_arg(req: Request, name: str) -> int:
+    raw = query(req, name)
+    if not raw or raw == "0":
+        return 0
+    try:
+        return parse_timestamp(raw)
+    except ValueError:
+        raise errdefs.InvalidParameter(f"invalid value for {name}: {raw!r}") from None
+
+
+def _tail(req: Request) -> int:
+    raw = query(req, "tail", "all")
+    if raw in ("", "all"):
+        return -1
+    try:
+        n = int(raw)
+    except ValueError:
+        return -1  # dockerd treats an unparsable tail as "all"
+    return n if n >= 0 else -1
+
+
+def routes(ctx: Context) -> list[Route]:
+    backend = ctx.backend
+
+    async def start(req: Request) -> Response:
+        body = await req.body()
+        if body.strip() and body.strip() not in (b"null", b"{}"):
+            raise errdefs.InvalidParameter(
+                "starting container with non-empty request body was deprecated since API v1.22 "
+                "and removed in v1.24"
+            )
+        await ctx.run(backend.start_container, req.params["name"])
+        return no_content()
+
+    async def stop(req: Request) -> Response:
+        await ctx.run(
+            backend.stop_container, req.params["name"], _timeout(req), query(req, "signal")
+        )
+        return no_content()
+
+    async def restart(req: Request) -> Response:
+        await ctx.run(
+            backend.restart_container, req.params["name"], _timeout(req), query(req, "signal")
+        )
+        return no_content()
+
+    async def kill(req: Request) -> Response:
+        await ctx.run(backend.kill_container, req.params["name"], query(req, "signal"))
+        return no_content()
+
+    async def pause(req: Request) -> Response:
+        await ctx.run(backend.pause_container, req.params["name"])
+        return no_content()
+
+    async def unpause(req: Request) -> Response:
+        await ctx.run(backend.unpause_container, req.params["name"])
+        return no_content()
+
+    async def resize(req: Request) -> Response:
+        h = int_value(req, "h", 0) or 0
+        w = int_value(req, "w", 0) or 0
+        await ctx.run(backend.resize_container, req.params["name"], h, w)
+        return Response(200, b"", "text/plain; charset=utf-8")
+
+    async def top(req: Request) -> Response:
+        result = await ctx.run(backend.top_container, req.params["name"], query(req, "ps_args"))
+        return json_response(result)
+
+    async def wait(req: Request) -> StreamingResponse:
+        condition = query(req, "condition") or "not-running"
+        fut = backend.wait_container(req.params["name"], condition)
+        version = req.api_version
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                code, error = await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+            result: dict[str, object] = {"StatusCode": code}
+            if version >= (1, 30):
+                result["Error"] = {"Message": error} if error else None
+            yield encode(result) + b"\n"
+
+        return StreamingResponse(body(), content_type="application/json")
+
+    async def attach(req: Request) -> Hijack:
+        info = backend.attach_info(req.params["name"])
+        want_stdin = bool_value(req, "stdin")
+        wanted = frozenset(s for s in ("stdout", "stderr") if bool_value(req, s))
+        keys = parse_detach_keys(query(req, "detachKeys"))
+        replay_logs = bool_value(req, "logs")
+        stream = bool_value(req, "stream")
+        multiplexed = not info.tty
+        ctype = MULTIPLEXED if multiplexed and req.api_version >= (1, 42) else RAW
+        sub = info.streams.subscribe(wanted) if stream else None
+        logs_maker = None
+        if replay_logs:
+            _, logs_maker = await ctx.run(
+                backend.container_logs, info.container_id, 0, 0, -1, False
+            )
+
+        async def run(
+            trailing: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            try:
+                if logs_maker is not None:
+                    async for msg in iterate_in_thread(logs_maker):
+                        if msg.stream in wanted:
+                            data = msg.line
+                            writer.write(
+                                frame(STREAM_IDS[msg.stream], data) if multiplexed else data
+                            )
+                            await writer.drain()
+                if sub is None:
+                    return
+                await attach_session(
+                    info, sub, want_stdin, keys, multiplexed, trailing, reader, writer
+                )
+            finally:
+                if sub is not None:
+                    info.streams.unsubscribe(sub)
+
+        return Hijack(run=run, head=hijack_head(ctype, req.wants_upgrade))
+
+    async def logs(req: Request) -> StreamingResponse:
+        follow = bool_value(req, "follow")
+        want = {s for s in ("stdout", "stderr") if bool_value(req, s)}
+        if not want:
+            raise errdefs.InvalidParameter("Bad parameters: you must choose at least one stream")
+        timestamps = bool_value(req, "timestamps")
+        tty, make = await ctx.run(
+            backend.container_logs,
+            req.params["name"],
+            _time_arg(req, "since"),
+            _time_arg(req, "until"),
+            _tail(req),
+            follow,
+        )
+        multiplexed = not tty
+
+        async def body() -> AsyncIterator[bytes]:
+            async for msg in iterate_in_thread(make):
+                if msg.stream not in want:
+                    continue
+                data = msg.line
+                if timestamps:
+                    data = format_rfc3339_nano(msg.time_ns).encode() + b" " + data
+                yield frame(STREAM_IDS[msg.stream], data) if multiplexed else data
+
+        ctype = MULTIPLEXED if multiplexed and req.api_version >= (1, 42) else RAW
+        return StreamingResponse(body(), content_type=ctype)
+
+    return [
+        Route("POST", "/containers/{name}/start", start),
+        Route("POST", "/containers/{name}/stop", stop),
+        Route("POST", "/containers/{name}/restart", restart),
+        Route("POST", "/containers/{name}/kill", kill),
+        Route("POST", "/containers/{name}/pause", pause),
+        Route("POST", "/containers/{name}/unpause", unpause),
+        Route("POST", "/containers/{name}/resize", resize),
+        Route("GET", "/containers/{name}/top", top),
+        Route("POST", "/containers/{name}/wait", wait),
+        Route("POST", "/containers/{name}/attach", attach),
+        Route("GET", "/containers/{name}/logs", logs),
+    ]
+
+
+async def attach_session(
+    info: AttachInfo,
+    sub: Subscription,
+    want_stdin: bool,
+    keys: bytes,
+    multiplexed: bool,
+    trailing: bytes,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Copy output to the client and its input to the container until either ends."""
+    detached = asyncio.Event()
+
+    async def pump_stdin() -> None:
+        detach = DetachFilter(keys)
+        data = trailing
+        while True:
+            if data:
+                # Detach keys only apply to a terminal, as in dockerd: binary input
+                # must pass through untouched.
+                out, hit = detach.feed(data) if info.tty else (data, False)
+                if out and info.open_stdin:
+                    await info.streams.write_stdin(out)
+                if hit:
+                    detached.set()
+                    return
+            data = await reader.read(64 * 1024)
+            if not data:
+                break
+        # The client half-closed: with StdinOnce, that is the end of the container's input.
+        if info.stdin_once:
+            await info.streams.close_stdin()
+
+    async def pump_output() -> None:
+        while True:
+            item = await sub.get()
+            if item is None:
+                return
+            stream, data = item
+            writer.write(frame(STREAM_IDS[stream], data) if multiplexed else data)
+            await writer.drain()
+
+    out_task = asyncio.ensure_future(pump_output())
+    in_task = asyncio.ensure_future(pump_stdin()) if want_stdin else None
+    detach_task = asyncio.ensure_future(detached.wait())
+    try:
+        waiting = {out_task, detach_task}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if out_task in done:
+            with contextlib.suppress(ConnectionError, OSError):
+                out_task.result()
+    finally:
+        for task in (out_task, in_task, detach_task):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (out_task, in_task, detach_task):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task

@@ -1,0 +1,345 @@
+"""The stdio of containers and exec processes (moby's StreamConfig).
+
+A :class:`Streams` hub belongs to a container (or an exec) for its whole
+life, so a client can attach *before* the process starts — ``docker run``
+does — and receive that run's output.  A :class:`ProcessIO` is the plumbing
+of one run: the FIFOs shared with containerd's shim, read on the event loop
+and published to the hub and the log.
+
+Output reaches each attached client through a bounded queue: a client that
+does not read slows the container down, as with dockerd, instead of growing
+berthd's memory.  The FIFOs are opened before the task is created and a
+placeholder writer keeps each open until the shim has opened its end, so an
+early reader never sees a false end of file.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import termios
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from berth.runtime.base import Stdio
+
+log = logging.getLogger(__name__)
+
+STDOUT = "stdout"
+STDERR = "stderr"
+_READ = 64 * 1024
+_QUEUE_DEPTH = 256
+
+#: Receives every chunk of output, on the event loop: ``sink(stream, data)``.
+OutputSink = Callable[[str, bytes], None]
+
+
+class LogSink(Protocol):
+    """Where a container's output is logged (the json-file driver, usually)."""
+
+    def sink(self, stream: str, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AttachInfo:
+    """What an attaching client needs to know of a container."""
+
+    container_id: str
+    tty: bool
+    open_stdin: bool
+    stdin_once: bool
+    streams: Streams
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One attached client's view of the output: (stream, data) items, None at the end."""
+
+    streams: frozenset[str]
+    queue: asyncio.Queue[tuple[str, bytes] | None] = field(
+        default_factory=lambda: asyncio.Queue(_QUEUE_DEPTH)
+    )
+
+    async def get(self) -> tuple[str, bytes] | None:
+        return await self.queue.get()
+
+
+class Streams:
+    """Attached clients of one container or exec; lives on the event loop."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+        self._io: ProcessIO | None = None
+        self._io_ready: asyncio.Event | None = None
+
+    def subscribe(self, streams: frozenset[str]) -> Subscription:
+        sub = Subscription(streams)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        while not sub.queue.empty():  # unblock a publisher waiting on this queue
+            sub.queue.get_nowait()
+
+    async def publish(self, stream: str, data: bytes) -> None:
+        for sub in list(self._subs):
+            if stream in sub.streams and sub in self._subs:
+                await sub.queue.put((stream, data))
+
+    def end(self) -> None:
+        """The run is over: every current subscriber gets its end marker."""
+        for sub in list(self._subs):
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+        self._subs.clear()
+        self._io = None
+
+    def connect(self, io: ProcessIO) -> None:
+        self._io = io
+        if self._io_ready is not None:
+            self._io_ready.set()
+            self._io_ready = None
+
+    async def write_stdin(self, data: bytes, wait: bool = True) -> bool:
+        """Send *data* to the process's stdin, waiting for a process to start if need be."""
+        while self._io is None:
+            if not wait:
+                return False
+            if self._io_ready is None:
+                self._io_ready = asyncio.Event()
+            await self._io_ready.wait()
+        return await self._io.write_stdin(data)
+
+    async def close_stdin(self) -> None:
+        if self._io is not None:
+            await self._io.close_stdin()
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the pipe behind *fd* (FIONREAD)."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
+
+
+class ProcessIO:
+    def __init__(
+        self,
+        fifo_dir: Path,
+        name: str,
+        *,
+        stdin: bool,
+        tty: bool,
+        hub: Streams | None = None,
+        sink: OutputSink | None = None,
+        close_io: Callable[[], None] | None = None,
+    ) -> None:
+        self.dir = fifo_dir
+        #: tells the runtime to close the process's stdin (containerd's CloseIO): the
+        #: shim keeps the FIFO open itself, so closing our end is not an EOF.
+        self.close_io = close_io
+        self.name = name
+        self.tty = tty
+        self.hub = hub
+        self.sink = sink
+        self.stdio = Stdio(
+            stdin=str(fifo_dir / f"{name}-stdin") if stdin else "",
+            stdout=str(fifo_dir / f"{name}-stdout"),
+            stderr="" if tty else str(fifo_dir / f"{name}-stderr"),
+            terminal=tty,
+        )
+        self._read_fds: dict[str, int] = {}
+        self._placeholders: list[int] = []
+        self._stdin_fd = -1
+        self._stdin_taken = False
+        self._stdin_writer: asyncio.StreamWriter | None = None
+        self._stdin_lock: asyncio.Lock | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._open_streams = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: Set when all output has been read and delivered.
+        self.done = threading.Event()
+
+    # -- set-up (worker thread) --------------------------------------------------
+    def open(self) -> None:
+        """Make the FIFOs and open our ends (before the task is created, or to reattach)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stream, path in ((STDOUT, self.stdio.stdout), (STDERR, self.stdio.stderr)):
+            if not path:
+                continue
+            if not os.path.exists(path):
+                os.mkfifo(path, 0o600)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._read_fds[stream] = fd
+            # Keeps the FIFO from reporting end-of-file before the shim opens it.
+            self._placeholders.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        if self.stdio.stdin:
+            if not os.path.exists(self.stdio.stdin):
+                os.mkfifo(self.stdio.stdin, 0o600)
+            # Until the shim opens its reading end, O_WRONLY would fail (ENXIO); an
+            # O_RDWR placeholder holds the FIFO meanwhile.  It must not be the fd we
+            # write through: asyncio takes a readable write-pipe for a closed one.
+            self._placeholders.append(
+                os.open(self.stdio.stdin, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            )
+
+    def connected(self) -> None:
+        """The process has started and the shim has opened its ends (callable from a
+        worker thread): take our stdin end and drop the placeholders."""
+        if self.stdio.stdin and self._stdin_fd < 0 and not self._stdin_taken:
+            self._stdin_taken = True
+            self._stdin_fd = os.open(self.stdio.stdin, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._drop_placeholders()
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._connect_stdin(), loop).result(10)
+
+    def _drop_placeholders(self) -> None:
+        for fd in self._placeholders:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._placeholders.clear()
+
+    async def _connect_stdin(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._stdin_fd >= 0:
+            wpipe = os.fdopen(self._stdin_fd, "wb", buffering=0, closefd=True)
+            self._stdin_fd = -1
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), wpipe
+            )
+            self._stdin_writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        if self.hub is not None and not self.done.is_set():
+            self.hub.connect(self)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Begin reading output on *loop* (from a worker thread, before the process
+        starts: the placeholders keep the FIFOs from an early end-of-file)."""
+        self.loop = loop
+        asyncio.run_coroutine_threadsafe(self.start_async(), loop).result(10)
+
+    async def start_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self._stdin_lock = asyncio.Lock()
+        if not self._read_fds:
+            self._finish()
+            return
+        self._open_streams = len(self._read_fds)
+        for stream, fd in list(self._read_fds.items()):
+            pipe = os.fdopen(fd, "rb", buffering=0, closefd=True)
+            reader = asyncio.StreamReader(limit=_READ * 4, loop=loop)
+            protocol_r = asyncio.StreamReaderProtocol(reader, loop=loop)
+            await loop.connect_read_pipe(lambda p=protocol_r: p, pipe)  # type: ignore[misc]
+            self._pumps.append(asyncio.ensure_future(self._pump(stream, reader)))
+        self._read_fds.clear()
+
+    async def _pump(self, stream: str, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                data = await reader.read(_READ)
+                if not data:
+                    break
+                if self.sink is not None:
+                    try:
+                        self.sink(stream, data)
+                    except Exception:
+                        log.exception("log sink failed")
+                if self.hub is not None:
+                    await self.hub.publish(stream, data)
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self._open_streams -= 1
+            if self._open_streams <= 0:
+                self._finish()
+
+    def _finish(self) -> None:
+        if self.done.is_set():
+            return
+        if self.hub is not None:
+            self.hub.end()
+        self.done.set()
+
+    # -- stdin (event loop) ----------------------------------------------------------
+    async def write_stdin(self, data: bytes) -> bool:
+        """Send *data* to the process; False once its input is closed."""
+        writer = self._stdin_writer
+        if writer is None or writer.is_closing() or self._stdin_lock is None:
+            return False
+        async with self._stdin_lock:
+            try:
+                writer.write(data)
+                await writer.drain()
+            except (ConnectionError, OSError):
+                return False
+        return True
+
+    async def close_stdin(self) -> None:
+        """End the process's input once the shim has read everything we wrote."""
+        writer = self._stdin_writer
+        self._stdin_writer = None
+        if writer is None:
+            return
+        with contextlib.suppress(Exception):
+            await writer.drain()
+            pipe = writer.transport.get_extra_info("pipe")
+            fd = pipe.fileno() if pipe is not None else -1
+            for _ in range(2000):  # at most ~10 s for a process that stopped reading
+                if fd < 0 or _unread(fd) == 0:
+                    break
+                await asyncio.sleep(0.005)
+        with contextlib.suppress(Exception):
+            writer.close()
+        if self.close_io is not None:
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, self.close_io)
+
+    # -- tear-down -----------------------------------------------------------------
+    async def _cancel(self) -> None:
+        for task in self._pumps:
+            task.cancel()
+        await self.close_stdin()
+        self._finish()
+
+    def close(self, *, remove: bool = True) -> None:
+        """Close everything (callable from any thread); remove the FIFOs when *remove*."""
+        self._stdin_taken = True
+        self._drop_placeholders()
+        for fd in list(self._read_fds.values()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._read_fds.clear()
+        if self._stdin_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._stdin_fd)
+            self._stdin_fd = -1
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                loop.create_task(self._cancel())
+            else:
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(self._cancel(), loop).result(5)
+        else:
+            self.done.set()
+        if remove:
+            for path in (self.stdio.stdin, self.stdio.stdout, self.stdio.stderr):
+                if path:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)

@@ -1,0 +1,99 @@
+"""What happens when a container's process exits (moby's ``handleContainerExit``).
+
+The output is drained first (so ``docker run echo hi`` never loses its last
+line), then the task is deleted, the state set, the root filesystem
+unmounted, waiters woken; the restart policy may start it again, and
+AutoRemove removes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from berth import errdefs
+from berth.utils.timefmt import format_rfc3339_nano, now_ns
+
+if TYPE_CHECKING:
+    from berth.container.container import Container
+    from berth.daemon.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for the last output of an exited process to be delivered.
+IO_DRAIN_TIMEOUT = 2.0
+
+
+def handle_exit(
+    d: Daemon, container: Container, exit_code: int, exited_at_ns: int, pid: int
+) -> None:
+    with container.lock:
+        st = container.state
+        if not st.running or st.restarting or (pid and st.pid and pid != st.pid):
+            return  # a stale event (already handled, or from an earlier run)
+        io = container.io
+        if io is not None and not io.done.wait(IO_DRAIN_TIMEOUT):
+            log.warning("output of %s not drained in time", container.id[:12])
+        try:
+            status = d.runtime.delete(container.id)
+            if status is not None and exit_code < 0:
+                exit_code = status
+        except errdefs.BerthError as e:
+            log.warning("deleting task of %s: %s", container.id[:12], e)
+        if io is not None:
+            io.close()
+        container.io = None
+        container.rootfs = None
+        container.spec_process = None
+        d.execs.forget_container(container.id)
+        if container.logger is not None:
+            container.logger.close()
+            container.logger = None
+        st.running = False
+        st.paused = False
+        st.restarting = False
+        st.pid = 0
+        st.exit_code = exit_code
+        st.finished_at = format_rfc3339_nano(exited_at_ns or now_ns())
+        if st.oom_killed and exit_code == 137:
+            st.error = ""
+        try:
+            rw = d.images.layers.get_rw_layer(container.id)
+            d.images.layers.unmount(rw)
+        except errdefs.BerthError as e:
+            log.warning("unmounting %s: %s", container.id[:12], e)
+        restart, delay = d.restart_manager.should_restart(container, exit_code)
+        if restart:
+            st.restarting = True
+            st.running = True  # dockerd shows restarting containers as running + restarting
+            container.record.restart_count += 1
+        d.checkpoint(container, host_config=False)
+        container.exited.set()
+    d.notify_exit(container)
+    d.emit_container(container, "die", {"exitCode": str(exit_code)})
+    if restart:
+        threading.Thread(target=_restart_later, args=(d, container, delay), daemon=True).start()
+    elif container.host_config.auto_remove:
+        d.auto_remove(container)
+
+
+def _restart_later(d: Daemon, container: Container, delay: float) -> None:
+    if delay > 0:
+        time.sleep(delay)
+    with container.lock:
+        st = container.state
+        if not st.restarting:
+            return  # stopped or removed meanwhile
+        st.restarting = False
+        st.running = False
+        try:
+            from berth.daemon.start import _start_locked
+
+            _start_locked(d, container)
+        except errdefs.BerthError as e:
+            log.error("restarting %s failed: %s", container.id[:12], e)
+            d.checkpoint(container, host_config=False)
+            container.exited.set()
+            d.notify_exit(container)

@@ -1,0 +1,220 @@
+"""``start_container``: from a created container to a running process.
+
+Mount the RW layer, write the network files, prepare mounts, resolve the
+user in the container's own /etc/passwd, build the OCI spec, open the stdio
+FIFOs, then create and start the task.  Any failure undoes every step, and
+errors from the OCI runtime are translated as dockerd does (a missing
+command is the user's 400 with exit code 127).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from berth import errdefs
+from berth.container.stream import ProcessIO
+from berth.daemon.netfiles import write_network_files
+from berth.runtime.spec import SpecOptions, build_spec, resolve_user
+from berth.types.container import MountPoint
+from berth.utils.timefmt import format_rfc3339_nano, now_ns
+
+if TYPE_CHECKING:
+    from berth.container.container import Container
+    from berth.daemon.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+EXIT_CMD_NOT_FOUND = 127
+EXIT_EACCES = 126
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/libexec/docker/docker-init")
+
+
+def init_binary() -> str:
+    for path in INIT_BINARIES:
+        if os.path.exists(path):
+            return path
+    raise errdefs.System("no init binary found: install Debian's tini (make install does)")
+
+
+def translate_start_error(container: Container, err: errdefs.BerthError) -> errdefs.BerthError:
+    """dockerd's ``translateContainerdStartErr``: the runtime's words, the right class."""
+    text = str(err)
+    low = text.lower()
+    cmd = container.record.path.lower()
+    st = container.state
+    if (
+        cmd
+        and cmd in low
+        and ("executable file not found" in low or "no such file or directory" in low)
+    ):
+        st.exit_code = EXIT_CMD_NOT_FOUND
+        return errdefs.InvalidParameter(text)
+    if "permission denied" in low:
+        st.exit_code = EXIT_EACCES
+        return errdefs.InvalidParameter(text)
+    if "not a directory" in low:
+        st.exit_code = EXIT_CMD_NOT_FOUND
+        return errdefs.InvalidParameter(
+            text + ": Are you trying to mount a directory onto a file (or vice-versa)? Check "
+            "if the specified host path exists and is the expected type"
+        )
+    return errdefs.System(text)
+
+
+def _prepare_mounts(d: Daemon, container: Container) -> list[MountPoint]:
+    """Host sides of binds and volumes, created when missing (as dockerd does for -v)."""
+    out = []
+    for mp in container.record.mount_points.values():
+        if mp.type == "bind":
+            if not os.path.exists(mp.source):
+                created_by_mount = any(
+                    m.bind_options and m.bind_options.create_mountpoint
+                    for m in container.host_config.mounts or []
+                    if m.target == mp.destination
+                )
+                from_binds = any(
+                    b.split(":")[0] == mp.source for b in container.host_config.binds or []
+                )
+                if not (from_binds or created_by_mount):
+                    raise errdefs.InvalidParameter(
+                        f'invalid mount config for type "bind": bind source path does not '
+                        f"exist: {mp.source}"
+                    )
+                os.makedirs(mp.source, 0o755, exist_ok=True)
+        elif mp.type == "volume":
+            d.volumes_prepare(mp)
+        out.append(mp)
+    return out
+
+
+def _host_rlimits() -> dict[str, tuple[int, int]]:
+    import resource
+
+    out = {}
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            out[name] = resource.getrlimit(getattr(resource, name))
+    return out
+
+
+def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, Any]:
+    """The OCI spec of *container* over *rootfs*, writing its network files."""
+    rec = container.record
+    hc = container.host_config
+    rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = write_network_files(
+        container.root, rec.config.hostname, hc
+    )
+    opts = SpecOptions(
+        container_id=container.id,
+        rootfs=str(rootfs),
+        config=rec.config,
+        host_config=hc,
+        mounts=_prepare_mounts(d, container),
+        user=resolve_user(rootfs, rec.config.user, hc.group_add),
+        hostname_path=rec.hostname_path,
+        hosts_path=rec.hosts_path,
+        resolv_conf_path=rec.resolv_conf_path,
+        cgroup_parent=d.cgroup_parent,
+        init_path=init_binary() if hc.init else "",
+        netns_path=d.network_namespace(container),
+        ipc_ns_path=d.namespace_path(hc.ipc_mode, "ipc"),
+        pid_ns_path=d.namespace_path(hc.pid_mode, "pid"),
+        host_rlimits=_host_rlimits(),
+    )
+    return build_spec(opts)
+
+
+def start_container(d: Daemon, ref: str) -> None:
+    container = d.get_container(ref)
+    with container.lock:
+        st = container.state
+        if st.running:
+            if st.paused:
+                raise errdefs.Conflict("cannot start a paused container, try unpause instead")
+            raise errdefs.NotModified("container already started")
+        if st.removal_in_progress or st.dead:
+            raise errdefs.Conflict("container is marked for removal and cannot be started")
+        _start_locked(d, container)
+
+
+def _start_locked(d: Daemon, container: Container) -> None:
+    cid = container.id
+    rec = container.record
+    layers = d.images.layers
+    rw = layers.get_rw_layer(cid)
+    rootfs = layers.mount(rw)
+    io: ProcessIO | None = None
+    created = False
+    try:
+        spec = container_spec(d, container, rootfs)
+        logger = d.open_logger(container)
+        io = ProcessIO(
+            d.fifo_dir(cid),
+            "init",
+            stdin=rec.config.open_stdin,
+            tty=rec.config.tty,
+            hub=container.streams,
+            close_io=lambda: d.runtime.close_stdin(cid),
+            sink=logger.sink if logger is not None else None,
+        )
+        io.open()
+        try:
+            d.runtime.create(cid, spec, io.stdio)
+        except errdefs.BerthError as e:
+            raise translate_start_error(container, e) from None
+        created = True
+        assert d.loop is not None
+        io.start(d.loop)
+        container.io = io
+        container.logger = logger
+        try:
+            pid = d.runtime.start(cid)
+        except errdefs.BerthError as e:
+            raise translate_start_error(container, e) from None
+        io.connected()
+    except BaseException as e:
+        if created:
+            try:
+                d.runtime.delete(cid)
+            except errdefs.BerthError as de:
+                log.warning("cleaning up failed start of %s: %s", cid[:12], de)
+        if io is not None:
+            io.close()
+        container.io = None
+        if container.logger is not None:
+            container.logger.close()
+            container.logger = None
+        layers.unmount(rw)
+        st = container.state
+        if isinstance(e, errdefs.BerthError):
+            st.error = str(e)
+            if st.exit_code == 0:
+                st.exit_code = 128
+            d.checkpoint(container, host_config=False)
+        raise
+    st = container.state
+    st.running = True
+    st.paused = False
+    st.restarting = False
+    st.oom_killed = False
+    st.dead = False
+    st.pid = pid
+    st.exit_code = 0
+    st.error = ""
+    st.started_at = format_rfc3339_nano(now_ns())
+    rec.has_been_started_before = True
+    rec.has_been_manually_stopped = False
+    container.rootfs = rootfs
+    container.spec_process = spec["process"]
+    rec.log_path = str(d.log_path(container)) if container.logger is not None else ""
+    container.exited.clear()
+    d.checkpoint(container, host_config=False)
+    d.emit_container(container, "start")
+
+
+def remove_runtime_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

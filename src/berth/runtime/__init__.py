@@ -1,0 +1,1 @@
+"""Running containers: the Runtime contract, containerd, OCI specs."""

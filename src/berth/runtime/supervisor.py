@@ -1,0 +1,243 @@
+"""berthd's own containerd: started, watched and restarted like dockerd's.
+
+The containerd gets a generated minimal config with its own root (under the
+data root), state and socket (under the exec root) and no CRI plugin, so it
+can run beside any other containerd on the host.  If a containerd from a
+previous berthd is still alive (its pid file names a live process whose
+socket answers), it is adopted instead: that is what lets containers outlive
+a berthd restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from berth import errdefs
+from berth.utils.atomic import write_file
+
+log = logging.getLogger(__name__)
+
+_CONFIG = """\
+version = 2
+root = "{root}"
+state = "{state}"
+oom_score = -999
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{socket}"
+
+[ttrpc]
+  address = "{socket}.ttrpc"
+
+[debug]
+  address = "{socket}.debug"
+  level = "{level}"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.monitor.v1.cgroups"]
+  no_prometheus = true
+"""
+
+
+class Supervisor:
+    """Keeps one containerd process alive for the daemon's whole life."""
+
+    def __init__(self, data_root: Path, exec_root: Path, debug: bool = False) -> None:
+        self.root = data_root / "containerd" / "daemon"
+        self.state = exec_root / "containerd" / "state"
+        self.dir = exec_root / "containerd"
+        self.socket = str(self.dir / "containerd.sock")
+        self.pidfile = self.dir / "containerd.pid"
+        self.config = self.dir / "containerd.toml"
+        self.debug = debug
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._on_restart: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def binary(self) -> str:
+        path = shutil.which("containerd")
+        if path is None:
+            raise errdefs.System(
+                "containerd is not installed: run `make install` (Debian package containerd)"
+            )
+        return path
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Adopt a live containerd of ours or start one; wait until it answers."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
+        pid = self._live_pid()
+        if pid and self._answers(timeout=2.0):
+            log.info("adopting running containerd (pid %d)", pid)
+            self._pid = pid
+        else:
+            if pid:
+                self._terminate(pid)
+            self._spawn()
+            self._wait_ready(timeout)
+        self._watcher = threading.Thread(target=self._watch, name="containerd-watch", daemon=True)
+        self._watcher.start()
+
+    def on_restart(self, callback: Callable[[], None]) -> None:
+        """Call *callback()* (from the watcher thread) after containerd was restarted."""
+        self._on_restart.append(callback)
+
+    def _live_pid(self) -> int:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return 0
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return 0
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return 0
+        if (
+            not cmdline
+            or not cmdline[0].endswith(b"containerd")
+            or str(self.config).encode() not in cmdline
+        ):
+            return 0
+        return pid
+
+    def _spawn(self) -> None:
+        level = "debug" if self.debug else "warn"
+        write_file(
+            self.config,
+            _CONFIG.format(
+                root=self.root, state=self.state, socket=self.socket, level=level
+            ).encode(),
+            0o600,
+        )
+        for leftover in (self.socket, self.socket + ".ttrpc", self.socket + ".debug"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        logfile = open(self.dir / "containerd.log", "ab")  # noqa: SIM115 - inherited by the child
+        try:
+            # A session of its own: a signal to berthd's group must not reach it, so
+            # containers (and their shims) survive a berthd crash.
+            self._proc = subprocess.Popen(
+                [self.binary, "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            logfile.close()
+        self._pid = self._proc.pid
+        write_file(self.pidfile, f"{self._pid}\n".encode(), 0o644)
+        log.info("started containerd (pid %d)", self._pid)
+
+    def _answers(self, timeout: float) -> bool:
+        import grpc
+
+        from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
+
+        channel = grpc.insecure_channel("unix://" + self.socket)
+        try:
+            stub = version_pb2_grpc.VersionStub(channel)
+            from google.protobuf import empty_pb2
+
+            stub.Version(empty_pb2.Empty(), timeout=timeout)
+            return True
+        except grpc.RpcError:
+            return False
+        finally:
+            channel.close()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                log_file = self.dir / "containerd.log"
+                raise errdefs.System(
+                    f"containerd exited with {self._proc.returncode}; see {log_file}"
+                )
+            if os.path.exists(self.socket) and self._answers(timeout=1.0):
+                return
+            time.sleep(0.01)
+        raise errdefs.System(f"containerd did not answer within {timeout}s; see {self.dir}")
+
+    def _alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        try:
+            os.kill(self._pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            if self._alive():
+                continue
+            log.error("containerd (pid %d) died; restarting it", self._pid)
+            try:
+                with self._lock:
+                    self._spawn()
+                    self._wait_ready(20.0)
+            except errdefs.BerthError as e:
+                log.error("restarting containerd failed: %s", e)
+                continue
+            for callback in list(self._on_restart):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("containerd restart callback failed")
+
+    def _terminate(self, pid: int, timeout: float = 10.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+                return
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop watching and stop containerd (running containers keep their shims)."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        if self._pid:
+            self._terminate(self._pid)
+            if self._proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(5)
+        with contextlib.suppress(FileNotFoundError):
+            self.pidfile.unlink()

@@ -1,0 +1,438 @@
+"""Running containers through containerd: run, attach, logs, stop/kill, pause, exec."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.testing import DOCKER, Berthd
+
+
+def inspect(d: Berthd, ref: str) -> Any:
+    return json.loads(d.docker("inspect", "--type", "container", ref).stdout)[0]
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def cleanup(berthd: Berthd) -> Any:
+    made: list[str] = []
+    yield made
+    for ref in made:
+        berthd.docker("rm", "-f", ref, check=False)
+
+
+def test_run_rm_prints_output_and_removes(berthd: Berthd) -> None:
+    before = berthd.docker("ps", "-aq").stdout
+    proc = berthd.docker("run", "--rm", "busybox", "echo", "hi")
+    assert proc.stdout == "hi\n"
+    assert berthd.docker("ps", "-aq").stdout == before
+
+
+def test_exit_code_and_state(berthd: Berthd, cleanup: list[str]) -> None:
+    proc = berthd.docker(
+        "run",
+        "--name",
+        "exits3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+        check=False,
+    )
+    cleanup.append("exits3")
+    assert proc.returncode == 3
+    assert proc.stdout == "out\n" and proc.stderr == "err\n"
+    st = inspect(berthd, "exits3")["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 3 and st["Running"] is False
+    assert st["Pid"] == 0 and st["FinishedAt"] != "0001-01-01T00:00:00Z"
+    assert st["StartedAt"] != "0001-01-01T00:00:00Z"
+    status = berthd.docker("ps", "-a", "--filter", "name=exits3", "--format", "{{.Status}}").stdout
+    assert re.fullmatch(r"Exited \(3\) (Less than a second|\d+ seconds?) ago\n", status)
+    assert berthd.docker(
+        "ps", "-a", "-q", "--filter", "exited=3", "--filter", "name=exits3"
+    ).stdout.strip()
+
+
+def test_missing_command_is_127(berthd: Berthd, cleanup: list[str]) -> None:
+    proc = berthd.docker("run", "--name", "nocmd", "busybox", "/no/such/cmd", check=False)
+    cleanup.append("nocmd")
+    assert proc.returncode == 127
+    assert "no such file or directory" in proc.stderr.lower() or "not found" in proc.stderr.lower()
+    st = inspect(berthd, "nocmd")["State"]
+    assert st["ExitCode"] == 127 and st["Error"]
+
+
+def test_stdin_is_piped_through(berthd: Berthd) -> None:
+    proc = subprocess.run(
+        [DOCKER, "run", "--rm", "-i", "busybox", "cat"],
+        input=b"x\nsecond line\n",
+        env=berthd.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"x\nsecond line\n"
+    big = os.urandom(3 * 1024 * 1024)
+    proc = subprocess.run(
+        [DOCKER, "run", "--rm", "-i", "busybox", "md5sum"],
+        input=big,
+        env=berthd.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    import hashlib
+
+    assert proc.stdout.split()[0].decode() == hashlib.md5(big).hexdigest()
+
+
+def test_tty_run_under_a_pty(berthd: Berthd) -> None:
+    # script(1) gives the CLI a real terminal, as a user's shell would.
+    cmd = f"{DOCKER} run --rm -it busybox sh -c 'tty; echo done'"
+    proc = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        env=berthd.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout.decode(errors="replace")
+    assert "/dev/pts/0" in out and "done" in out, out
+
+
+def test_detached_logs_stop(berthd: Berthd, cleanup: list[str]) -> None:
+    cid = berthd.docker(
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    ).stdout.strip()
+    cleanup.append(cid)
+    assert re.fullmatch(r"[0-9a-f]{64}", cid)
+    wait_for(lambda: "tick 5" in berthd.docker("logs", "ticker").stdout, what="ticks")
+    c = inspect(berthd, "ticker")
+    assert c["State"]["Running"] and c["State"]["Pid"] > 0
+    assert c["LogPath"].endswith(f"{cid}-json.log")
+    line = Path(c["LogPath"]).read_text().splitlines()[0]
+    rec = json.loads(line)
+    assert rec["log"] == "tick 0\n" and rec["stream"] == "stdout"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", rec["time"])
+    tail = berthd.docker("logs", "--tail", "2", "ticker").stdout.splitlines()
+    assert len(tail) == 2 and tail[0].startswith("tick ")
+    stamped = berthd.docker("logs", "-t", "--tail", "1", "ticker").stdout
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z tick \d+", stamped)
+    status = berthd.docker("ps", "--filter", "name=ticker", "--format", "{{.Status}}").stdout
+    assert status.startswith("Up ")
+    # sh as PID 1 ignores SIGTERM: stop waits -t then kills.
+    t0 = time.monotonic()
+    berthd.docker("stop", "-t", "1", "ticker")
+    assert time.monotonic() - t0 < 20
+    st = inspect(berthd, "ticker")["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 137
+    assert (
+        berthd.docker("stop", "ticker", check=False).returncode == 0
+    )  # 304 is success for the CLI
+
+
+def test_logs_follow_ends_with_the_container(berthd: Berthd, cleanup: list[str]) -> None:
+    berthd.docker(
+        "run",
+        "-d",
+        "--name",
+        "follow",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.3; done",
+    )
+    cleanup.append("follow")
+    proc = berthd.docker("logs", "-f", "follow", timeout=30)
+    assert proc.stdout.split() == ["1", "2", "3"]
+    err = berthd.docker("run", "--name", "stderr-logs", "busybox", "sh", "-c", "echo a; echo b >&2")
+    cleanup.append("stderr-logs")
+    assert err.stdout == "a\n"
+    logs = berthd.docker("logs", "stderr-logs")
+    assert logs.stdout == "a\n" and logs.stderr == "b\n"
+
+
+def test_kill_signal_and_restart(berthd: Berthd, cleanup: list[str]) -> None:
+    berthd.docker(
+        "run",
+        "-d",
+        "--name",
+        "trapper",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got USR1; exit 42' USR1; while true; do sleep 0.1; done",
+    )
+    cleanup.append("trapper")
+    time.sleep(0.5)
+    berthd.docker("kill", "-s", "USR1", "trapper")
+    wait_for(lambda: not inspect(berthd, "trapper")["State"]["Running"], what="exit")
+    st = inspect(berthd, "trapper")["State"]
+    assert st["ExitCode"] == 42
+    assert "got USR1" in berthd.docker("logs", "trapper").stdout
+    proc = berthd.docker("kill", "trapper", check=False)
+    assert "is not running" in proc.stderr
+    berthd.docker("restart", "-t", "1", "trapper")
+    assert inspect(berthd, "trapper")["State"]["Running"]
+    berthd.docker("kill", "trapper")
+    assert inspect(berthd, "trapper")["State"]["ExitCode"] == 137
+
+
+def test_pause_and_unpause(berthd: Berthd, cleanup: list[str]) -> None:
+    cid = berthd.docker("run", "-d", "--name", "pausable", "busybox", "sleep", "60").stdout.strip()
+    cleanup.append(cid)
+    berthd.docker("pause", "pausable")
+    c = inspect(berthd, "pausable")
+    assert c["State"]["Paused"] and c["State"]["Status"] == "paused"
+    status = berthd.docker("ps", "--filter", "name=pausable", "--format", "{{.Status}}").stdout
+    assert status.strip().endswith("(Paused)")
+    freezer = list(Path("/sys/fs/cgroup/freezer/berth").glob(f"{cid}/freezer.state"))
+    if freezer:
+        assert freezer[0].read_text().strip() == "FROZEN"
+    proc = berthd.docker("exec", "pausable", "true", check=False)
+    assert "is paused" in proc.stderr
+    berthd.docker("unpause", "pausable")
+    assert not inspect(berthd, "pausable")["State"]["Paused"]
+    proc = berthd.docker("rm", "pausable", check=False)
+    assert "container is running: stop the container before removing or force remove" in proc.stderr
+    berthd.docker("rm", "-f", "pausable")
+    cleanup.remove(cid)
+
+
+def test_exec(berthd: Berthd, cleanup: list[str]) -> None:
+    berthd.docker("run", "-d", "--name", "execd", "-e", "BASE=1", "busybox", "sleep", "60")
+    cleanup.append("execd")
+    assert berthd.docker("exec", "execd", "echo", "in there").stdout == "in there\n"
+    proc = berthd.docker("exec", "execd", "sh", "-c", "exit 7", check=False)
+    assert proc.returncode == 7
+    assert (
+        berthd.docker(
+            "exec", "-e", "X=2", "-w", "/tmp", "execd", "sh", "-c", "echo $BASE$X $(pwd)"
+        ).stdout
+        == "12 /tmp\n"
+    )
+    assert berthd.docker("exec", "-u", "1000:1000", "execd", "id", "-u").stdout == "1000\n"
+    assert berthd.docker("exec", "-u", "app", "execd", "id", "-un").stdout == "app\n"
+    piped = subprocess.run(
+        [DOCKER, "exec", "-i", "execd", "cat"],
+        input=b"through exec\n",
+        env=berthd.env(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert piped.stdout == b"through exec\n"
+    berthd.docker("exec", "-d", "execd", "sh", "-c", "echo detached > /tmp/d")
+    wait_for(
+        lambda: berthd.docker("exec", "execd", "cat", "/tmp/d", check=False).stdout == "detached\n",
+        what="detached exec",
+    )
+    caps = berthd.docker(
+        "exec", "--privileged", "execd", "sh", "-c", "grep CapEff /proc/self/status"
+    ).stdout
+    plain = berthd.docker("exec", "execd", "sh", "-c", "grep CapEff /proc/self/status").stdout
+    assert caps != plain
+    assert inspect(berthd, "execd")["ExecIDs"]
+    berthd.docker("stop", "-t", "0", "execd")
+    proc = berthd.docker("exec", "execd", "true", check=False)
+    assert "is not running" in proc.stderr
+
+
+def test_run_options_take_effect(berthd: Berthd) -> None:
+    def run(*args: str) -> str:
+        return berthd.docker("run", "--rm", *args).stdout
+
+    assert run("-w", "/tmp", "busybox", "pwd") == "/tmp\n"
+    assert run("-e", "GREETING=hello", "busybox", "sh", "-c", "echo $GREETING") == "hello\n"
+    assert run("--hostname", "myhost", "busybox", "hostname") == "myhost\n"
+    assert run("-u", "1000:1000", "busybox", "id").startswith("uid=1000(app) gid=1000(app)")
+    assert run("-u", "app", "busybox", "id", "-un") == "app\n"
+    assert run("--entrypoint", "echo", "busybox", "from", "entrypoint") == "from entrypoint\n"
+    ro = berthd.docker("run", "--rm", "--read-only", "busybox", "touch", "/x", check=False)
+    assert ro.returncode != 0 and "Read-only file system" in ro.stderr
+    assert run("busybox", "cat", "/etc/hostname").strip()
+    assert "localhost" in run("busybox", "cat", "/etc/hosts")
+    assert run("--init", "busybox", "cat", "/proc/1/comm") == "docker-init\n" or run(
+        "--init", "busybox", "cat", "/proc/1/comm"
+    ).strip() in ("docker-init", "tini-static", "tini")
+    caps_default = run("busybox", "grep", "CapEff", "/proc/self/status")
+    caps_priv = run("--privileged", "busybox", "grep", "CapEff", "/proc/self/status")
+    assert caps_default != caps_priv
+    no_net_admin = berthd.docker(
+        "run", "--rm", "busybox", "ip", "link", "set", "lo", "down", check=False
+    )
+    assert no_net_admin.returncode != 0
+    assert (
+        berthd.docker(
+            "run", "--rm", "--cap-add", "NET_ADMIN", "busybox", "ip", "link", "set", "lo", "down"
+        ).returncode
+        == 0
+    )
+    assert (
+        run(
+            "--security-opt",
+            "no-new-privileges",
+            "busybox",
+            "grep",
+            "NoNewPrivs",
+            "/proc/self/status",
+        ).split()[-1]
+        == "1"
+    )
+    assert (
+        run("--memory", "64m", "busybox", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        == f"{64 * 1024 * 1024}\n"
+    )
+    assert run("--pids-limit", "50", "busybox", "cat", "/sys/fs/cgroup/pids/pids.max") == "50\n"
+    assert (
+        run("--cpus", "0.5", "busybox", "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us") == "50000\n"
+    )
+    assert run("--cpu-shares", "512", "busybox", "cat", "/sys/fs/cgroup/cpu/cpu.shares") == "512\n"
+    assert run("--ulimit", "nofile=512:1024", "busybox", "sh", "-c", "ulimit -n") == "512\n"
+    hard = subprocess.run(
+        ["sh", "-c", "ulimit -Hn"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    over = berthd.docker(
+        "run", "--rm", "--ulimit", "nofile=1048576:1048576", "busybox", "sh", "-c", "ulimit -Hn"
+    )
+    assert over.stdout.strip() == hard  # clamped to the host's hard limit
+    assert "lo" in run("--network", "none", "busybox", "ip", "-o", "link")
+    assert "eth0" not in run("--network", "none", "busybox", "ip", "-o", "link")
+    host_links = subprocess.run(
+        ["ip", "-o", "link"], capture_output=True, text=True, check=True
+    ).stdout
+    in_host = run("--network", "host", "busybox", "ip", "-o", "link")
+    assert len(in_host.splitlines()) == len(host_links.splitlines())
+    assert run("-v", "/etc/os-release:/host-os:ro", "busybox", "head", "-1", "/host-os").startswith(
+        "PRETTY_NAME"
+    )
+
+
+def test_oom_killed(berthd: Berthd, cleanup: list[str]) -> None:
+    proc = berthd.docker(
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+        check=False,
+        timeout=120,
+    )
+    cleanup.append("oom")
+    assert proc.returncode == 137
+    st = inspect(berthd, "oom")["State"]
+    assert st["OOMKilled"] is True and st["ExitCode"] == 137
+
+
+def test_wait_and_attach(berthd: Berthd, cleanup: list[str]) -> None:
+    berthd.docker(
+        "create",
+        "--name",
+        "waited",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.5; echo attached-output; exit 5",
+    )
+    cleanup.append("waited")
+    attach = subprocess.Popen(
+        [DOCKER, "start", "-a", "waited"],
+        env=berthd.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, _ = attach.communicate(timeout=60)
+    assert out == b"attached-output\n"
+    assert attach.returncode == 5
+    assert berthd.docker("wait", "waited").stdout == "5\n"
+
+
+def test_auto_remove_and_top(berthd: Berthd) -> None:
+    cid = berthd.docker("run", "-d", "--rm", "busybox", "sleep", "30").stdout.strip()
+    top = berthd.docker("top", cid).stdout
+    assert "sleep 30" in top and "PID" in top.splitlines()[0]
+    berthd.docker("stop", "-t", "0", cid)
+    wait_for(lambda: berthd.docker("inspect", cid, check=False).returncode != 0, what="auto-remove")
+
+
+def test_restart_policy(berthd: Berthd, cleanup: list[str]) -> None:
+    berthd.docker(
+        "run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"
+    )
+    cleanup.append("flaky")
+    wait_for(
+        lambda: (
+            inspect(berthd, "flaky")["RestartCount"] == 2
+            and not inspect(berthd, "flaky")["State"]["Running"]
+        ),
+        timeout=30,
+        what="two restarts",
+    )
+    assert inspect(berthd, "flaky")["State"]["ExitCode"] == 1
+
+
+def test_docker_py_run(berthd: Berthd) -> None:
+    client = berthd.client()
+    try:
+        assert client.containers.run("busybox", "echo hi", remove=True) == b"hi\n"
+        c = client.containers.run(
+            "busybox", ["sh", "-c", "echo one; sleep 0.3; echo two"], detach=True
+        )
+        try:
+            lines = list(c.logs(stream=True))
+            assert b"".join(lines) == b"one\ntwo\n"
+            assert c.wait()["StatusCode"] == 0
+            c.reload()
+            assert c.status == "exited"
+        finally:
+            c.remove(force=True)
+        c = client.containers.run("busybox", "sleep 30", detach=True)
+        try:
+            result = c.exec_run("sh -c 'echo from exec; exit 4'")
+            assert result.exit_code == 4 and result.output == b"from exec\n"
+            sock = c.attach_socket(params={"stdout": 1, "stdin": 1, "stream": 1})
+            c.exec_run("sh -c 'echo via-attach > /proc/1/fd/1'")
+            raw = sock._sock  # docker-py hands back a SocketIO over the hijacked socket
+            raw.settimeout(10)
+            got = b""
+            while b"via-attach" not in got:
+                chunk = raw.recv(4096)
+                assert chunk, "attach stream ended early"
+                got += chunk
+            assert got.startswith(b"\x01\x00\x00\x00")  # a stdout frame
+            sock.close()
+            raw.close()
+        finally:
+            c.remove(force=True)
+    finally:
+        client.close()
