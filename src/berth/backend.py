@@ -16,6 +16,7 @@ from typing import IO, Any, Protocol
 
 from berth.container.stream import AttachInfo
 from berth.daemon.exec import Exec
+from berth.events import Events
 from berth.logger.jsonfile import LogMessage
 from berth.types.container import (
     Config,
@@ -130,6 +131,7 @@ class ImageBackend(Protocol):
 
 class SystemBackend(Protocol):
     tmp_dir: Path
+    events: Events
 
     def system_info(self, version: Version) -> dict[str, Any]: ...
 

@@ -254,11 +254,44 @@ class Berthd:
         return found
 
     def cleanup(self) -> None:
+        """Leave nothing behind, even after a test that failed half-way: berthd, its
+        containerd, shims, container processes, cgroups, mounts and files."""
         with contextlib.suppress(Exception):
             self.kill()
+        containers = set()
+        with contextlib.suppress(OSError):
+            containers = set(os.listdir(self.data_root / "containers"))
+        self._kill_matching(str(self.root))  # containerd and the shims name our paths
+        for cid in containers:
+            for cg in Path("/sys/fs/cgroup").glob(f"*/berth/{cid}"):
+                with contextlib.suppress(OSError):
+                    for pid in (cg / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+                for _ in range(50):
+                    try:
+                        cg.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.02)
         for mp in sorted(self.mounts(), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    @staticmethod
+    def _kill_matching(needle: str) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle.encode() in cmdline and int(entry) != os.getpid():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -229,8 +229,12 @@ async def attach_session(
             data = await reader.read(64 * 1024)
             if not data:
                 break
-        # The client half-closed: with StdinOnce, that is the end of the container's input.
-        if info.stdin_once:
+        # The client's input ended.  With a terminal that ends the attach (the CLI
+        # also ends it this way when it sees the detach keys itself) and the
+        # container keeps running; without one, StdinOnce closes the container's input.
+        if info.tty:
+            detached.set()
+        elif info.stdin_once:
             await info.streams.close_stdin()
 
     async def pump_output() -> None:

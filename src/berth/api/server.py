@@ -7,7 +7,7 @@ import logging
 import re
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
-from berth.api import containers, execs, images, lifecycle, system
+from berth.api import containers, events, execs, images, lifecycle, system
 from berth.api._http import AnyResponse, HTTPServer, Request, Response
 from berth.api.context import Context
 from berth.api.errors import classify
@@ -35,7 +35,7 @@ class ApiServer:
         self.backend = backend
         self.router = Router()
         self.context = Context(backend)
-        for module in (system, containers, lifecycle, execs, images):
+        for module in (system, events, containers, lifecycle, execs, images):
             self.router.extend(module.routes(self.context))
         self.http = HTTPServer(
             self.handle,

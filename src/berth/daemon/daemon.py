@@ -176,13 +176,15 @@ class Daemon:
                     self.options.data_root, self.options.exec_root, self.options.debug
                 )
                 self._supervisor.start()
-                self._supervisor.on_restart(self._containerd_restarted)
                 socket = self._supervisor.socket
             self._runtime = ContainerdRuntime(
                 socket,
                 self.options.containerd_namespace,
                 str(self.options.exec_root / "runc"),
             )
+        resync = getattr(self._runtime, "on_resync", None)
+        if resync is not None:
+            resync(self._containerd_restarted)
         self._runtime.subscribe(self._on_runtime_event)
         self._restore_running()
 
@@ -565,7 +567,9 @@ class Daemon:
         networking: NetworkingConfig | None,
         platform: str,
     ) -> CreateResponse:
-        return _create.create_container(self, name, config, host_config, networking, platform)
+        resp = _create.create_container(self, name, config, host_config, networking, platform)
+        self.emit_container(self.containers[resp.Id], "create")
+        return resp
 
     def list_containers(
         self,
@@ -581,7 +585,10 @@ class Daemon:
         return _inspect.inspect_container(self, ref, size, version)
 
     def rename_container(self, old: str, new: str) -> None:
+        container = self.get_container(old)
+        previous = container.name
         _rename.rename_container(self, old, new)
+        self.emit_container(container, "rename", {"oldName": previous})
 
     def remove_container(self, ref: str, force: bool, remove_volumes: bool, link: bool) -> None:
         _delete.remove_container(self, ref, force, remove_volumes, link)
@@ -693,11 +700,22 @@ class Daemon:
     def image_history(self, ref: str) -> list[HistoryItem]:
         return self.images.history(ref)
 
+    def emit_image(self, action: str, ident: str, name: str = "") -> None:
+        self.events.publish("image", action, ident, {"name": name or ident})
+
     def tag_image(self, ref: str, repo: str, tag: str) -> None:
-        self.images.tag(ref, repo, tag)
+        tagged = self.images.tag(ref, repo, tag)
+        if tagged is not None:
+            self.emit_image("tag", self.images.get_image(ref).id, tagged.familiar())
 
     def delete_image(self, ref: str, force: bool, prune: bool) -> list[DeleteItem]:
-        return self.images.delete(ref, force, prune, self.containers_using)
+        items = self.images.delete(ref, force, prune, self.containers_using)
+        for item in items:
+            if item.Untagged:
+                self.emit_image("untag", item.Untagged)
+            elif item.Deleted:
+                self.emit_image("delete", item.Deleted)
+        return items
 
     def import_image(
         self,
@@ -708,7 +726,9 @@ class Daemon:
         changes: list[str],
         platform: str,
     ) -> str:
-        return self.images.import_image(stream, repo, tag, message, changes, platform)
+        ident = self.images.import_image(stream, repo, tag, message, changes, platform)
+        self.emit_image("import", ident)
+        return ident
 
     def check_import(self, repo: str, tag: str, changes: list[str], platform: str) -> None:
         from berth.image.importer import prepare
@@ -716,7 +736,12 @@ class Daemon:
         prepare(repo, tag, changes, platform)
 
     def load_images(self, path: Path) -> list[str]:
-        return self.images.load(path)
+        messages = self.images.load(path)
+        for line in messages:
+            name = line.split(": ", 1)[-1].strip()
+            if line.startswith("Loaded image"):
+                self.emit_image("load", name, name)
+        return messages
 
     # -- Backend: system -------------------------------------------------------
     def system_info(self, version: tuple[int, int]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +139,18 @@ def start_container(d: Daemon, ref: str) -> None:
             raise errdefs.NotModified("container already started")
         if st.removal_in_progress or st.dead:
             raise errdefs.Conflict("container is marked for removal and cannot be started")
-        _start_locked(d, container)
+        try:
+            _start_locked(d, container)
+            return
+        except errdefs.BerthError:
+            if not container.host_config.auto_remove:
+                raise
+            error = sys.exc_info()[1]
+    # As dockerd does, a --rm container that cannot start is removed: the CLI
+    # waits for that removal before it reports the error.
+    d.auto_remove(container)
+    assert error is not None
+    raise error
 
 
 def _start_locked(d: Daemon, container: Container) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,8 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"
+#: an event berthd sends itself to know when its subscription is live
+SYNC_TOPIC = "/berth/sync"
 
 _STATUS = {
     task_pb2.Status.UNKNOWN: TaskStatus.UNKNOWN,
@@ -86,6 +89,7 @@ class ContainerdRuntime:
         self._containers = containers_pb2_grpc.ContainersStub(self._channel)
         self._events = events_pb2_grpc.EventsStub(self._channel)
         self._handlers: list[EventHandler] = []
+        self._resync_handlers: list[Callable[[], None]] = []
         self._closed = threading.Event()
         self._subscriber: threading.Thread | None = None
         self._stream: Any = None
@@ -342,8 +346,13 @@ class ContainerdRuntime:
             self._subscriber.start()
             ready.wait(10)
 
+    def on_resync(self, handler: Callable[[], None]) -> None:
+        """Call *handler* each time the event subscription is (re)established: exits
+        that happened while it was down must then be looked for."""
+        self._resync_handlers.append(handler)
+
     def _event_loop(self, ready: threading.Event) -> None:
-        filters = [f"namespace=={self.namespace},topic~=|^/tasks/|"]
+        filters = [f"namespace=={self.namespace},topic~=|^/(tasks\\|berth)/|"]
         backoff = 0.05
         while not self._closed.is_set():
             try:
@@ -351,9 +360,20 @@ class ContainerdRuntime:
                     events_pb2.SubscribeRequest(filters=filters), metadata=self._metadata
                 )
                 self._stream = stream
-                ready.set()
+                token = secrets.token_hex(8).encode()
+                synced = threading.Event()
+                threading.Thread(
+                    target=self._publish_sync, args=(token, synced), daemon=True
+                ).start()
                 for envelope in self._envelopes(stream):
                     backoff = 0.05
+                    if envelope.topic == SYNC_TOPIC:
+                        if envelope.event.value == token and not synced.is_set():
+                            # Our own event came back: from here on nothing is missed.
+                            synced.set()
+                            ready.set()
+                            self._resync()
+                        continue
                     self._dispatch(envelope)
             except grpc.RpcError as e:
                 if self._closed.is_set() or e.code() == grpc.StatusCode.CANCELLED:
@@ -362,6 +382,24 @@ class ContainerdRuntime:
             ready.set()
             self._closed.wait(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _publish_sync(self, token: bytes, synced: threading.Event) -> None:
+        request = events_pb2.PublishRequest(
+            topic=SYNC_TOPIC, event=any_pb2.Any(type_url="berth.sync", value=token)
+        )
+        while not synced.is_set() and not self._closed.is_set():
+            try:
+                self._events.Publish(request, metadata=self._metadata, timeout=5)
+            except grpc.RpcError:
+                pass
+            synced.wait(0.2)
+
+    def _resync(self) -> None:
+        for handler in list(self._resync_handlers):
+            try:
+                handler()
+            except Exception:
+                log.exception("runtime resync handler failed")
 
     @staticmethod
     def _envelopes(stream: Any) -> Iterator[Any]:

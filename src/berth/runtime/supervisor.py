@@ -11,6 +11,7 @@ a berthd restart.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -48,7 +49,7 @@ disabled_plugins = [
   address = "{socket}.ttrpc"
 
 [debug]
-  address = "{socket}.debug"
+  address = ""
   level = "{level}"
 
 [metrics]
@@ -59,6 +60,21 @@ disabled_plugins = [
 """
 
 
+#: unix socket paths longer than this do not fit sockaddr_un (containerd checks 104)
+_MAX_SOCKET_PATH = 100
+
+
+def _socket_dir(preferred: Path) -> Path:
+    """Where containerd's sockets go: under the exec root when the path fits,
+    else a short directory named after it (deep exec roots are common in tests)."""
+    if len(str(preferred / "containerd.sock.ttrpc")) <= _MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:16]
+    short = Path("/run") / f"berth-{digest}"
+    short.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return short
+
+
 class Supervisor:
     """Keeps one containerd process alive for the daemon's whole life."""
 
@@ -66,7 +82,7 @@ class Supervisor:
         self.root = data_root / "containerd" / "daemon"
         self.state = exec_root / "containerd" / "state"
         self.dir = exec_root / "containerd"
-        self.socket = str(self.dir / "containerd.sock")
+        self.socket = str(_socket_dir(self.dir) / "containerd.sock")
         self.pidfile = self.dir / "containerd.pid"
         self.config = self.dir / "containerd.toml"
         self.debug = debug
@@ -136,7 +152,7 @@ class Supervisor:
             ).encode(),
             0o600,
         )
-        for leftover in (self.socket, self.socket + ".ttrpc", self.socket + ".debug"):
+        for leftover in (self.socket, self.socket + ".ttrpc"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
         logfile = open(self.dir / "containerd.log", "ab")  # noqa: SIM115 - inherited by the child
@@ -241,3 +257,7 @@ class Supervisor:
                     self._proc.wait(5)
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
+        sockets = Path(self.socket).parent
+        if sockets != self.dir:
+            with contextlib.suppress(OSError):
+                sockets.rmdir()

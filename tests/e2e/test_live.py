@@ -1,0 +1,240 @@
+"""berthd and containerd going away: live restore, containerd restarts, terminals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from berth.testing import DOCKER, Berthd, running_berthd
+
+
+def inspect(d: Berthd, ref: str) -> Any:
+    return json.loads(d.docker("inspect", "--type", "container", ref).stdout)[0]
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def containerd_pid(d: Berthd) -> int:
+    return int((d.exec_root / "containerd" / "containerd.pid").read_text())
+
+
+def test_live_restore_keeps_containers_running(busybox_tar: Path) -> None:
+    with running_berthd(["--live-restore"]) as d:
+        d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        d.docker(
+            "run",
+            "-d",
+            "--name",
+            "survivor",
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while true; do echo n$i; i=$((i+1)); sleep 0.1; done",
+        )
+        pid = inspect(d, "survivor")["State"]["Pid"]
+        wait_for(lambda: "n3" in d.docker("logs", "survivor").stdout, what="output")
+        d.kill()  # berthd gone without a word; containerd and the shim stay
+        os.kill(pid, 0)
+        time.sleep(0.5)  # output produced meanwhile waits in the FIFO
+        d.start()
+        st = inspect(d, "survivor")["State"]
+        assert st["Running"] and st["Pid"] == pid
+        before = len(d.docker("logs", "survivor").stdout.split())
+        wait_for(
+            lambda: len(d.docker("logs", "survivor").stdout.split()) > before + 5,
+            what="more output",
+        )
+        numbers = [int(w[1:]) for w in d.docker("logs", "survivor").stdout.split()]
+        assert numbers == list(range(len(numbers)))  # nothing lost while berthd was away
+        assert d.docker("exec", "survivor", "echo", "still here").stdout == "still here\n"
+        d.docker("stop", "-t", "0", "survivor")
+        assert inspect(d, "survivor")["State"]["ExitCode"] == 137
+        d.docker("rm", "survivor")
+
+
+def test_without_live_restore_leftovers_are_stopped(busybox_tar: Path) -> None:
+    with running_berthd() as d:
+        d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        d.docker("run", "-d", "--name", "orphan", "busybox", "sleep", "300")
+        pid = inspect(d, "orphan")["State"]["Pid"]
+        d.kill()
+        d.start()
+        st = inspect(d, "orphan")["State"]
+        assert not st["Running"] and st["Status"] == "exited"
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the process to die")
+        d.docker("rm", "orphan")
+
+
+def test_containerd_is_restarted_when_it_dies(busybox_tar: Path) -> None:
+    with running_berthd() as d:
+        d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        d.docker("run", "-d", "--name", "through-crash", "busybox", "sleep", "300")
+        old = containerd_pid(d)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: containerd_pid(d) != old, what="a new containerd")
+        wait_for(
+            lambda: (
+                d.docker("run", "--rm", "busybox", "echo", "back", check=False).stdout == "back\n"
+            ),
+            what="runs again",
+        )
+        assert inspect(d, "through-crash")["State"]["Running"]
+        d.docker("kill", "through-crash")
+        assert inspect(d, "through-crash")["State"]["ExitCode"] == 137
+        d.docker("rm", "through-crash")
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{marker!r} not seen; got {out!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_interactive_tty_and_detach_keys(berthd: Berthd) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(
+            DOCKER, [DOCKER, "run", "-it", "--name", "interactive", "busybox", "sh"], berthd.env()
+        )
+    try:
+        _read_until(fd, b"#")
+        os.write(fd, b"echo $((40+2))\r")
+        assert b"42" in _read_until(fd, b"42")
+        os.write(fd, b"\x10\x11")  # ctrl-p ctrl-q: detach, leave it running
+        _read_until(fd, b"read escape sequence")
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        os.close(fd)
+    assert inspect(berthd, "interactive")["State"]["Running"]
+    # Attach again and leave through the shell this time.
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(DOCKER, [DOCKER, "attach", "interactive"], berthd.env())
+    try:
+        os.write(fd, b"echo attached-again\r")
+        _read_until(fd, b"attached-again")
+        os.write(fd, b"exit 9\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 9
+    finally:
+        os.close(fd)
+    assert inspect(berthd, "interactive")["State"]["ExitCode"] == 9
+    logs = berthd.docker("logs", "interactive").stdout
+    assert "attached-again" in logs  # a TTY's output is logged raw
+    berthd.docker("rm", "interactive")
+
+
+def test_log_rotation(berthd: Berthd) -> None:
+    berthd.docker(
+        "run", "--name", "rotating", "--log-opt", "max-size=10k", "--log-opt", "max-file=3",
+        "busybox", "sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+    )  # fmt: skip
+    try:
+        c = inspect(berthd, "rotating")
+        log = Path(c["LogPath"])
+        rotated = sorted(p.name for p in log.parent.iterdir() if p.name.startswith(log.name))
+        assert rotated == [log.name, log.name + ".1", log.name + ".2"]
+        for p in log.parent.iterdir():
+            if p.name.startswith(log.name):
+                assert p.stat().st_size < 12 * 1024
+        lines = berthd.docker("logs", "rotating").stdout.split()
+        assert lines[-1] == "line-1999"
+        numbers = [int(x.split("-")[1]) for x in lines]
+        assert numbers == list(range(numbers[0], 2000))  # contiguous across the rotated files
+        assert berthd.docker("logs", "--tail", "3", "rotating").stdout.split() == [
+            "line-1997",
+            "line-1998",
+            "line-1999",
+        ]
+    finally:
+        berthd.docker("rm", "rotating")
+
+
+def test_stop_uses_the_stop_signal(berthd: Berthd) -> None:
+    berthd.docker(
+        "run",
+        "-d",
+        "--name",
+        "graceful",
+        "--stop-signal",
+        "SIGUSR2",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' USR2; while true; do sleep 0.1; done",
+    )
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        berthd.docker("stop", "graceful")
+        assert time.monotonic() - t0 < 9  # did not need the 10 s SIGKILL fallback
+        st = inspect(berthd, "graceful")["State"]
+        assert st["ExitCode"] == 0
+        assert "bye" in berthd.docker("logs", "graceful").stdout
+    finally:
+        berthd.docker("rm", "-f", "graceful")
+
+
+def test_events_stream(berthd: Berthd) -> None:
+    since = str(int(time.time()) - 1)
+    berthd.docker("run", "--rm", "--name", "eventful", "busybox", "true")
+    out = berthd.docker(
+        "events",
+        "--since",
+        since,
+        "--until",
+        str(int(time.time()) + 1),
+        "--filter",
+        "container=eventful",
+        "--format",
+        "{{.Action}}",
+    ).stdout.split()
+    assert out[:1] == ["create"]
+    assert {"start", "die", "destroy"} <= set(out)
+    proc = subprocess.run(
+        [
+            DOCKER,
+            "events",
+            "--since",
+            since,
+            "--until",
+            str(int(time.time()) + 1),
+            "--format",
+            "{{json .}}",
+        ],
+        env=berthd.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    first = json.loads(proc.stdout.splitlines()[0])
+    assert first["Type"] in ("container", "image") and "timeNano" in first
