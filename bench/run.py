@@ -91,6 +91,13 @@ def workloads(tar: Path, n_containers: int) -> list[Workload]:
 
     return [
         Workload("version", _noop, lambda e: e.docker("version"), _noop),
+        Workload("run --rm true", _noop, lambda e: e.docker("run", "--rm", IMAGE, "true"), _noop),
+        Workload(
+            "run --rm echo (output)",
+            _noop,
+            lambda e: e.docker("run", "--rm", IMAGE, "echo", "hello"),
+            _noop,
+        ),
         Workload("create + rm", _noop, create_rm, _noop),
         Workload(
             f"ps -a ({n_containers} containers)",

@@ -55,6 +55,8 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "default-runtime": (str, "default_runtime"),
     "labels": (list, "label"),
     "live-restore": (bool, "live_restore"),
+    "containerd": (str, "containerd"),
+    "containerd-namespace": (str, "containerd_namespace"),
 }
 
 
@@ -87,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const=True,
         help="keep containers running while the daemon is down",
+    )
+    p.add_argument(
+        "--containerd", help="socket of a running containerd to use (default: start our own)"
+    )
+    p.add_argument(
+        "--containerd-namespace", help="containerd namespace for containers (default berth)"
     )
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     return p
@@ -197,6 +205,10 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     opts.default_runtime = pick("default-runtime", "default_runtime", "runc")
     opts.labels = list(pick("labels", "label", []) or [])
     opts.live_restore = bool(pick("live-restore", "live_restore", False))
+    opts.containerd = pick("containerd", "containerd", "")
+    if opts.containerd.startswith("unix://"):
+        opts.containerd = opts.containerd[len("unix://") :]
+    opts.containerd_namespace = pick("containerd-namespace", "containerd_namespace", "berth")
     opts.debug = debug
     opts.hosts = cfg.hosts
     for host in cfg.hosts:

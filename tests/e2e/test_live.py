@@ -6,12 +6,15 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from berth.runtime.supervisor import Supervisor
 from berth.testing import DOCKER, Berthd, running_berthd
 
 
@@ -238,3 +241,54 @@ def test_events_stream(berthd: Berthd) -> None:
     )
     first = json.loads(proc.stdout.splitlines()[0])
     assert first["Type"] in ("container", "image") and "timeNano" in first
+
+
+def test_logs_since_and_until(berthd: Berthd) -> None:
+    berthd.docker(
+        "run", "--name", "timed", "busybox", "sh", "-c", "echo early; sleep 1.5; echo late"
+    )
+    try:
+        lines = berthd.docker("logs", "-t", "timed").stdout.splitlines()
+        assert [line.split(" ", 1)[1] for line in lines] == ["early", "late"]
+        late_at = lines[1].split(" ", 1)[0]
+        assert berthd.docker("logs", "--since", late_at, "timed").stdout == "late\n"
+        assert berthd.docker("logs", "--until", late_at[:19] + "Z", "timed").stdout == "early\n"
+        assert berthd.docker("logs", "--since", "1h", "timed").stdout == "early\nlate\n"
+    finally:
+        berthd.docker("rm", "timed")
+
+
+def test_exec_with_a_terminal(berthd: Berthd) -> None:
+    berthd.docker("run", "-d", "--name", "exec-tty", "busybox", "sleep", "60")
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execve(DOCKER, [DOCKER, "exec", "-it", "exec-tty", "sh"], berthd.env())
+        try:
+            _read_until(fd, b"#")
+            os.write(fd, b"tty; exit 3\r")
+            assert b"/dev/pts/" in _read_until(fd, b"/dev/pts/")
+            _, status = os.waitpid(pid, 0)
+            assert os.WEXITSTATUS(status) == 3
+        finally:
+            os.close(fd)
+    finally:
+        berthd.docker("rm", "-f", "exec-tty")
+
+
+def test_an_external_containerd_is_used_not_started(busybox_tar: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="berth-ctrd-"))
+    external = Supervisor(base / "data", base / "exec")
+    external.start()
+    try:
+        with running_berthd(["--containerd", "unix://" + external.socket]) as d:
+            d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+            assert (
+                d.docker("run", "--rm", "busybox", "echo", "via external").stdout
+                == "via external\n"
+            )
+            assert not (d.exec_root / "containerd" / "containerd.pid").exists()
+        os.kill(int(external.pidfile.read_text()), 0)  # berthd left it running
+    finally:
+        external.stop()
+        shutil.rmtree(base, ignore_errors=True)

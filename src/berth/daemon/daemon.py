@@ -184,7 +184,7 @@ class Daemon:
             )
         resync = getattr(self._runtime, "on_resync", None)
         if resync is not None:
-            resync(self._containerd_restarted)
+            resync(self._resync_exits)
         self._runtime.subscribe(self._on_runtime_event)
         self._restore_running()
 
@@ -290,7 +290,7 @@ class Daemon:
         self.checkpoint(container, host_config=False)
         log.info("restored running container %s", container.id[:12])
 
-    def _containerd_restarted(self) -> None:
+    def _resync_exits(self) -> None:
         """containerd came back: exits it saw while we were not listening are lost, so ask."""
         for container in list(self.containers.values()):
             self.reconcile(container)
