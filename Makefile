@@ -6,14 +6,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck unit e2e clean
 
-install: $(STAMP)
+STUBS := src/berth/runtime/_api/__init__.py
 
-$(STAMP): pyproject.toml scripts/install-system.sh scripts/gen-containerd-stubs.sh
+install: $(STAMP) $(STUBS)
+
+$(STAMP): pyproject.toml scripts/install-system.sh
 	scripts/install-system.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-	scripts/gen-containerd-stubs.sh $(VENV)/bin/python src
 	touch $(STAMP)
+
+# containerd's gRPC stubs, generated from Debian's .proto files (git-ignored)
+$(STUBS): $(STAMP) scripts/gen-containerd-stubs.sh
+	scripts/gen-containerd-stubs.sh $(VENV)/bin/python src
 
 run: install
 	@echo "berthd is starting on unix:///run/berth.sock; in another shell run:"
