@@ -181,7 +181,10 @@ def ns_list(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_default_container_spec_is_exactly_dockerds() -> None:
-    assert spec_of() == {
+    spec = spec_of()
+    seccomp = spec["linux"].pop("seccomp")  # the profile itself: tests/unit/test_seccomp.py
+    assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert spec == {
         "ociVersion": "1.0.2-dev",
         "process": {
             "user": {"uid": 0, "gid": 0, "additionalGids": [0, 10]},
@@ -247,6 +250,7 @@ def test_key_order_follows_the_runtime_spec() -> None:
         "resources",
         "cgroupsPath",
         "namespaces",
+        "seccomp",
         "maskedPaths",
         "readonlyPaths",
     ]

@@ -165,6 +165,7 @@ class ProcessIO:
         self._stdin_writer: asyncio.StreamWriter | None = None
         self._stdin_lock: asyncio.Lock | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self._transports: list[asyncio.BaseTransport] = []
         self._open_streams = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Set when all output has been read and delivered.
@@ -240,7 +241,8 @@ class ProcessIO:
             pipe = os.fdopen(fd, "rb", buffering=0, closefd=True)
             reader = asyncio.StreamReader(limit=_READ * 4, loop=loop)
             protocol_r = asyncio.StreamReaderProtocol(reader, loop=loop)
-            await loop.connect_read_pipe(lambda p=protocol_r: p, pipe)  # type: ignore[misc]
+            transport, _ = await loop.connect_read_pipe(lambda p=protocol_r: p, pipe)  # type: ignore[misc]
+            self._transports.append(transport)
             self._pumps.append(asyncio.ensure_future(self._pump(stream, reader)))
         self._read_fds.clear()
 
@@ -310,6 +312,10 @@ class ProcessIO:
     async def _cancel(self) -> None:
         for task in self._pumps:
             task.cancel()
+        # A pump cancelled before the end of its FIFO leaves the pipe open otherwise.
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
         await self.close_stdin()
         self._finish()
 

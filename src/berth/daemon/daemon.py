@@ -193,53 +193,61 @@ class Daemon:
         keep_mounted: set[str] = set()
         to_restart: list[Container] = []
         for container in list(self.containers.values()):
-            st = container.state
-            if not st.running:
-                if self._should_restart_on_boot(container):
-                    to_restart.append(container)
-                continue
-            task = None
-            try:
-                task = self.runtime.state(container.id)
-            except errdefs.BerthError as e:
-                log.warning("cannot query task of %s: %s", container.id[:12], e)
-            alive = task is not None and task.status in (
-                TaskStatus.RUNNING,
-                TaskStatus.PAUSED,
-                TaskStatus.PAUSING,
-            )
-            if alive and self.options.live_restore:
-                self._reattach(container, task.status == TaskStatus.PAUSED)  # type: ignore[union-attr]
-                rw = self.images.layers.get_rw_layer(container.id)
-                keep_mounted.add(rw.mount_id)
-                continue
-            exit_code = 255
-            if alive:
-                log.info(
-                    "stopping container %s left running (live-restore is off)", container.id[:12]
-                )
-                try:
-                    self.runtime.kill(container.id, 9, all_procs=True)
-                except errdefs.BerthError:
-                    pass
-            try:
-                status = self.runtime.delete(container.id)
-                if status is not None and task is not None and task.status == TaskStatus.STOPPED:
-                    exit_code = status
-            except errdefs.BerthError as e:
-                log.warning("deleting task of %s: %s", container.id[:12], e)
-            st.running = st.paused = st.restarting = False
-            st.pid = 0
-            st.exit_code = exit_code if not alive else 137
-            st.finished_at = format_rfc3339_nano(now_ns())
-            self.checkpoint(container, host_config=False)
-            if container.host_config.auto_remove:
-                self.auto_remove(container)
-            elif self._should_restart_on_boot(container):
-                to_restart.append(container)
+            # Under the lock: the exit event of a task killed here is then seen as
+            # stale by the monitor instead of being handled a second time.
+            with container.lock:
+                self._restore_container(container, keep_mounted, to_restart)
         self.driver.unmount_all(except_ids=keep_mounted)
         for container in to_restart:
             self.submit(self._boot_restart, container)
+
+    def _restore_container(
+        self, container: Container, keep_mounted: set[str], to_restart: list[Container]
+    ) -> None:
+        st = container.state
+        if not st.running:
+            if self._should_restart_on_boot(container):
+                to_restart.append(container)
+            return
+        task = None
+        try:
+            task = self.runtime.state(container.id)
+        except errdefs.BerthError as e:
+            log.warning("cannot query task of %s: %s", container.id[:12], e)
+        alive = task is not None and task.status in (
+            TaskStatus.RUNNING,
+            TaskStatus.PAUSED,
+            TaskStatus.PAUSING,
+        )
+        if alive and self.options.live_restore:
+            self._reattach(container, task.status == TaskStatus.PAUSED)  # type: ignore[union-attr]
+            rw = self.images.layers.get_rw_layer(container.id)
+            keep_mounted.add(rw.mount_id)
+            return
+        exit_code = 255
+        if alive:
+            log.info("stopping container %s left running (live-restore is off)", container.id[:12])
+            try:
+                self.runtime.kill(container.id, 9, all_procs=True)
+            except errdefs.BerthError:
+                pass
+        try:
+            status = self.runtime.delete(container.id)
+            if status is not None and task is not None and task.status == TaskStatus.STOPPED:
+                exit_code = status
+        except errdefs.BerthError as e:
+            log.warning("deleting task of %s: %s", container.id[:12], e)
+        # The FIFOs of the dead run (a new run makes its own).
+        shutil.rmtree(self.fifo_dir(container.id), ignore_errors=True)
+        st.running = st.paused = st.restarting = False
+        st.pid = 0
+        st.exit_code = exit_code if not alive else 137
+        st.finished_at = format_rfc3339_nano(now_ns())
+        self.checkpoint(container, host_config=False)
+        if container.host_config.auto_remove:
+            self.auto_remove(container)
+        elif self._should_restart_on_boot(container):
+            to_restart.append(container)
 
     def _should_restart_on_boot(self, container: Container) -> bool:
         policy = container.host_config.restart_policy.name

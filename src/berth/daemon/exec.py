@@ -15,12 +15,17 @@ from berth.runtime.base import ExitEvent
 from berth.runtime.spec import privileged_capabilities, resolve_user
 from berth.types.container import ExecOptions
 from berth.utils.stringid import generate_id
+from berth.utils.timefmt import now_ns
 
 if TYPE_CHECKING:
     from berth.container.container import Container
     from berth.daemon.daemon import Daemon
 
 log = logging.getLogger(__name__)
+
+#: How long the exit of an exec whose container exited may take to be reported
+#: before it is recorded anyway (the process died with the container).
+EXEC_EXIT_GRACE = 2.0
 
 
 @dataclass(eq=False)
@@ -37,6 +42,7 @@ class Exec:
     done: threading.Event = field(default_factory=threading.Event)
     loop: asyncio.AbstractEventLoop | None = None
     _exited: asyncio.Event | None = None
+    _exit_handled: bool = False
 
     async def wait_exit(self) -> None:
         """Return once the exit is recorded (so /exec/{id}/json has the code)."""
@@ -81,24 +87,27 @@ class ExecStore:
     def __init__(self, d: Daemon) -> None:
         self.d = d
         self._execs: dict[str, Exec] = {}
+        #: started execs of exited containers whose own exit is still to be handled
+        self._dying: dict[str, Exec] = {}
         self._lock = threading.Lock()
 
-    def _check_running(self, container: Container) -> None:
+    def _check_running(self, container: Container, ref: str = "") -> None:
+        """moby's checks, and words: a paused container is named as the client named it."""
         st = container.state
         if not st.running:
             raise errdefs.Conflict(f"container {container.id} is not running")
         if st.paused:
             raise errdefs.Conflict(
-                f"container {container.id} is paused, unpause the container before exec"
+                f"Container {ref or container.id} is paused, unpause the container before exec"
             )
         if st.restarting:
             raise errdefs.Conflict(
-                f"container {container.id} is restarting, wait until the container is running"
+                f"Container {container.id} is restarting, wait until the container is running"
             )
 
     def create(self, ref: str, opts: ExecOptions) -> str:
         container = self.d.get_container(ref)
-        self._check_running(container)
+        self._check_running(container, ref)
         if not opts.cmd:
             raise errdefs.InvalidParameter("No exec command specified")
         for env in opts.env or []:
@@ -123,9 +132,23 @@ class ExecStore:
         return ids or None
 
     def forget_container(self, container_id: str) -> None:
+        """The container exited: drop its execs; those still running died with it, and
+        are finished when their exit event comes (or, lost, after a grace period)."""
         with self._lock:
-            for eid in [e.id for e in self._execs.values() if e.container.id == container_id]:
-                del self._execs[eid]
+            gone = [e for e in self._execs.values() if e.container.id == container_id]
+            dying = [e for e in gone if e.running and not e._exit_handled]
+            for ex in gone:
+                del self._execs[ex.id]
+            for ex in dying:
+                self._dying[ex.id] = ex
+        for ex in dying:
+            self.d.submit(self._reap, ex)
+
+    def _reap(self, ex: Exec) -> None:
+        if ex.done.wait(EXEC_EXIT_GRACE):
+            return
+        log.warning("exec %s: no exit reported after its container exited", ex.id[:12])
+        self.handle_exit(ExitEvent(ex.container.id, ex.id, ex.pid, 137, now_ns()))
 
     def process_spec(self, ex: Exec) -> dict[str, Any]:
         container = ex.container
@@ -204,9 +227,11 @@ class ExecStore:
 
     def handle_exit(self, event: ExitEvent) -> None:
         with self._lock:
-            ex = self._execs.get(event.exec_id)
-        if ex is None:
-            return
+            ex = self._execs.get(event.exec_id) or self._dying.get(event.exec_id)
+            if ex is None or ex._exit_handled:
+                return
+            ex._exit_handled = True
+            self._dying.pop(ex.id, None)
         io = ex.io
         if io is not None:
             io.done.wait(2.0)

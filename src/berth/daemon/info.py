@@ -9,6 +9,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION, __version__
+from berth.runtime.seccomp import security_options_info
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def system_info(d: Daemon, version: tuple[int, int]) -> dict[str, Any]:
         "ContainerdCommit": {"ID": ""},
         "RuncCommit": {"ID": ""},
         "InitCommit": {"ID": ""},
-        "SecurityOptions": [],
+        "SecurityOptions": security_options_info(),
         "ProductLicense": f"berth {__version__}",
         "CDISpecDirs": [],
         "Warnings": warnings,

@@ -160,6 +160,7 @@ def _start_locked(d: Daemon, container: Container) -> None:
     rw = layers.get_rw_layer(cid)
     rootfs = layers.mount(rw)
     io: ProcessIO | None = None
+    logger = None
     created = False
     try:
         spec = container_spec(d, container, rootfs)
@@ -197,9 +198,9 @@ def _start_locked(d: Daemon, container: Container) -> None:
         if io is not None:
             io.close()
         container.io = None
-        if container.logger is not None:
-            container.logger.close()
-            container.logger = None
+        if logger is not None:  # opened here, whether or not it was handed over yet
+            logger.close()
+        container.logger = None
         layers.unmount(rw)
         st = container.state
         if isinstance(e, errdefs.BerthError):

@@ -11,6 +11,7 @@ import math
 import posixpath
 
 from berth import errdefs
+from berth.runtime.seccomp import validate_security_opts
 from berth.types.container import Config, HealthConfig, HostConfig, RestartPolicy
 from berth.utils.signals import parse_signal
 from berth.volume.mounts import validate_mount
@@ -189,6 +190,7 @@ def validate_host_config(hc: HostConfig) -> None:
                 and not normalized.removeprefix("CAP_").replace("_", "").isalnum()
             ):
                 raise invalid(f"invalid {field_name}: unknown capability: {cap!r}")
+    validate_security_opts(hc.security_opt)  # moby parses them after the checks above
 
 
 def validate_resources(hc: HostConfig, ncpu: int) -> list[str]:

@@ -13,8 +13,9 @@ Where berth differs from dockerd, on purpose:
 * rlimits are clamped to the host's hard limits (runc cannot raise them
   without ``CAP_SYS_RESOURCE``, which berthd may lack);
 * resources carry only the values that are set;
-* no seccomp profile and no AppArmor profile yet: ``linux.seccomp`` is the
-  place for Docker's default profile (see :data:`SECCOMP_HOOK`).
+* no AppArmor profile yet.  ``linux.seccomp`` is Docker's default seccomp
+  profile (or the one ``--security-opt seccomp=`` gives), evaluated against
+  the final bounding capability set: see :mod:`berth.runtime.seccomp`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from berth import errdefs
 from berth.runtime import caps as _caps
 from berth.runtime import devices as _devices
+from berth.runtime import seccomp as _seccomp
 from berth.runtime.userdb import ResolvedUser, resolve_user
 from berth.types.container import Config, HostConfig, Mount, MountPoint, TmpfsOptions
 
@@ -53,7 +55,7 @@ DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 INIT_PATH_IN_CONTAINER = "/sbin/docker-init"
 DEFAULT_PROPAGATION = "rprivate"
 MOUNTINFO = "/proc/self/mountinfo"
-# Where Docker's default seccomp profile will go (spec["linux"]["seccomp"]); unset for now.
+# Where the seccomp profile goes: spec["linux"]["seccomp"] (see berth.runtime.seccomp).
 SECCOMP_HOOK = "seccomp"
 
 DEFAULT_MASKED_PATHS = (
@@ -115,46 +117,10 @@ def _go_quote(text: str) -> str:
     return json.dumps(text)
 
 
-def _parse_bool(value: str) -> bool | None:
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    return None
-
-
 def security_options(opts: list[str] | None) -> tuple[bool, bool | None]:
     """``(no_new_privileges, writable_cgroups)`` from ``--security-opt`` (moby's rules)."""
-    nnp = False
-    writable_cgroups: bool | None = None
-    for opt in opts or []:
-        if opt == "no-new-privileges":
-            nnp = True
-            continue
-        if opt == "writable-cgroups":
-            writable_cgroups = True
-            continue
-        if opt == "disable":
-            continue
-        if "=" in opt:
-            key, _, value = opt.partition("=")
-        elif ":" in opt:
-            key, _, value = opt.partition(":")
-        else:
-            raise errdefs.InvalidParameter(f"invalid --security-opt 1: {_go_quote(opt)}")
-        if key in ("label", "apparmor", "seccomp"):
-            continue
-        if key in ("no-new-privileges", "writable-cgroups"):
-            flag = _parse_bool(value)
-            if flag is None:
-                raise errdefs.InvalidParameter(f"invalid --security-opt 2: {_go_quote(opt)}")
-            if key == "no-new-privileges":
-                nnp = flag
-            else:
-                writable_cgroups = flag
-            continue
-        raise errdefs.InvalidParameter(f"invalid --security-opt 2: {_go_quote(opt)}")
-    return nnp, writable_cgroups
+    parsed = _seccomp.parse_security_opts(opts)
+    return parsed.no_new_privileges, parsed.writable_cgroups
 
 
 def _clean(path: str) -> str:
@@ -924,7 +890,11 @@ def build_spec(opts: SpecOptions) -> dict[str, Any]:
     linux["namespaces"] = _namespaces(opts)
     if devices:
         linux["devices"] = devices
-    # SECCOMP_HOOK: Docker's default seccomp profile belongs in linux["seccomp"].
+    seccomp = _seccomp.spec_seccomp(
+        hc.security_opt, hc.privileged, process["capabilities"].get("bounding", ())
+    )
+    if seccomp is not None:
+        linux[SECCOMP_HOOK] = seccomp
     if rootfs_propagation:
         linux["rootfsPropagation"] = rootfs_propagation
     masked = _masked_paths(hc)
