@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berth.runtime import _strays
+
 DOCKER = os.environ.get("BERTH_TEST_DOCKER", "/usr/local/bin/docker")
 BUSYBOX = "/bin/busybox"
 
@@ -292,6 +294,10 @@ class Berthd:
             if needle.encode() in cmdline and int(entry) != os.getpid():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry), signal.SIGKILL)
+                shim_socket = _strays.shim_socket_of(cmdline.split(b"\0"))
+                if shim_socket is not None:  # a shim killed leaves its socket
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(shim_socket)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -97,7 +98,6 @@ def test_stdin_is_piped_through(berthd: Berthd) -> None:
         timeout=60,
         check=False,
     )
-    import hashlib
 
     assert proc.stdout.split()[0].decode() == hashlib.md5(big).hexdigest()
 
@@ -436,3 +436,27 @@ def test_docker_py_run(berthd: Berthd) -> None:
             c.remove(force=True)
     finally:
         client.close()
+
+
+def test_output_nobody_reads_is_drained_into_the_log(berthd: Berthd, cleanup: list[str]) -> None:
+    """100 MB with nobody attached: the container never blocks and the log keeps every byte."""
+    lines = 1_000_000
+    script = f'BEGIN{{for(i=0;i<{lines};i++) printf "%099d\\n", i}}'
+    cid = berthd.docker("run", "-d", "busybox", "awk", script).stdout.strip()
+    cleanup.append(cid)
+    assert berthd.docker("wait", cid, timeout=300).stdout.strip() == "0"
+    expected = hashlib.sha256()
+    for i in range(lines):
+        expected.update(b"%099d\n" % i)
+    got = hashlib.sha256()
+    size = 0
+    with subprocess.Popen(
+        [DOCKER, "logs", cid], env=berthd.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(1 << 20):
+            got.update(chunk)
+            size += len(chunk)
+    assert proc.returncode == 0
+    assert size == 100 * lines
+    assert got.hexdigest() == expected.hexdigest()

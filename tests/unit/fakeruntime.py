@@ -38,7 +38,7 @@ import select
 import signal as signals
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -646,6 +646,19 @@ class FakeRuntime:
             return None
         init = task.init
         return TaskState(init.pid, init.status, init.exit_code)
+
+    def container_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._tasks)
+
+    def remove_leftovers(self, keep: Collection[str], known: Collection[str] = ()) -> list[str]:
+        removed = [cid for cid in self.container_ids() if cid not in keep]
+        for cid in removed:
+            task = self._task(cid)
+            if task.init.status == TaskStatus.PAUSED:
+                self.resume(cid)
+            self.delete(cid)
+        return removed
 
     def subscribe(self, handler: EventHandler) -> None:
         with self._lock:

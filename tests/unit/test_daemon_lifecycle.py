@@ -33,7 +33,7 @@ from berth.daemon import exec as exec_module
 from berth.daemon.daemon import Daemon
 from berth.daemon.options import DaemonOptions
 from berth.daemon.restart_policy import BACKOFF_MAX, RestartManager
-from berth.runtime.base import TaskStatus
+from berth.runtime.base import Stdio, TaskStatus
 from berth.types.container import Config, ExecOptions, HostConfig, RestartPolicy
 from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, now_ns
 from tests.unit.fakeruntime import FakeRuntime, Program
@@ -1135,6 +1135,26 @@ def test_restore_without_a_task(fresh: Callable[..., Harness]) -> None:
     assert c.state.running is False
     assert c.state.exit_code == 255
     assert read_config(c)["State"]["ExitCode"] == 255
+    assert h2.mount_count(c) == 0
+
+
+def test_restore_removes_tasks_no_running_container_owns(fresh: Callable[..., Harness]) -> None:
+    h1 = fresh(live_restore=True, image=True)
+    kept = h1.run_container("server")
+    created = h1.create("server")
+    # The crash came after the runtime made these tasks and before berthd recorded it:
+    # a start of a container still "created", and one whose removal was cut short.
+    h1.fake.create(created.id, {"process": {"args": ["server"]}}, Stdio())
+    h1.fake.start(created.id)
+    unknown = "f" * 64
+    h1.fake.create(unknown, {"process": {"args": ["server"]}}, Stdio())
+    h1.crash()
+
+    h2 = fresh(live_restore=True)
+    assert h2.fake.container_ids() == [kept.id]
+    assert h2.d.get_container(kept.id).state.running
+    c = h2.d.get_container(created.id)
+    assert c.state.running is False and c.state.status() == "created"
     assert h2.mount_count(c) == 0
 
 

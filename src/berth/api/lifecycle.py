@@ -19,7 +19,7 @@ from berth.api.streams import (
     DetachFilter,
     frame,
     hijack_head,
-    iterate_in_thread,
+    iterate_batches_in_thread,
     parse_detach_keys,
 )
 from berth.container.stream import AttachInfo, Subscription
@@ -139,13 +139,14 @@ def routes(ctx: Context) -> list[Route]:
         ) -> None:
             try:
                 if logs_maker is not None:
-                    async for msg in iterate_in_thread(logs_maker):
-                        if msg.stream in wanted:
-                            data = msg.line
-                            writer.write(
-                                frame(STREAM_IDS[msg.stream], data) if multiplexed else data
-                            )
-                            await writer.drain()
+                    async for batch in iterate_batches_in_thread(logs_maker):
+                        for msg in batch:
+                            if msg.stream in wanted:
+                                data = msg.line
+                                writer.write(
+                                    frame(STREAM_IDS[msg.stream], data) if multiplexed else data
+                                )
+                        await writer.drain()
                 if sub is None:
                     return
                 await attach_session(
@@ -174,13 +175,17 @@ def routes(ctx: Context) -> list[Route]:
         multiplexed = not tty
 
         async def body() -> AsyncIterator[bytes]:
-            async for msg in iterate_in_thread(make):
-                if msg.stream not in want:
-                    continue
-                data = msg.line
-                if timestamps:
-                    data = format_rfc3339_nano(msg.time_ns).encode() + b" " + data
-                yield frame(STREAM_IDS[msg.stream], data) if multiplexed else data
+            async for batch in iterate_batches_in_thread(make):
+                out = bytearray()
+                for msg in batch:
+                    if msg.stream not in want:
+                        continue
+                    data = msg.line
+                    if timestamps:
+                        data = format_rfc3339_nano(msg.time_ns).encode() + b" " + data
+                    out += frame(STREAM_IDS[msg.stream], data) if multiplexed else data
+                if out:
+                    yield bytes(out)
 
         ctype = MULTIPLEXED if multiplexed and req.api_version >= (1, 42) else RAW
         return StreamingResponse(body(), content_type=ctype)

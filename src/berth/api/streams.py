@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from berth import errdefs
 
@@ -91,52 +91,89 @@ class DetachFilter:
         return bytes(out), False
 
 
-async def iterate_in_thread(
-    make: Callable[[threading.Event], Iterator[T]], depth: int = 256
-) -> AsyncIterator[T]:
-    """Run a blocking iterator in a thread and yield its items on the loop.
+class _Handoff(Generic[T]):
+    """Items from a producer thread to the loop, taken in batches: the loop is woken
+    once per batch, not once per item (a million log lines must not cost a million
+    cross-thread calls)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int) -> None:
+        self._loop = loop
+        self._depth = depth
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self._waiter: asyncio.Future[None] | None = None
+        self._end: BaseException | None = None
+        self._ended = False
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+
+    def put(self, item: T, stop: threading.Event) -> bool:
+        """Block while the consumer is *depth* items behind; False once it is gone."""
+        with self._cond:
+            while len(self._items) >= self._depth:
+                if stop.is_set():
+                    return False
+                self._cond.wait(0.5)
+            if stop.is_set():
+                return False
+            self._items.append(item)
+            self._wake()
+        return True
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._ended = True
+            self._end = error
+            self._wake()
+
+    async def take(self) -> list[T] | None:
+        """Everything queued (waiting for at least one item); None at the end."""
+        while True:
+            with self._cond:
+                if self._items:
+                    batch = list(self._items)
+                    self._items.clear()
+                    self._cond.notify_all()
+                    return batch
+                if self._ended:
+                    if self._end is not None:
+                        raise self._end
+                    return None
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def iterate_batches_in_thread(
+    make: Callable[[threading.Event], Iterator[T]], depth: int = 4096
+) -> AsyncIterator[list[T]]:
+    """Run a blocking iterator in a thread and yield what it made so far, in batches.
 
     The iterator gets a stop event, set when the consumer goes away.
     """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue(depth)
+    handoff: _Handoff[T] = _Handoff(asyncio.get_running_loop(), depth)
     stop = threading.Event()
-
-    def put(item: tuple[int, object]) -> None:
-        fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-        while not stop.is_set():
-            try:
-                fut.result(0.5)
-                return
-            except TimeoutError:
-                continue
-            except Exception:
-                return
-        fut.cancel()
 
     def run() -> None:
         try:
             for item in make(stop):
-                if stop.is_set():
+                if stop.is_set() or not handoff.put(item, stop):
                     return
-                put((0, item))
-            put((1, None))
+            handoff.finish()
         except BaseException as e:
-            put((2, e))
+            handoff.finish(e)
 
     thread = threading.Thread(target=run, name="berth-stream", daemon=True)
     thread.start()
     try:
-        while True:
-            kind, value = await queue.get()
-            if kind == 1:
-                return
-            if kind == 2:
-                assert isinstance(value, BaseException)
-                raise value
-            yield value  # type: ignore[misc]
+        while (batch := await handoff.take()) is not None:
+            yield batch
     finally:
         stop.set()
-        with contextlib.suppress(Exception):
-            while not queue.empty():
-                queue.get_nowait()

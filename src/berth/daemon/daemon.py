@@ -197,6 +197,7 @@ class Daemon:
             # stale by the monitor instead of being handled a second time.
             with container.lock:
                 self._restore_container(container, keep_mounted, to_restart)
+        self._sweep_runtime({c.id for c in self.containers.values() if c.state.running})
         self.driver.unmount_all(except_ids=keep_mounted)
         for container in to_restart:
             self.submit(self._boot_restart, container)
@@ -248,6 +249,21 @@ class Daemon:
             self.auto_remove(container)
         elif self._should_restart_on_boot(container):
             to_restart.append(container)
+
+    def _sweep_runtime(self, adopted: set[str]) -> None:
+        """End what containerd holds that no running container owns: the leftovers of a
+        start or a removal cut short by a crash (dockerd leaks these shims and cgroups)."""
+        try:
+            removed = self.runtime.remove_leftovers(adopted, known=list(self.containers))
+        except errdefs.BerthError as e:
+            log.warning("cannot remove what containerd holds for no container: %s", e)
+        else:
+            if removed:
+                log.info("removed the runtime's leftovers of %d containers", len(removed))
+        fifo_root = self.options.exec_root / "containerd"
+        for entry in os.scandir(fifo_root) if fifo_root.is_dir() else ():
+            if len(entry.name) == 64 and entry.is_dir() and entry.name not in adopted:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
     def _should_restart_on_boot(self, container: Container) -> bool:
         policy = container.host_config.restart_policy.name

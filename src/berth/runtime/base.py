@@ -9,7 +9,7 @@ thread through the handler given to :meth:`Runtime.subscribe`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,6 +103,14 @@ class Runtime(Protocol):
 
     def state(self, container_id: str) -> TaskState | None:
         """The task's state, or None when there is no task (used to restore)."""
+
+    def container_ids(self) -> list[str]:
+        """Every container the runtime holds for us, with or without a task."""
+
+    def remove_leftovers(self, keep: Collection[str], known: Collection[str] = ()) -> list[str]:
+        """End every container, task and process the runtime holds for us but those in
+        *keep*: what a crash of the daemon left behind.  *known* are IDs the runtime may
+        have had and forgotten.  Returns the IDs removed."""
 
     def subscribe(self, handler: EventHandler) -> None: ...
 

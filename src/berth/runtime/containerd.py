@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2
 
 from berth import errdefs
+from berth.runtime import _strays
 from berth.runtime._api.api.events import task_pb2 as task_events
 from berth.runtime._api.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from berth.runtime._api.api.services.events.v1 import events_pb2, events_pb2_grpc
@@ -42,6 +45,8 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"
+#: how long a leftover task gets to die, and its shim to exit, before it is killed
+SHIM_EXIT_GRACE = 2.0
 #: an event berthd sends itself to know when its subscription is live
 SYNC_TOPIC = "/berth/sync"
 
@@ -192,9 +197,9 @@ class ContainerdRuntime:
             # Still running: make sure it is gone, then delete.
             try:
                 self.kill(container_id, 9, all_procs=True)
+                self.wait(container_id, timeout=10)
             except errdefs.BerthError:
                 pass
-            time.sleep(0.05)
             resp = self._call(
                 self._tasks.Delete,
                 tasks_pb2.DeleteTaskRequest(container_id=container_id),
@@ -325,6 +330,63 @@ class ContainerdRuntime:
             return None
         p = resp.process
         return TaskState(int(p.pid), _STATUS.get(p.status, TaskStatus.UNKNOWN), int(p.exit_status))
+
+    def container_ids(self) -> list[str]:
+        resp = self._call(
+            self._containers.List, containers_pb2.ListContainersRequest(), "listing containers"
+        )
+        return [c.id for c in resp.containers]
+
+    def remove_leftovers(self, keep: Collection[str], known: Collection[str] = ()) -> list[str]:
+        leftovers = [cid for cid in self.container_ids() if cid not in keep]
+        if leftovers:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self._remove_leftover, leftovers))
+        # The shims of the tasks just deleted are on their way out; any other is lost:
+        # typically blocked forever opening the stdio FIFOs of a client that died.
+        deadline = time.monotonic() + SHIM_EXIT_GRACE
+        while True:
+            strays = [
+                s for s in _strays.shims(self.socket, self.namespace) if s.container_id not in keep
+            ]
+            exiting = [s for s in strays if s.container_id in leftovers]
+            if not exiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for shim in strays:
+            log.info("killing stray shim %d of %s", shim.pid, shim.container_id[:12])
+            _strays.kill_shim(shim, self.socket, self.namespace)
+        runc_root = os.path.join(self.runc_root, self.namespace)
+        stale = [cid for cid in _strays.runc_states(runc_root) if cid not in keep]
+        for cid in stale:
+            log.info("removing stray runc state of %s", cid[:12])
+            _strays.runc_force_delete(runc_root, cid)
+        if strays:  # containerd has let go of tasks whose shim died: drop the records
+            for cid in self.container_ids():
+                if cid not in keep:
+                    try:
+                        self.delete(cid)
+                    except errdefs.BerthError as e:
+                        log.warning("cannot remove leftover container %s: %s", cid[:12], e)
+        # containerd kills the shim of a create it cancels, and the socket stays.
+        for cid in known:
+            if cid not in keep:
+                _strays.remove_dead_socket(_strays.shim_socket(self.socket, self.namespace, cid))
+        return sorted({*leftovers, *(s.container_id for s in strays), *stale})
+
+    def _remove_leftover(self, container_id: str) -> None:
+        """Stop and delete a task no container owns, giving it little time: a task whose
+        shim is stuck is dealt with by killing the shim."""
+        try:
+            task = self.state(container_id)
+            if task is not None and task.status == TaskStatus.PAUSED:
+                self.resume(container_id)  # a frozen task cannot die
+            if task is not None and task.status != TaskStatus.STOPPED:
+                self.kill(container_id, 9, all_procs=True)
+                self.wait(container_id, timeout=SHIM_EXIT_GRACE)
+            self.delete(container_id)
+        except errdefs.BerthError as e:
+            log.info("leftover container %s: %s", container_id[:12], e)
 
     def wait(self, container_id: str, exec_id: str = "", timeout: float | None = None) -> int:
         resp = self._call(

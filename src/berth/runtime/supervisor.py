@@ -258,6 +258,9 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
         sockets = Path(self.socket).parent
-        if sockets != self.dir:
+        if sockets != self.dir and not self._alive():
+            for leftover in (self.socket, self.socket + ".ttrpc"):  # containerd leaves these
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
             with contextlib.suppress(OSError):
                 sockets.rmdir()
