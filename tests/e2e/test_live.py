@@ -292,3 +292,38 @@ def test_an_external_containerd_is_used_not_started(busybox_tar: Path) -> None:
     finally:
         external.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_restart_policies_after_a_daemon_restart(busybox_tar: Path) -> None:
+    with running_berthd() as d:
+        d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        for name, policy in (("always", "always"), ("unless", "unless-stopped"), ("never", "no")):
+            d.docker(
+                "run", "-d", "--name", name, "--restart", policy, "--stop-timeout", "1",
+                "busybox", "sleep", "300",
+            )  # fmt: skip
+        d.docker(
+            "run",
+            "-d",
+            "--name",
+            "stopped",
+            "--restart",
+            "unless-stopped",
+            "busybox",
+            "sleep",
+            "300",
+        )
+        d.docker("stop", "-t", "0", "stopped")
+        assert d.stop() == 0  # dockerd's shutdown: every container is stopped
+        d.start()
+        wait_for(
+            lambda: (
+                inspect(d, "always")["State"]["Running"]
+                and inspect(d, "unless")["State"]["Running"]
+            ),
+            what="the policies to bring containers back",
+        )
+        assert not inspect(d, "never")["State"]["Running"]
+        assert not inspect(d, "stopped")["State"]["Running"]
+        assert d.docker("exec", "always", "echo", "back").stdout == "back\n"
+        d.docker("rm", "-f", "always", "unless", "never", "stopped")
