@@ -89,8 +89,25 @@ def workloads(tar: Path, n_containers: int) -> list[Workload]:
         e.docker("import", str(tar), "berth-bench-import:1")
         e.docker("rmi", "berth-bench-import:1")
 
+    kept: dict[str, str] = {}
+
+    def run_logger(e: Engine) -> None:
+        script = 'BEGIN{for(i=0;i<100000;i++) printf "%099d\\n", i}'
+        kept[e.name] = e.docker("run", "-d", IMAGE, "awk", script).strip()
+        e.docker("wait", kept[e.name])
+
+    def run_sleeper(e: Engine) -> None:
+        kept[e.name] = e.docker("run", "-d", IMAGE, "sleep", "600").strip()
+
+    def rm_kept(e: Engine) -> None:
+        e.docker("rm", "-f", kept.pop(e.name))
+
     return [
         Workload("version", _noop, lambda e: e.docker("version"), _noop),
+        Workload("logs (10 MB)", run_logger, lambda e: e.docker("logs", kept[e.name]), rm_kept),
+        Workload(
+            "exec true", run_sleeper, lambda e: e.docker("exec", kept[e.name], "true"), rm_kept
+        ),
         Workload("run --rm true", _noop, lambda e: e.docker("run", "--rm", IMAGE, "true"), _noop),
         Workload(
             "run --rm echo (output)",
