@@ -659,6 +659,7 @@ class Daemon:
         if not container.state.running:
             raise errdefs.Conflict(f"Container {container.id} is not running")
         self.runtime.resize(container.id, "", width, height)
+        self.emit_container(container, "resize", {"height": str(height), "width": str(width)})
 
     def top_container(self, ref: str, ps_args: str) -> dict[str, Any]:
         from berth.daemon.top import top
@@ -670,7 +671,9 @@ class Daemon:
             raise errdefs.Conflict(
                 f"Container {container.id} is restarting, wait until the container is running"
             )
-        return top(self.runtime.pids(container.id), ps_args)
+        result = top(self.runtime.pids(container.id), ps_args)
+        self.emit_container(container, "top")
+        return result
 
     def attach_info(self, ref: str) -> AttachInfo:
         container = self.get_container(ref)
@@ -684,6 +687,7 @@ class Daemon:
                 f"container {container.id} is restarting, wait until the container is running"
             )
         cfg = container.record.config
+        self.emit_container(container, "attach")
         return AttachInfo(container.id, cfg.tty, cfg.open_stdin, cfg.stdin_once, container.streams)
 
     def container_logs(
