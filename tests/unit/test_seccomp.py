@@ -192,31 +192,34 @@ def test_min_kernel_rule() -> None:
 
 def test_socket_domains() -> None:
     out = default_for(DEFAULT_CAPS)
-    for domain in (1, 2, 10, 16, 17, 39, 44, 45):  # unix, inet, inet6, netlink, packet...
+    for domain in (0, 1, 2, 10, 12, 16, 17, 37, 39, 41, 44, 45, 1000):
         assert allowed(out, "socket", domain, 1, 0), domain
-    # AF_UNSPEC (0) passes the "< 12" rule, as in moby: the kernel cannot create it anyway
-    for domain in (12, 20, 37, 38, 40, 46, 1000):  # DECnet, ATMSVC, CAIF, ALG, VSOCK, unknown
+    for domain in (38, 40):  # AF_ALG, AF_VSOCK: what moby's current profile denies
         assert verdict(out, "socket", domain, 1, 0) == ("SCMP_ACT_ERRNO", 1), domain
     assert "socket" not in unconditional(out)
     assert "socketpair" in unconditional(out)
 
 
 @pytest.mark.parametrize(
-    ("domains", "expected"),
+    ("denied", "expected"),
     [
-        ([39], [(39, "SCMP_CMP_EQ")]),
-        ([1, 2, 4, 5], [(3, "SCMP_CMP_LT"), (4, "SCMP_CMP_EQ"), (5, "SCMP_CMP_EQ")]),
-        ([1, 2], [(3, "SCMP_CMP_LT")]),
-        ([1, 3, 4], [(1, "SCMP_CMP_EQ"), (3, "SCMP_CMP_EQ"), (4, "SCMP_CMP_EQ")]),
-        ([12, 10, 11], [(10, "SCMP_CMP_EQ"), (11, "SCMP_CMP_EQ"), (12, "SCMP_CMP_EQ")]),
+        ([38, 40], [(38, "SCMP_CMP_LT"), (39, "SCMP_CMP_EQ"), (40, "SCMP_CMP_GT")]),
+        ([40], [(40, "SCMP_CMP_LT"), (40, "SCMP_CMP_GT")]),
+        ([40, 38, 41], [(38, "SCMP_CMP_LT"), (39, "SCMP_CMP_EQ"), (41, "SCMP_CMP_GT")]),
+        ([5, 8], [(5, "SCMP_CMP_LT"), (6, "SCMP_CMP_EQ"), (7, "SCMP_CMP_EQ"), (8, "SCMP_CMP_GT")]),
     ],
 )
-def test_socket_rules_collapse_only_a_leading_run(
-    domains: list[int], expected: list[tuple[int, str]]
+def test_socket_rules_allow_the_ranges_between_denied_domains(
+    denied: list[int], expected: list[tuple[int, str]]
 ) -> None:
-    rules = sc.socket_rules(domains)
+    rules = sc.socket_rules(denied)
     assert [(r["args"][0]["value"], r["args"][0]["op"]) for r in rules] == expected
     assert all(r["names"] == ["socket"] and r["args"][0]["index"] == 0 for r in rules)
+
+
+def test_socket_rules_refuse_a_gap_they_cannot_express() -> None:
+    with pytest.raises(ValueError, match=r"11\.\.19"):
+        sc.socket_rules([10, 20])
 
 
 def test_personality_values() -> None:

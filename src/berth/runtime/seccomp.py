@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import json
 import os
 import platform
@@ -56,9 +57,9 @@ from typing import Any
 from berth import errdefs
 
 __all__ = [
+    "DENIED_SOCKET_DOMAINS",
     "PROFILE_DEFAULT",
     "PROFILE_UNCONFINED",
-    "SOCKET_DOMAINS",
     "Profile",
     "SecurityOptions",
     "build_seccomp",
@@ -199,50 +200,11 @@ utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid write writev
 """
 _ALLOWED: tuple[str, ...] = tuple(_ALLOWED_TEXT.split())
 
-# socket(2) domains the default profile allows (the UAPI's list, linux/socket.h).  Left
-# out: AF_DECnet (12), AF_ECONET (19), AF_ATMSVC (20), AF_IRDA (23), AF_WANPIPE (25),
-# AF_ISDN (34) and AF_CAIF (37), which the kernel no longer implements; AF_ALG (38), the
-# kernel crypto API (CVE-2026-31431, "Copy Fail"); AF_VSOCK (40), host/guest sockets that
-# are not namespaced by default.  socketcall(2) hides its arguments from seccomp, so the
-# list only binds the direct socket(2) syscall.
-SOCKET_DOMAINS: tuple[int, ...] = (
-    1,  # AF_UNIX
-    2,  # AF_INET
-    3,  # AF_AX25
-    4,  # AF_IPX
-    5,  # AF_APPLETALK
-    6,  # AF_NETROM
-    7,  # AF_BRIDGE
-    8,  # AF_ATMPVC
-    9,  # AF_X25
-    10,  # AF_INET6
-    11,  # AF_ROSE
-    13,  # AF_NETBEUI
-    14,  # AF_SECURITY
-    15,  # AF_KEY
-    16,  # AF_NETLINK
-    17,  # AF_PACKET
-    18,  # AF_ASH
-    21,  # AF_RDS
-    22,  # AF_SNA
-    24,  # AF_PPPOX
-    26,  # AF_LLC
-    27,  # AF_IB
-    28,  # AF_MPLS
-    29,  # AF_CAN
-    30,  # AF_TIPC
-    31,  # AF_BLUETOOTH
-    32,  # AF_IUCV
-    33,  # AF_RXRPC
-    35,  # AF_PHONET
-    36,  # AF_IEEE802154
-    39,  # AF_NFC
-    41,  # AF_KCM
-    42,  # AF_QIPCRTR
-    43,  # AF_SMC
-    44,  # AF_XDP
-    45,  # AF_MCTP
-)
+# socket(2) domains the default profile denies, as moby's does since CVE-2026-31431
+# ("Copy Fail"): AF_ALG (38), the kernel crypto API, and AF_VSOCK (40), host/guest
+# sockets that are not namespaced.  socketcall(2) hides its arguments from seccomp, so
+# this binds only the direct socket(2) syscall (moby leaves socketcall to AppArmor).
+DENIED_SOCKET_DOMAINS: tuple[int, ...] = (38, 40)
 
 # CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
 # CLONE_NEWPID | CLONE_NEWNET: clone(2) without CAP_SYS_ADMIN may not ask for namespaces.
@@ -326,26 +288,25 @@ def _arg(index: int, value: int, op: str) -> dict[str, Any]:
     return {"index": index, "value": value, "op": op}
 
 
-def socket_rules(domains: Iterable[int]) -> list[dict[str, Any]]:
-    """socket(2) rules allowing exactly *domains* (moby's socketSyscallsForDomains).
+def socket_rules(denied: Iterable[int]) -> list[dict[str, Any]]:
+    """socket(2) rules allowing every domain but *denied*.
 
-    runc turns several comparisons of one argument into OR-ed rules, so a bounded range
-    cannot be one rule: only a leading run that starts at AF_UNIX (1) becomes a single
-    ``< end`` rule (AF_UNSPEC cannot be created); every other domain gets ``==``.
+    Several comparisons of one argument in one rule are AND-ed by libseccomp, and runc
+    turns them into OR-ed rules anyway, so each allowed range is a rule of its own:
+    ``< first``, ``==`` for each single domain between two denied ones, ``> last``
+    (moby's ``< 38``, ``== 39``, ``> 40``).
     """
-    ds = sorted(set(domains))
-    rules: list[dict[str, Any]] = []
-    start = 0
-    if len(ds) > 1 and ds[0] == 1 and ds[1] == 2:
-        start = 2
-        last = 2
-        for d in ds[2:]:
-            if d != last + 1:
-                break
-            last = d
-            start += 1
-        rules.append(_allow(["socket"], args=[_arg(0, last + 1, "SCMP_CMP_LT")]))
-    rules.extend(_allow(["socket"], args=[_arg(0, d, "SCMP_CMP_EQ")]) for d in ds[start:])
+    ds = sorted(set(denied))
+    if not ds:
+        return [_allow(["socket"])]
+    rules = [_allow(["socket"], args=[_arg(0, ds[0], "SCMP_CMP_LT")])]
+    for low, high in itertools.pairwise(ds):
+        if high - low - 1 > 8:  # a rule per domain: keep the filter small
+            raise ValueError(f"cannot express the allowed socket domains {low + 1}..{high - 1}")
+        rules.extend(
+            _allow(["socket"], args=[_arg(0, d, "SCMP_CMP_EQ")]) for d in range(low + 1, high)
+        )
+    rules.append(_allow(["socket"], args=[_arg(0, ds[-1], "SCMP_CMP_GT")]))
     return rules
 
 
@@ -354,7 +315,7 @@ def default_profile_document() -> dict[str, Any]:
     syscalls: list[dict[str, Any]] = [
         _allow(_ALLOWED),
         _allow(["process_vm_readv", "process_vm_writev", "ptrace"], includes={"minKernel": "4.8"}),
-        *socket_rules(SOCKET_DOMAINS),
+        *socket_rules(DENIED_SOCKET_DOMAINS),
         *(_allow(["personality"], args=[_arg(0, p, "SCMP_CMP_EQ")]) for p in PERSONALITIES),
         _allow(["sync_file_range2", "swapcontext"], includes={"arches": ["ppc64le"]}),
         _allow(
