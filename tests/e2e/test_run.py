@@ -256,6 +256,12 @@ def test_exec(berthd: Berthd, cleanup: list[str]) -> None:
     plain = berthd.docker("exec", "execd", "sh", "-c", "grep CapEff /proc/self/status").stdout
     assert caps != plain
     assert inspect(berthd, "execd")["ExecIDs"]
+    missing = berthd.docker("exec", "execd", "nonexistent", check=False)
+    assert missing.returncode == 127
+    assert missing.stdout.strip() == (  # the CLI copies the hijacked stream there
+        "OCI runtime exec failed: exec failed: unable to start container process: "
+        'exec: "nonexistent": executable file not found in $PATH: unknown'
+    )
     berthd.docker("stop", "-t", "0", "execd")
     proc = berthd.docker("exec", "execd", "true", check=False)
     assert "is not running" in proc.stderr

@@ -216,10 +216,12 @@ class ExecStore:
                 except errdefs.BerthError:
                     pass
                 text = str(e)
+                if not text.startswith("OCI runtime exec failed"):  # containerd's shim says so
+                    text = f"OCI runtime exec failed: {text}"
                 if "executable file not found" in text or "no such file or directory" in text:
                     ex.exit_code = 127
-                    raise errdefs.InvalidParameter(f"OCI runtime exec failed: {text}") from None
-                raise errdefs.System(f"OCI runtime exec failed: {text}") from None
+                    raise errdefs.InvalidParameter(text) from None
+                raise errdefs.System(text) from None
         self.d.emit_container(
             container, f"exec_start: {' '.join(ex.options.cmd or [])}", {"execID": ex.id}
         )
