@@ -6,6 +6,7 @@ to float rounding; Go's zero time is written as ``0001-01-01T00:00:00Z``.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,14 +22,20 @@ def now_ns() -> int:
 def format_rfc3339_nano(ns: int) -> str:
     """Format like Go's ``time.RFC3339Nano`` in UTC (trailing zeros trimmed)."""
     secs, frac = divmod(ns, 1_000_000_000)
+    base = _format_second(secs)
+    if frac:
+        return f"{base}.{frac:09d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _format_second(secs: int) -> str:
+    """The date and time to the second: log lines come many to a second."""
     dt = _EPOCH + timedelta(seconds=secs)
     # Not strftime: glibc writes year 1 (Go's zero time) as "1", not "0001".
-    base = (
+    return (
         f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     )
-    if frac:
-        base += "." + f"{frac:09d}".rstrip("0")
-    return base + "Z"
 
 
 _RFC3339 = re.compile(
