@@ -16,6 +16,7 @@ from typing import IO, Any, Protocol
 
 from berth.container.stream import AttachInfo
 from berth.daemon.exec import Exec
+from berth.daemon.stats import Sampler
 from berth.events import Events
 from berth.logger.jsonfile import LogMessage
 from berth.types.container import (
@@ -95,6 +96,9 @@ class MonitorBackend(Protocol):
     ) -> list[Summary]: ...
 
     def inspect_container(self, ref: str, size: bool, version: Version) -> dict[str, Any]: ...
+
+    def container_stats(self, ref: str) -> Sampler:
+        """Samples of the container's resource usage (blocking; run off the loop)."""
 
 
 class ContainerSystemBackend(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from berth.testing import DOCKER, Berthd
+from berth.utils.timefmt import parse_rfc3339
 
 
 def inspect(d: Berthd, ref: str) -> Any:
@@ -571,3 +572,62 @@ def test_privileged_gets_the_host_bounding_set(berthd: Berthd) -> None:
     assert privileged["CapEff"] == privileged["CapBnd"] == host["CapBnd"]
     default = caps()
     assert int(default["CapBnd"], 16) == 0xA80425FB  # Docker's 14 default capabilities
+
+
+def test_stats(berthd: Berthd, cleanup: list[str]) -> None:
+    cid = berthd.docker(
+        "run", "-d", "--memory", "64m", "busybox", "sh", "-c", "while true; do :; done"
+    ).stdout.strip()
+    cleanup.append(cid)
+
+    # The CLI's --no-stream takes one answer of stream=false: two samples, so a CPU %.
+    line = berthd.docker("stats", "--no-stream", "--format", "{{json .}}", cid).stdout
+    row = json.loads(line)
+    assert row["ID"] == cid[:12]
+    assert float(row["CPUPerc"].rstrip("%")) > 0
+    assert row["MemUsage"].endswith("/ 64MiB")
+    assert row["PIDs"] == "1"
+    assert row["NetIO"] == "0B / 0B"
+
+    client = berthd.client()
+    try:
+        stats = client.containers.get(cid).stats(stream=False)
+    finally:
+        client.close()
+    assert stats["id"] == cid and stats["name"].startswith("/")
+    assert stats["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+    assert stats["cpu_stats"]["system_cpu_usage"] > 0 and stats["cpu_stats"]["online_cpus"] >= 1
+    assert stats["precpu_stats"]["cpu_usage"]["total_usage"] > 0
+    assert stats["precpu_stats"]["system_cpu_usage"] > 0
+    assert stats["preread"] != "0001-01-01T00:00:00Z"
+    assert stats["memory_stats"]["limit"] == 64 << 20
+    assert stats["memory_stats"]["usage"] > 0
+    assert stats["pids_stats"]["current"] == 1
+    assert "networks" not in stats
+
+    # The stream: one JSON object a line, each carrying the read time of the one before.
+    conn = berthd.http()
+    try:
+        conn.request("GET", f"/containers/{cid}/stats")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        first = json.loads(resp.readline())
+        second = json.loads(resp.readline())
+    finally:
+        conn.close()
+    assert first["id"] == second["id"] == cid
+    assert first["preread"] == "0001-01-01T00:00:00Z"
+    assert second["preread"] == first["read"]
+    assert parse_rfc3339(second["read"]) > parse_rfc3339(first["read"])
+
+    status, _, _ = berthd.request("GET", f"/containers/{cid}/stats?stream=1&one-shot=1")
+    assert status == 400
+    status, _, _ = berthd.request("GET", "/containers/no-such-container/stats?stream=0")
+    assert status == 404
+
+    berthd.docker("stop", "-t", "0", cid)
+    status, _, body = berthd.request("GET", f"/containers/{cid}/stats?stream=0")
+    assert status == 200
+    stopped = json.loads(body)
+    assert stopped["id"] == cid and stopped["read"] == "0001-01-01T00:00:00Z"
+    assert stopped["memory_stats"] == {} and stopped["pids_stats"] == {}

@@ -377,6 +377,9 @@ class FakeRuntime:
         self.stdin_closed: list[tuple[str, str]] = []
         self.resized: list[tuple[str, str, int, int]] = []
         self.updated: list[tuple[str, dict[str, Any]]] = []
+        #: what ``stats`` returns for a live task (containerd's cgroup v1 Metrics as
+        #: MessageToDict makes them), by container ID; {} for one not listed
+        self.metrics: dict[str, dict[str, Any]] = {}
         self.closed = False
         self._tasks: dict[str, FakeTask] = {}
         self._handlers: list[EventHandler] = []
@@ -637,7 +640,7 @@ class FakeRuntime:
 
     def stats(self, container_id: str) -> dict[str, Any]:
         self._task(container_id)
-        return {}
+        return copy.deepcopy(self.metrics.get(container_id, {}))
 
     def state(self, container_id: str) -> TaskState | None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Routes of running containers: start/stop/kill, wait, attach, logs, resize, top."""
+"""Routes of running containers: start/stop/kill, wait, attach, logs, resize, top, stats."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator
 from berth import errdefs
 from berth.api._http import Hijack, Request, Response, StreamingResponse
 from berth.api.context import Context
-from berth.api.httputils import bool_value, encode, int_value, json_response, no_content, query
+from berth.api.httputils import (
+    bool_value,
+    bool_value_or_default,
+    encode,
+    int_value,
+    json_response,
+    no_content,
+    query,
+)
 from berth.api.router import Route
 from berth.api.streams import (
     MULTIPLEXED,
@@ -23,9 +31,12 @@ from berth.api.streams import (
     parse_detach_keys,
 )
 from berth.container.stream import AttachInfo, Subscription
-from berth.utils.timefmt import format_rfc3339_nano, parse_timestamp
+from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, parse_timestamp
 
 log = logging.getLogger(__name__)
+
+#: how often a stats stream samples, as dockerd's collector
+STATS_INTERVAL = 1.0
 
 
 def _timeout(req: Request) -> int | None:
@@ -190,6 +201,31 @@ def routes(ctx: Context) -> list[Route]:
         ctype = MULTIPLEXED if multiplexed and req.api_version >= (1, 42) else RAW
         return StreamingResponse(body(), content_type=ctype)
 
+    async def stats(req: Request) -> Response | StreamingResponse:
+        stream = bool_value_or_default(req, "stream", True)
+        one_shot = bool_value_or_default(req, "one-shot", False)
+        if stream and one_shot:
+            raise errdefs.InvalidParameter("cannot have stream=true and one-shot=true")
+        sampler = await ctx.run(backend.container_stats, req.params["name"])
+        if not stream:
+            first = await ctx.run(sampler.sample)
+            if first is None or first["read"] == ZERO_TIME:
+                return json_response(sampler.empty())  # not running: nothing to prime
+            if one_shot:
+                return json_response(first)
+            # A second sample, so precpu_stats is filled and the CPU % has a delta.
+            await asyncio.sleep(STATS_INTERVAL)
+            return json_response(await ctx.run(sampler.sample) or sampler.empty())
+
+        async def body() -> AsyncIterator[bytes]:
+            # One object a second, zeroed while the container is not running, until
+            # the client goes away or the container is removed (as dockerd does).
+            while (sample := await ctx.run(sampler.sample)) is not None:
+                yield encode(sample) + b"\n"
+                await asyncio.sleep(STATS_INTERVAL)
+
+        return StreamingResponse(body(), content_type=None)
+
     return [
         Route("POST", "/containers/{name}/start", start),
         Route("POST", "/containers/{name}/stop", stop),
@@ -202,6 +238,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("POST", "/containers/{name}/wait", wait),
         Route("POST", "/containers/{name}/attach", attach),
         Route("GET", "/containers/{name}/logs", logs),
+        Route("GET", "/containers/{name}/stats", stats),
     ]
 
 

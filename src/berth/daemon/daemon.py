@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +41,7 @@ from berth.daemon.logs import ContainerLog, open_log
 from berth.daemon.monitor import handle_exit
 from berth.daemon.options import DaemonOptions
 from berth.daemon.restart_policy import RestartManager
+from berth.daemon.stats import Sampler
 from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
@@ -674,6 +675,27 @@ class Daemon:
         result = top(self.runtime.pids(container.id), ps_args)
         self.emit_container(container, "top")
         return result
+
+    def container_stats(self, ref: str) -> Sampler:
+        """A sampler of *ref*'s resource usage; it takes no lock, so sampling never
+        waits on (or holds up) a start or stop.  dockerd sends no event for stats."""
+        container = self.get_container(ref)
+
+        def probe() -> tuple[str, Mapping[str, Any] | None] | None:
+            if self.containers.get(container.id) is not container:
+                return None  # removed: the stream ends, as moby's StopCollection does
+            st = container.state
+            if not st.running or st.restarting:
+                return container.name, None
+            try:
+                return container.name, self.runtime.stats(container.id)
+            except (errdefs.NotFound, errdefs.Conflict):
+                return container.name, None  # it stopped between the check and the read
+            except errdefs.BerthError as e:
+                log.error("collecting stats for %s: %s", container.id[:12], e)
+                return container.name, None
+
+        return Sampler(container.id, container.name, probe, _info.mem_total())
 
     def attach_info(self, ref: str) -> AttachInfo:
         container = self.get_container(ref)
