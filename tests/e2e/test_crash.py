@@ -34,19 +34,7 @@ def _ctr(d: Berthd, *args: str) -> set[str]:
 def _shims(d: Berthd) -> set[str]:
     """Container IDs of the shims serving this daemon's containerd."""
     socket = Supervisor(d.data_root, d.exec_root).socket
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not argv or not argv[0].endswith(b"containerd-shim-runc-v2"):
-            continue
-        if socket.encode() in argv and b"-id" in argv:
-            found.add(argv[argv.index(b"-id") + 1].decode())
-    return found
+    return {shim.container_id for shim in _strays.shims(socket, NAMESPACE)}
 
 
 def _settle(predicate: Any, what: str, timeout: float = 20.0) -> None:

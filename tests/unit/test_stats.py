@@ -22,8 +22,8 @@ from berth.daemon.stats import (
     with_previous,
 )
 from berth.utils.timefmt import ZERO_TIME, parse_rfc3339
+from tests.unit.daemonharness import PROGRAMS, Harness, rootfs_tar
 from tests.unit.fakeruntime import FakeRuntime
-from tests.unit.test_daemon_lifecycle import PROGRAMS, Harness, rootfs_tar
 
 GIB = 1 << 30
 UNLIMITED = 9223372036854771712  # what cgroup v1 reports for no limit
