@@ -18,7 +18,7 @@ from berth.container.stream import AttachInfo
 from berth.daemon.exec import Exec
 from berth.daemon.stats import Sampler
 from berth.events import Events
-from berth.logger.jsonfile import LogMessage
+from berth.logger import LogMessage
 from berth.types.container import (
     Config,
     CreateResponse,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +300,23 @@ class Berthd:
                 if shim_socket is not None:  # a shim killed leaves its socket
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(shim_socket)
+
+
+def inspect_container(d: Berthd, ref: str) -> Any:
+    """``docker inspect`` of one container, decoded."""
+    return json.loads(d.docker("inspect", "--type", "container", ref).stdout)[0]
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll *predicate* until it holds; the time it took is never asserted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextlib.contextmanager

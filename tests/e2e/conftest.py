@@ -52,3 +52,12 @@ def fresh_berthd(busybox_tar: Path) -> Iterator[Berthd]:
     with running_berthd() as d:
         d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
         yield d
+
+
+@pytest.fixture
+def cleanup(berthd: Berthd) -> Iterator[list[str]]:
+    """Containers a test made on the session daemon, removed after it."""
+    made: list[str] = []
+    yield made
+    for ref in made:
+        berthd.docker("rm", "-f", ref, check=False)

@@ -12,24 +12,13 @@ from typing import Any
 import pytest
 
 from berth.testing import Berthd
+from berth.testing import inspect_container as inspect
 
 NAME_RE = re.compile(r"^[a-z]+_[a-z]+\d?$")
 
 
-def inspect(d: Berthd, ref: str) -> Any:
-    return json.loads(d.docker("inspect", "--type", "container", ref).stdout)[0]
-
-
 def create(d: Berthd, *args: str) -> str:
     return d.docker("create", *args).stdout.strip()
-
-
-@pytest.fixture
-def cleanup(berthd: Berthd) -> Any:
-    made: list[str] = []
-    yield made
-    for ref in made:
-        berthd.docker("rm", "-f", ref, check=False)
 
 
 def test_create_records_every_common_flag(

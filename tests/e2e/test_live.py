@@ -12,23 +12,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from berth.runtime.supervisor import Supervisor
-from berth.testing import DOCKER, Berthd, running_berthd
-
-
-def inspect(d: Berthd, ref: str) -> Any:
-    return json.loads(d.docker("inspect", "--type", "container", ref).stdout)[0]
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from berth.testing import DOCKER, Berthd, running_berthd, wait_for
+from berth.testing import inspect_container as inspect
 
 
 def containerd_pid(d: Berthd) -> int:

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from berth import errdefs
-from berth.logger import _files
+from berth.logger import JSONFileLogger, LogMessage, _files, read_logs
 from berth.logger._codec import decode_entry, encode_entry, format_time, parse_time
 from berth.logger.copier import MAX_MESSAGE_SIZE, Copier
-from berth.logger.jsonfile import JSONFileLogger, LogMessage, read_logs
 from berth.utils.timefmt import format_rfc3339_nano
 
 SEC = 1_000_000_000

@@ -45,7 +45,7 @@ from berth.daemon.stats import Sampler
 from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
-from berth.logger.jsonfile import LogMessage
+from berth.logger import LogMessage
 from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
 from berth.types.container import (
     Config,

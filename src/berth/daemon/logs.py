@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from berth import errdefs
 from berth.daemon.validate import parse_size
-from berth.logger.jsonfile import Copier, JSONFileLogger, LogMessage, read_logs
+from berth.logger import Copier, JSONFileLogger, LogMessage, read_logs
 
 if TYPE_CHECKING:
     from berth.container.container import Container

@@ -38,12 +38,7 @@ def kill_container(d: Daemon, ref: str, sig: str) -> None:
         unpause = st.paused and num in (signals.SIGKILL, stop_signal)
         container.record.has_been_manually_stopped = True
         if st.restarting:
-            # No process to signal: just stop the restart loop.
-            st.restarting = False
-            st.running = False
-            d.checkpoint(container, host_config=False)
-            container.exited.set()
-            d.notify_exit(container)
+            _cancel_restart(d, container)
             return
         d.checkpoint(container, host_config=False)
         try:
@@ -58,6 +53,15 @@ def kill_container(d: Daemon, ref: str, sig: str) -> None:
     d.emit_container(container, "kill", {"signal": str(num)})
     if num == signals.SIGKILL and not container.exited.wait(10):
         raise errdefs.System("tried to kill container, but did not receive an exit event")
+
+
+def _cancel_restart(d: Daemon, container: Container) -> None:
+    """A container waiting out its restart back-off has no process: end the loop."""
+    container.state.restarting = False
+    container.state.running = False
+    d.checkpoint(container, host_config=False)
+    container.exited.set()
+    d.notify_exit(container)
 
 
 def _signal(d: Daemon, container: Container, num: int) -> None:
@@ -82,11 +86,7 @@ def stop_container(d: Daemon, ref: str, timeout: int | None, sig: str = "") -> N
             raise errdefs.NotModified("container already stopped")
         container.record.has_been_manually_stopped = True
         if st.restarting:
-            st.restarting = False
-            st.running = False
-            d.checkpoint(container, host_config=False)
-            container.exited.set()
-            d.notify_exit(container)
+            _cancel_restart(d, container)
             return
         d.checkpoint(container, host_config=False)
     stop_and_wait(d, container, timeout, sig)

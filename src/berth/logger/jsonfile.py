@@ -46,18 +46,9 @@ from berth.logger._files import (
     tail_position,
 )
 from berth.logger._gzip import compress_file
-from berth.logger.copier import MAX_MESSAGE_SIZE, Copier
 from berth.logger.message import LogMessage
 
-__all__ = [
-    "MAX_MESSAGE_SIZE",
-    "Copier",
-    "JSONFileLogger",
-    "LogMessage",
-    "LogPosition",
-    "LogReader",
-    "read_logs",
-]
+__all__ = ["JSONFileLogger", "LogPosition", "LogReader", "read_logs"]
 
 log = logging.getLogger(__name__)
 
