@@ -1,11 +1,13 @@
-"""Time docker-CLI workloads against berthd and, optionally, a reference engine.
+"""Time docker-CLI workloads against berthd and, side by side, a reference engine.
 
-    .venv/bin/python bench/run.py                       # starts its own berthd
-    .venv/bin/python bench/run.py --berth unix:///run/berth.sock
-    .venv/bin/python bench/run.py --reference unix:///var/run/docker.sock
+    make bench                                          # berthd only (starts its own)
+    .venv/bin/python bench/run.py --reference unix:///tmp/ref/docker.sock
+    .venv/bin/python bench/run.py --berth unix:///run/berth.sock --only 'run --rm'
 
-Each workload runs ``--rounds`` times per engine (engines interleaved, so both
-see the same machine load); the table shows medians and berth/reference ratios.
+Samples alternate between the engines (A B A B) so that machine drift hits both
+alike. Every sample checks its result and counts as FAILED when it is wrong.
+The table shows median, min and max per engine and the berth/reference ratio
+of the medians; JSON and markdown copies go to bench/results/. See README.md.
 Nothing here asserts a duration: this is for people, not for CI.
 """
 
@@ -13,130 +15,166 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
+import datetime
+import json
 import os
+import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from berth.testing import DOCKER, busybox_rootfs_tar, running_berthd
+from engines import Engine, Failed, memory_kib
+from workloads import IMAGE, LABEL, Workload, all_workloads
 
-IMAGE = "berth-bench-busybox:latest"
+from berth.testing import busybox_rootfs_tar, running_berthd
 
-
-@dataclass
-class Engine:
-    name: str
-    host: str
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["DOCKER_HOST"] = self.host
-        env.pop("DOCKER_CONTEXT", None)
-        return env
-
-    def docker(self, *args: str, stdin: bytes | None = None) -> str:
-        proc = subprocess.run(
-            [DOCKER, *args], env=self.env(), input=stdin, capture_output=True, check=False
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{self.name}: docker {' '.join(args)}: {proc.stderr.decode()}")
-        return proc.stdout.decode()
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+RESULTS = Path(__file__).parent / "results"
+MEMORY_CONTAINERS = 10
 
 
 @dataclass
-class Workload:
+class Row:
     name: str
-    setup: Callable[[Engine], None]
-    run: Callable[[Engine], object]
-    teardown: Callable[[Engine], None]
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def stats(self, engine: str) -> dict[str, float] | None:
+        s = self.samples.get(engine)
+        if engine in self.failures or not s:
+            return None
+        return {"median": statistics.median(s), "min": min(s), "max": max(s), "n": len(s)}
 
 
-def _noop(_: Engine) -> None:
-    return None
+def run_workload(w: Workload, engines: list[Engine], rounds: int) -> Row:
+    row = Row(w.name, {e.name: [] for e in engines})
+    live = []
+    for e in engines:
+        try:
+            w.setup(e)
+            live.append(e)
+        except Failed as f:
+            row.failures[e.name] = f"set-up: {f}"
+    try:
+        for _ in range(min(rounds, w.rounds or rounds)):
+            for e in live:
+                if e.name in row.failures:
+                    continue
+                try:
+                    row.samples[e.name].append(w.sample(e))
+                except Failed as f:
+                    row.failures[e.name] = str(f)
+    finally:
+        for e in live:
+            try:
+                w.teardown(e)
+            except Failed as f:
+                row.failures.setdefault(e.name, f"tear-down: {f}")
+    return row
 
 
-def workloads(tar: Path, n_containers: int) -> list[Workload]:
-    created: dict[str, list[str]] = {}
+def remove_leftovers(e: Engine) -> None:
+    ids = e.out("ps", "-aq", "--filter", "label=" + LABEL).split()
+    if ids:
+        e.ok("rm", "-f", *ids)
 
-    def create_many(e: Engine) -> None:
-        ids = [
-            e.docker("create", "-l", "bench=1", IMAGE, "true").strip() for _ in range(n_containers)
-        ]
-        created[e.name] = ids
 
-    def rm_many(e: Engine) -> None:
-        ids = created.pop(e.name, [])
-        if ids:
-            e.docker("rm", *ids)
+def engine_memory(e: Engine) -> dict[str, float]:
+    """RSS/PSS (MiB) of the daemon and its containerd, idle and per running container."""
 
-    def create_rm(e: Engine) -> None:
-        cid = e.docker("create", IMAGE, "true").strip()
-        e.docker("rm", cid)
+    def totals() -> dict[str, float]:
+        procs = e.processes()
+        d, c = memory_kib(procs.daemon), memory_kib(procs.containerd or 0)
+        shims = [memory_kib(p) for p in procs.shims]
+        return {
+            "engine_rss": (d[0] + c[0]) / 1024,
+            "engine_pss": (d[1] + c[1]) / 1024,
+            "daemon_rss": d[0] / 1024,
+            "daemon_pss": d[1] / 1024,
+            "containerd_rss": c[0] / 1024,
+            "containerd_pss": c[1] / 1024,
+            "shims": len(shims),
+            "all_rss": (d[0] + c[0] + sum(s[0] for s in shims)) / 1024,
+            "all_pss": (d[1] + c[1] + sum(s[1] for s in shims)) / 1024,
+        }
 
-    def import_rmi(e: Engine) -> None:
-        e.docker("import", str(tar), "berth-bench-import:1")
-        e.docker("rmi", "berth-bench-import:1")
-
-    kept: dict[str, str] = {}
-
-    def run_logger(e: Engine) -> None:
-        script = 'BEGIN{for(i=0;i<100000;i++) printf "%099d\\n", i}'
-        kept[e.name] = e.docker("run", "-d", IMAGE, "awk", script).strip()
-        e.docker("wait", kept[e.name])
-
-    def run_sleeper(e: Engine) -> None:
-        kept[e.name] = e.docker("run", "-d", IMAGE, "sleep", "600").strip()
-
-    def rm_kept(e: Engine) -> None:
-        e.docker("rm", "-f", kept.pop(e.name))
-
-    return [
-        Workload("version", _noop, lambda e: e.docker("version"), _noop),
-        Workload("logs (10 MB)", run_logger, lambda e: e.docker("logs", kept[e.name]), rm_kept),
-        Workload(
-            "exec true", run_sleeper, lambda e: e.docker("exec", kept[e.name], "true"), rm_kept
-        ),
-        Workload("run --rm true", _noop, lambda e: e.docker("run", "--rm", IMAGE, "true"), _noop),
-        Workload(
-            "run --rm echo (output)",
-            _noop,
-            lambda e: e.docker("run", "--rm", IMAGE, "echo", "hello"),
-            _noop,
-        ),
-        Workload("create + rm", _noop, create_rm, _noop),
-        Workload(
-            f"ps -a ({n_containers} containers)",
-            create_many,
-            lambda e: e.docker("ps", "-a"),
-            rm_many,
-        ),
-        Workload(
-            f"inspect ({n_containers} containers)",
-            create_many,
-            lambda e: e.docker("inspect", *created[e.name]),
-            rm_many,
-        ),
-        Workload("images", _noop, lambda e: e.docker("images"), _noop),
-        Workload("import + rmi (2 MB)", _noop, import_rmi, _noop),
+    idle = totals()
+    ids = [
+        e.out("run", "-d", "-l", LABEL, IMAGE, "sleep", "3600") for _ in range(MEMORY_CONTAINERS)
     ]
+    try:
+        time.sleep(2)
+        busy = totals()
+    finally:
+        e.ok("rm", "-f", *ids)
+    out = {f"idle_{k}": v for k, v in idle.items()}
+    out.update({f"running{MEMORY_CONTAINERS}_{k}": v for k, v in busy.items()})
+    out["per_container_rss"] = (busy["all_rss"] - idle["all_rss"]) / MEMORY_CONTAINERS
+    out["per_container_pss"] = (busy["all_pss"] - idle["all_pss"]) / MEMORY_CONTAINERS
+    return out
+
+
+def ms(v: float) -> str:
+    return f"{v * 1000:.1f}"
+
+
+def table(rows: list[Row], engines: list[Engine]) -> list[str]:
+    ref = len(engines) > 1
+    head = ["workload", "berth median", "min", "max"]
+    if ref:
+        head += ["reference median", "min", "max", "ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.name]
+        for e in engines:
+            s = row.stats(e.name)
+            cells += [ms(s["median"]), ms(s["min"]), ms(s["max"])] if s else ["FAILED", "", ""]
+        if ref:
+            a, b = row.stats("berth"), row.stats("reference")
+            cells.append(f"{a['median'] / b['median']:.2f}" if a and b else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def memory_table(mem: dict[str, dict[str, float]]) -> list[str]:
+    names = list(mem)
+    keys = [
+        ("idle_daemon_rss", "daemon RSS, idle"),
+        ("idle_containerd_rss", "its containerd RSS, idle"),
+        ("idle_engine_rss", "daemon + containerd RSS, idle"),
+        ("idle_engine_pss", "daemon + containerd PSS, idle"),
+        (
+            f"running{MEMORY_CONTAINERS}_engine_rss",
+            f"daemon + containerd RSS, {MEMORY_CONTAINERS} running",
+        ),
+        (f"running{MEMORY_CONTAINERS}_all_rss", f"with shims RSS, {MEMORY_CONTAINERS} running"),
+        (f"running{MEMORY_CONTAINERS}_all_pss", f"with shims PSS, {MEMORY_CONTAINERS} running"),
+        ("per_container_rss", "RSS per running container (shim included)"),
+        ("per_container_pss", "PSS per running container (shim included)"),
+    ]
+    lines = ["| memory (MiB) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key, label in keys:
+        lines.append(f"| {label} | " + " | ".join(f"{mem[n][key]:.1f}" for n in names) + " |")
+    return lines
 
 
 @contextlib.contextmanager
-def own_berthd() -> Iterator[str]:
+def berth_engine(host: str | None) -> Iterator[str]:
+    if host:
+        yield host
+        return
     with running_berthd() as d:
         yield d.host
+
+
+def describe(e: Engine) -> str:
+    try:
+        return e.out("version", "-f", "{{.Server.Version}}")
+    except Failed:
+        return "?"
 
 
 def main() -> int:
@@ -145,49 +183,76 @@ def main() -> int:
     )
     p.add_argument("--berth", help="berthd socket (default: start one on temp paths)")
     p.add_argument("--reference", help="a reference engine's socket, e.g. dockerd's")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--containers", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=20, help="samples per workload and engine")
+    p.add_argument("--only", action="append", help="run workloads whose name contains this")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        tar = busybox_rootfs_tar(Path(tmp) / "busybox.tar")
-        berth_host = args.berth or stack.enter_context(own_berthd())
-        engines = [Engine("berth", berth_host)]
+    with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmpdir, contextlib.ExitStack() as st:
+        tmp = Path(tmpdir)
+        tar = busybox_rootfs_tar(tmp / "busybox.tar")
+        engines = [Engine("berth", st.enter_context(berth_engine(args.berth)))]
         if args.reference:
             engines.append(Engine("reference", args.reference))
+        versions = {e.name: describe(e) for e in engines}
         for e in engines:
-            e.docker("import", "--change", 'CMD ["sh"]', str(tar), IMAGE)
-        rows = []
+            e.ok("import", "--change", 'CMD ["sh"]', str(tar), IMAGE)
+        rows: list[Row] = []
+        memory: dict[str, dict[str, float]] = {}
         try:
-            for w in workloads(tar, args.containers):
-                samples: dict[str, list[float]] = {e.name: [] for e in engines}
-                for e in engines:
-                    w.setup(e)
-                try:
-                    for _ in range(args.rounds):
-                        for e in engines:
-                            samples[e.name].append(timed(functools.partial(w.run, e)))
-                finally:
-                    for e in engines:
-                        w.teardown(e)
-                rows.append((w.name, {k: statistics.median(v) for k, v in samples.items()}))
+            if not args.no_memory and not args.only:
+                memory = {e.name: engine_memory(e) for e in engines}
+            for w in all_workloads(tmp):
+                if args.only and not any(o in w.name for o in args.only):
+                    continue
+                row = run_workload(w, engines, args.rounds)
+                rows.append(row)
+                print("\n".join(table([row], engines)[2:]), flush=True)
         finally:
             for e in engines:
-                with contextlib.suppress(RuntimeError):
-                    e.docker("rmi", IMAGE)
+                with contextlib.suppress(Failed):
+                    remove_leftovers(e)
+                    e.ok("rmi", IMAGE)
 
-    header = f"{'workload':32} {'berth ms':>10}"
-    if args.reference:
-        header += f" {'reference ms':>13} {'ratio':>7}"
-    print(header)
-    for name, med in rows:
-        line = f"{name:32} {med['berth'] * 1000:10.1f}"
-        if args.reference:
-            ref = med["reference"]
-            line += f" {ref * 1000:13.1f} {med['berth'] / ref:7.2f}"
-        print(line)
-    print(f"(medians of {args.rounds} rounds; each includes the docker CLI's own start-up)")
-    return 0
+    lines = [
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{os.cpu_count()} cores; " + ", ".join(f"{n} {v}" for n, v in versions.items()),
+        "",
+        f"Times in ms (docker CLI start-up included), up to {args.rounds} samples per engine.",
+        "",
+        *table(rows, engines),
+    ]
+    if memory:
+        lines += ["", *memory_table(memory)]
+    for row in rows:
+        for name, why in row.failures.items():
+            lines.append(f"\nFAILED {row.name} on {name}: {why}")
+    print("\n" + "\n".join(lines))
+
+    RESULTS.mkdir(exist_ok=True)
+    stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    (RESULTS / f"{stamp}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stamp}.json").write_text(
+        json.dumps(
+            {
+                "versions": versions,
+                "rounds": args.rounds,
+                "workloads": [
+                    {
+                        "name": r.name,
+                        "samples": r.samples,
+                        "failures": r.failures,
+                        "stats": {e.name: r.stats(e.name) for e in engines},
+                    }
+                    for r in rows
+                ],
+                "memory": memory,
+            },
+            indent=1,
+        )
+    )
+    print(f"\nwritten: {RESULTS / stamp}.md and .json")
+    return 1 if any(r.failures for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -153,14 +153,22 @@ class Harness:
         return c
 
     def wait_exited(self, c: Container) -> None:
+        """Wait for the exit to be handled, its tail (task delete, unmount) included."""
         if not c.exited.wait(TIMEOUT):
             raise AssertionError(f"container {c.id[:12]} did not exit")
+        self.settle(c)
 
     def fifo_files(self, c: Container) -> list[str]:
         try:
             return sorted(os.listdir(self.d.fifo_dir(c.id)))
         except FileNotFoundError:
             return []
+
+    def settle(self, c: Container) -> None:
+        """Wait for the tail of an exit (task delete, unmount, removal's release): it
+        runs under the container's lock after the waiters have heard of the exit."""
+        with c.lock:
+            pass
 
     def mount_count(self, c: Container) -> int:
         return self.d.images.layers.get_rw_layer(c.id)._mounts

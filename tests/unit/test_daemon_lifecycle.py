@@ -129,6 +129,7 @@ def test_run_output_and_exit(h: Harness, fake: FakeRuntime) -> None:
     assert st["Error"] == ""
     assert c.state.status() == "exited"
     assert h.d.view.snapshot().find(c.id).record.state.exit_code == 3
+    h.settle(c)
     assert rw._mounts == 0  # every mount of the run was put back
     assert not fake.has_task(c.id)  # the task was deleted
     assert h.fifo_files(c) == []
@@ -247,6 +248,7 @@ def test_stop_honouring_sigterm(h: Harness, fake: FakeRuntime) -> None:
     assert cfg["State"]["ExitCode"] == 143
     assert cfg["State"]["Running"] is False
     assert cfg["HasBeenManuallyStopped"] is True
+    h.settle(c)
     assert h.mount_count(c) == 0
 
 
@@ -419,7 +421,8 @@ def test_policy_restarts_after_exit_not_after_stop(
     assert read_config(c)["HasBeenManuallyStopped"] is True
     assert read_config(c)["RestartCount"] == 1
     assert fake.starts[c.id] == 2
-    assert not fake.has_task(c.id)
+    with c.lock:  # the task is deleted after the waiters hear of the exit, under the lock
+        assert not fake.has_task(c.id)
 
 
 def restart_threads() -> list[threading.Thread]:
@@ -541,6 +544,55 @@ def test_restart_manager_decisions() -> None:
     assert rm.should_restart(c, 1) == (True, 0.1)
 
 
+def _hold_task_deletes(fake: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    gate = threading.Event()
+    real = fake.delete
+
+    def held(container_id: str) -> int | None:
+        assert gate.wait(TIMEOUT)
+        return real(container_id)
+
+    monkeypatch.setattr(fake, "delete", held)
+    return gate
+
+
+def test_waiters_hear_the_exit_before_the_task_is_deleted(
+    h: Harness, fake: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = h.run_container("server")
+    gate = _hold_task_deletes(fake, monkeypatch)
+    next_exit = h.waiter(c.id, "next-exit")
+    fake.exit(c.id, 3)
+    assert next_exit.result(TIMEOUT) == (3, None)  # while the OCI runtime's delete is held
+    assert h.d.inspect_container(c.id, False, (1, 51))["State"]["Status"] == "exited"
+    assert fake.has_task(c.id)
+    restart = threading.Thread(target=h.d.start_container, args=(c.id,))
+    restart.start()  # waits for the delete (and the unmount) under the container's lock
+    gate.set()
+    restart.join(TIMEOUT)
+    assert fake.starts[c.id] == 2
+    assert c.state.running
+
+
+def test_run_rm_is_removed_before_the_task_is_deleted(
+    h: Harness, fake: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = h.create("server", name="quick", auto_remove=True)
+    removed = h.waiter(c.id, "removed")
+    h.d.start_container(c.id)
+    gate = _hold_task_deletes(fake, monkeypatch)
+    fake.exit(c.id, 5)
+    assert removed.result(TIMEOUT) == (5, None)
+    with pytest.raises(errdefs.NotFound):
+        h.d.get_container("quick")  # the name is free for the next run already
+    assert fake.has_task(c.id) and c.root.exists()
+    gate.set()
+    h.settle(c)
+    assert not fake.has_task(c.id)
+    assert not c.root.exists()
+    assert h.d.images.layers.rw_layer_names() == []
+
+
 # -- auto-remove -----------------------------------------------------------------------------
 def test_auto_remove_after_exit(h: Harness, fake: FakeRuntime) -> None:
     c = h.create("server", name="gone", auto_remove=True)
@@ -548,6 +600,7 @@ def test_auto_remove_after_exit(h: Harness, fake: FakeRuntime) -> None:
     h.d.start_container(c.id)
     fake.exit(c.id, 7)
     assert removed.result(TIMEOUT) == (7, None)
+    h.settle(c)
     assert not c.root.exists()
     with pytest.raises(errdefs.NotFound):
         h.d.get_container(c.id)
@@ -603,6 +656,7 @@ def test_auto_remove_after_a_failed_start(h: Harness, fake: FakeRuntime) -> None
     code, error = removed.result(TIMEOUT)
     assert code == 127
     assert error is not None and "executable file not found" in error
+    h.settle(c)
     assert not c.root.exists()
     with pytest.raises(errdefs.NotFound):
         h.d.get_container(c.id)
@@ -835,6 +889,7 @@ def test_restore_with_live_restore_reattaches(fresh: Callable[..., Harness]) -> 
     assert b"".join(d for _, d in got) == b"still here\n"
     assert c.state.exit_code == 7
     assert read_config(c)["State"]["Running"] is False
+    h2.settle(c)
     assert h2.mount_count(c) == 0
     assert h2.fifo_files(c) == []
 

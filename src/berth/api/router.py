@@ -31,12 +31,25 @@ class Route:
     handler: Handler
 
 
+_Entry = tuple[str, re.Pattern[str], Handler]
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
 class Router:
+    """Routes are bucketed by their literal first path segment ("containers"),
+    so a request is matched against a handful of patterns, not all of them."""
+
     def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._buckets: dict[str, list[_Entry]] = {}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self._routes.append((method, _compile(pattern), handler))
+        if "{" in _first_segment(pattern):
+            raise ValueError(f"route {pattern}: the first path segment must be literal")
+        entry = (method, _compile(pattern), handler)
+        self._buckets.setdefault(_first_segment(pattern), []).append(entry)
 
     def extend(self, routes: list[Route]) -> None:
         for r in routes:
@@ -45,7 +58,7 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | bool:
         """The handler and path parameters, or whether the path exists for another method."""
         path_known = False
-        for m, rx, handler in self._routes:
+        for m, rx, handler in self._buckets.get(_first_segment(path), ()):
             found = rx.match(path)
             if found is None:
                 continue

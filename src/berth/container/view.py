@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import immutables
 
@@ -31,6 +32,9 @@ class Snapshot:
     created_ns: int
     started_ns: int
     finished_ns: int
+    #: Views derived from this snapshot alone (an inspect answer), kept until the
+    #: next checkpoint replaces the snapshot; what is put here is never mutated.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def id(self) -> str:

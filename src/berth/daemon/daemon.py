@@ -14,7 +14,8 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,6 +66,9 @@ from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 log = logging.getLogger(__name__)
 
+#: How long shutdown waits for exits still being handled (task deletes, unmounts).
+SHUTDOWN_GRACE = 30.0
+
 
 #: (condition, future) of one ``POST /containers/{id}/wait``
 Waiter = tuple[str, "asyncio.Future[tuple[int, str | None]]"]
@@ -80,6 +84,7 @@ class Daemon:
         self._supervisor: Any = None
         self._waiters: dict[str, list[Waiter]] = {}
         self._workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="berth-monitor")
+        self._inflight: set[Future[None]] = set()
         self.execs = ExecStore(self)
         self.cgroup_parent = "/berth"
         root = options.data_root
@@ -329,7 +334,9 @@ class Daemon:
             except Exception:
                 log.exception("%s failed", getattr(fn, "__name__", fn))
 
-        self._workers.submit(run)
+        fut = self._workers.submit(run)
+        self._inflight.add(fut)
+        fut.add_done_callback(self._inflight.discard)
 
     def reconcile(self, container: Container) -> None:
         """Record the exit of a task that stopped without our hearing of it."""
@@ -372,6 +379,8 @@ class Daemon:
                     fut.result(60)
                 except Exception as e:
                     log.warning("stopping a container at shutdown: %s", e)
+        # Exits being handled (task deletes, unmounts, auto-removals) finish first.
+        wait_futures(list(self._inflight), timeout=SHUTDOWN_GRACE)
         if self._runtime is not None:
             self._runtime.close()
         if self._supervisor is not None:

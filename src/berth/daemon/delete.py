@@ -48,16 +48,27 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
 
 
 def cleanup(d: Daemon, container: Container) -> None:
-    """Forget the container everywhere; the record goes first so a crash cannot resurrect it."""
-    ident = container.id
+    with container.lock:  # after the monitor's deletion of the task and the unmount
+        forget(d, container)
+        release(d, container)
+
+
+def forget(d: Daemon, container: Container) -> None:
+    """Take the container out of the API; the record goes first so a crash cannot
+    resurrect it (the boot then releases what ``release`` had not)."""
     try:
         (container.root / "config.v2.json").unlink()
     except FileNotFoundError:
         pass
     d.unregister(container)
+    st = container.state
+    d.notify_removed(container.id, st.exit_code, st.error or None)
+    d.emit_container(container, "destroy")
+
+
+def release(d: Daemon, container: Container) -> None:
+    """Free what a forgotten container held on disk: its RW layer and directory."""
+    ident = container.id
     d.images.release_rw_layer(ident)
     shutil.rmtree(container.root, ignore_errors=True)
     d.forget_runtime_state(ident)
-    st = container.state
-    d.notify_removed(ident, st.exit_code, st.error or None)
-    d.emit_container(container, "destroy")

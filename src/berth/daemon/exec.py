@@ -237,11 +237,6 @@ class ExecStore:
         io = ex.io
         if io is not None:
             io.done.wait(2.0)
-        try:
-            self.d.runtime.delete_exec(ex.container.id, ex.id)
-        except errdefs.BerthError as e:
-            log.debug("deleting exec %s: %s", ex.id[:12], e)
-        if io is not None:
             io.close()
         ex.io = None
         ex.running = False
@@ -250,6 +245,12 @@ class ExecStore:
         self.d.emit_container(
             ex.container, "exec_die", {"execID": ex.id, "exitCode": str(event.exit_code)}
         )
+        # The shim's record of the process goes after the client has its exit code:
+        # it is not on the path of ``docker exec``.
+        try:
+            self.d.runtime.delete_exec(ex.container.id, ex.id)
+        except errdefs.BerthError as e:
+            log.debug("deleting exec %s: %s", ex.id[:12], e)
 
     def resize(self, exec_id: str, height: int, width: int) -> None:
         ex = self.get(exec_id)

@@ -23,8 +23,21 @@ _USER_NETWORKS_EXCLUDED = ("bridge", "host", "none", "default")
 
 
 def inspect_container(d: Daemon, ref: str, size: bool, version: tuple[int, int]) -> dict[str, Any]:
+    """The answer of ``GET /containers/{id}/json``; callers must not mutate it.
+
+    Without sizes it depends only on the snapshot, the API version and the exec
+    IDs, so it is built once per checkpoint (``docker inspect`` of many
+    containers, compose and testcontainers polling).
+    """
     snap = d.view.snapshot().find(ref)
-    wire: dict[str, Any] = to_wire(build(d, snap, size, version))
+    if size:
+        return to_wire(build(d, snap, size, version))  # type: ignore[no-any-return]
+    key = ("inspect", version, tuple(d.exec_ids(snap.id) or ()))
+    wire: dict[str, Any] | None = snap.memo.get(key)
+    if wire is None:
+        wire = to_wire(build(d, snap, size, version))
+        snap.memo.clear()  # one entry: the exec IDs or the version changed
+        snap.memo[key] = wire
     return wire
 
 

@@ -1,9 +1,10 @@
 """What happens when a container's process exits (moby's ``handleContainerExit``).
 
 The output is drained first (so ``docker run echo hi`` never loses its last
-line), then the task is deleted, the state set, the root filesystem
-unmounted, waiters woken; the restart policy may start it again, and
-AutoRemove removes it.
+line), then the state is set and waiters woken; AutoRemove forgets the
+container at once.  The task is deleted and the root filesystem unmounted
+after that, under the container's lock; the restart policy may then start it
+again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from berth import errdefs
+from berth.daemon import delete as _delete
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
@@ -36,12 +38,12 @@ def handle_exit(
         io = container.io
         if io is not None and not io.done.wait(IO_DRAIN_TIMEOUT):
             log.warning("output of %s not drained in time", container.id[:12])
-        try:
-            status = d.runtime.delete(container.id)
-            if status is not None and exit_code < 0:
+        task_deleted = False
+        if exit_code < 0:  # no status in the event: the task has it
+            task_deleted = True
+            status = _delete_task(d, container)
+            if status is not None:
                 exit_code = status
-        except errdefs.BerthError as e:
-            log.warning("deleting task of %s: %s", container.id[:12], e)
         if io is not None:
             io.close()
         container.io = None
@@ -59,24 +61,47 @@ def handle_exit(
         st.finished_at = format_rfc3339_nano(exited_at_ns or now_ns())
         if st.oom_killed and exit_code == 137:
             st.error = ""
-        try:
-            rw = d.images.layers.get_rw_layer(container.id)
-            d.images.layers.unmount(rw)
-        except errdefs.BerthError as e:
-            log.warning("unmounting %s: %s", container.id[:12], e)
         restart, delay = d.restart_manager.should_restart(container, exit_code)
         if restart:
             st.restarting = True
             st.running = True  # dockerd shows restarting containers as running + restarting
             container.record.restart_count += 1
-        d.checkpoint(container, host_config=False)
+        remove = not restart and container.host_config.auto_remove and not st.removal_in_progress
+        if remove:
+            # Not persisted: the record goes in a moment, and should berthd die
+            # first, the boot finds no task and removes the container then.
+            st.removal_in_progress = True
+            d.checkpoint(container, host_config=False, write=False)
+        else:
+            d.checkpoint(container, host_config=False)
         container.exited.set()
-    d.notify_exit(container)
-    d.emit_container(container, "die", {"exitCode": str(exit_code)})
+        # Waiters and the events hear of the exit now.  The task and the mount go
+        # after, still under the lock, so that a start or a removal that follows
+        # finds them gone: the OCI runtime's delete is then off the critical path
+        # of ``docker run``, ``docker stop`` and ``docker run --rm``.
+        d.notify_exit(container)
+        d.emit_container(container, "die", {"exitCode": str(exit_code)})
+        if remove:
+            _delete.forget(d, container)
+        if not task_deleted:
+            _delete_task(d, container)
+        try:
+            rw = d.images.layers.get_rw_layer(container.id)
+            d.images.layers.unmount(rw)
+        except errdefs.BerthError as e:
+            log.warning("unmounting %s: %s", container.id[:12], e)
+        if remove:
+            _delete.release(d, container)
     if restart:
         threading.Thread(target=_restart_later, args=(d, container, delay), daemon=True).start()
-    elif container.host_config.auto_remove:
-        d.auto_remove(container)
+
+
+def _delete_task(d: Daemon, container: Container) -> int | None:
+    try:
+        return d.runtime.delete(container.id)
+    except errdefs.BerthError as e:
+        log.warning("deleting task of %s: %s", container.id[:12], e)
+        return None
 
 
 def _restart_later(d: Daemon, container: Container, delay: float) -> None:
