@@ -102,6 +102,14 @@ def workloads(tar: Path, n_containers: int) -> list[Workload]:
     def rm_kept(e: Engine) -> None:
         e.docker("rm", "-f", kept.pop(e.name))
 
+    big = tar.parent / "cp-100M"
+
+    def created_with_big(e: Engine) -> None:
+        if not big.exists():
+            big.write_bytes(os.urandom(100 << 20))
+        kept[e.name] = e.docker("create", IMAGE, "true").strip()
+        e.docker("cp", str(big), f"{kept[e.name]}:/big")
+
     return [
         Workload("version", _noop, lambda e: e.docker("version"), _noop),
         Workload("logs (10 MB)", run_logger, lambda e: e.docker("logs", kept[e.name]), rm_kept),
@@ -127,6 +135,18 @@ def workloads(tar: Path, n_containers: int) -> list[Workload]:
             create_many,
             lambda e: e.docker("inspect", *created[e.name]),
             rm_many,
+        ),
+        Workload(
+            "cp in (100 MB, stopped)",
+            created_with_big,
+            lambda e: e.docker("cp", str(big), f"{kept[e.name]}:/big"),
+            rm_kept,
+        ),
+        Workload(
+            "cp out (100 MB, stopped)",
+            created_with_big,
+            lambda e: e.docker("cp", f"{kept[e.name]}:/big", str(tar.parent / f"out-{e.name}")),
+            rm_kept,
         ),
         Workload("images", _noop, lambda e: e.docker("images"), _noop),
         Workload("import + rmi (2 MB)", _noop, import_rmi, _noop),
