@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from berth.container.stream import AttachInfo
+from berth.daemon.archive import Archive
 from berth.daemon.exec import Exec
 from berth.daemon.stats import Sampler
 from berth.events import Events
@@ -25,6 +26,7 @@ from berth.types.container import (
     ExecOptions,
     HostConfig,
     NetworkingConfig,
+    PathStat,
     PruneReport,
     Summary,
 )
@@ -81,6 +83,25 @@ class ExecBackend(Protocol):
     def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
 
     def exec_resize(self, exec_id: str, height: int, width: int) -> None: ...
+
+
+class CopyBackend(Protocol):
+    """``docker cp``: the archive routes (blocking; run off the loop)."""
+
+    def container_stat_path(self, ref: str, path: str) -> PathStat: ...
+
+    def container_archive_path(self, ref: str, path: str) -> Archive:
+        """The stat of *path* and a one-shot writer of its tar; holds the container's
+        files until the writer ends or the archive is closed."""
+
+    def container_extract_to_dir(
+        self,
+        ref: str,
+        path: str,
+        copy_uid_gid: bool,
+        no_overwrite_dir_non_dir: bool,
+        content: IO[bytes],
+    ) -> None: ...
 
 
 class MonitorBackend(Protocol):
@@ -146,6 +167,7 @@ class Backend(
     StateBackend,
     AttachBackend,
     ExecBackend,
+    CopyBackend,
     MonitorBackend,
     ContainerSystemBackend,
     ImageBackend,

@@ -91,7 +91,12 @@ class Request:
         if self._body_done:
             return
         while True:
-            event = await self._conn.next_event()
+            try:
+                event = await self._conn.next_event()
+            except h11.RemoteProtocolError as e:
+                if self._conn.reader.at_eof():
+                    raise ClientGone(str(e)) from None  # closed mid-body: nobody to answer
+                raise
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -225,7 +230,11 @@ class _Connection:
 
     async def _stream(self, response: StreamingResponse) -> None:
         headers = self._headers(response.headers, response.content_type)
-        await self.send(h11.Response(status_code=response.status, headers=headers))
+        try:
+            await self.send(h11.Response(status_code=response.status, headers=headers))
+        except BaseException:
+            await _aclose(response.chunks)  # its producer may hold resources until closed
+            raise
         pump = asyncio.ensure_future(self._pump_chunks(response.chunks))
         if self.h11.their_state is not h11.DONE:
             # The handler may still be reading the body: the socket is its.
@@ -258,10 +267,7 @@ class _Connection:
                 if chunk:
                     await self.send(h11.Data(data=chunk))
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await _aclose(chunks)
 
     async def _watch_disconnect(self) -> None:
         """Return when the peer closes; anything it sends meanwhile is kept for h11."""
@@ -293,6 +299,13 @@ class _Connection:
             self.h11.start_next_cycle()
             return True
         return False
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 class HTTPServer:

@@ -7,8 +7,8 @@ import logging
 import re
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
-from berth.api import containers, events, execs, images, lifecycle, system
-from berth.api._http import AnyResponse, HTTPServer, Request, Response
+from berth.api import archive, containers, events, execs, images, lifecycle, system
+from berth.api._http import AnyResponse, ClientGone, HTTPServer, Request, Response
 from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode
@@ -35,7 +35,7 @@ class ApiServer:
         self.backend = backend
         self.router = Router()
         self.context = Context(backend)
-        for module in (system, events, containers, lifecycle, execs, images):
+        for module in (system, events, containers, lifecycle, archive, execs, images):
             self.router.extend(module.routes(self.context))
         self.http = HTTPServer(
             self.handle,
@@ -77,8 +77,8 @@ class ApiServer:
         req.params = params
         try:
             return await handler(req)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, ClientGone):
+            raise  # a client gone mid-upload has nobody to read an error
         except Exception as e:
             status, message = classify(e)
             if status >= 500:

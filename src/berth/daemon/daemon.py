@@ -28,6 +28,7 @@ from berth.container.container import (
 )
 from berth.container.stream import AttachInfo
 from berth.container.view import Snapshot, ViewDB
+from berth.daemon import archive as _archive
 from berth.daemon import create as _create
 from berth.daemon import delete as _delete
 from berth.daemon import info as _info
@@ -55,6 +56,7 @@ from berth.types.container import (
     HostConfig,
     MountPoint,
     NetworkingConfig,
+    PathStat,
     PruneReport,
     Summary,
 )
@@ -743,6 +745,23 @@ class Daemon:
         if container.host_config.log_config.type == "none":
             raise errdefs.InvalidParameter("configured logging driver does not support reading")
         return container.record.config.tty, make
+
+    # -- Backend: copy (docker cp) -------------------------------------------
+    def container_stat_path(self, ref: str, path: str) -> PathStat:
+        return _archive.stat_path(self, ref, path)
+
+    def container_archive_path(self, ref: str, path: str) -> _archive.Archive:
+        return _archive.archive_path(self, ref, path)
+
+    def container_extract_to_dir(
+        self,
+        ref: str,
+        path: str,
+        copy_uid_gid: bool,
+        no_overwrite_dir_non_dir: bool,
+        content: IO[bytes],
+    ) -> None:
+        _archive.extract_to_dir(self, ref, path, copy_uid_gid, no_overwrite_dir_non_dir, content)
 
     # -- Backend: images -----------------------------------------------------
     def list_images(

@@ -478,3 +478,17 @@ class ExecStartConfig(msgspec.Struct, rename="pascal"):
     detach: bool = False
     tty: bool = False
     console_size: list[int] | None = None
+
+
+class PathStat(msgspec.Struct):
+    """``X-Docker-Container-Path-Stat`` of the archive routes (moby's ``container.PathStat``).
+
+    ``mode`` is Go's ``os.FileMode`` (type bits high: directory 1<<31, symlink
+    1<<27...), not a Unix ``st_mode``: the CLI tests it with ``IsDir()``.
+    """
+
+    name: str
+    size: int
+    mode: int
+    mtime: str
+    link_target: str = field(name="linkTarget")
