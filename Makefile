@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit e2e clean
+.PHONY: install run test lint typecheck unit e2e bench clean
 
 STUBS := src/berth/runtime/_api/__init__.py
 
@@ -41,6 +41,10 @@ test: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
+
+# berthd alone; see bench/README.md for a side-by-side run against dockerd
+bench: install
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

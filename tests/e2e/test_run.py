@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -604,3 +605,47 @@ def test_stats(berthd: Berthd, cleanup: list[str]) -> None:
     stopped = json.loads(body)
     assert stopped["id"] == cid and stopped["read"] == "0001-01-01T00:00:00Z"
     assert stopped["memory_stats"] == {} and stopped["pids_stats"] == {}
+
+
+def _frames(body: bytes) -> list[tuple[int, bytes]]:
+    out, pos = [], 0
+    while pos < len(body):
+        stream, size = struct.unpack(">BxxxL", body[pos : pos + 8])
+        out.append((stream, body[pos + 8 : pos + 8 + size]))
+        pos += 8 + size
+    return out
+
+
+def test_logs_frames_per_message_except_for_the_cli(berthd: Berthd, cleanup: list[str]) -> None:
+    """The docker CLI gets consecutive messages of a stream in one frame; other clients
+    (docker-py's stream=True yields frames) get one frame per message, as from dockerd."""
+    script = "for i in 1 2 3 4; do echo out$i; done; echo err1 >&2; echo err2 >&2"
+    cid = berthd.docker("run", "-d", "busybox", "sh", "-c", script).stdout.strip()
+    cleanup.append(cid)
+    assert berthd.docker("wait", cid).stdout.strip() == "0"
+    path = f"/v1.51/containers/{cid}/logs?stdout=1&stderr=1"
+    outs = [b"out1\n", b"out2\n", b"out3\n", b"out4\n"]
+    errs = [b"err1\n", b"err2\n"]
+
+    status, _, body = berthd.request("GET", path, headers={"User-Agent": "docker-sdk-python/7"})
+    assert status == 200
+    frames = _frames(body)
+    assert [d for s, d in frames if s == 1] == outs
+    assert [d for s, d in frames if s == 2] == errs
+
+    status, _, body = berthd.request(
+        "GET", path, headers={"User-Agent": "Docker-Client/28.2.2 (linux)"}
+    )
+    assert status == 200
+    frames = _frames(body)
+    assert b"".join(d for s, d in frames if s == 1) == b"".join(outs)
+    assert b"".join(d for s, d in frames if s == 2) == b"".join(errs)
+    assert len(frames) < len(outs) + len(errs)  # merged, never across streams
+
+    client = berthd.client()
+    try:
+        lines = list(client.containers.get(cid).logs(stream=True, stderr=False))
+    finally:
+        client.close()
+    assert lines == outs
+    assert berthd.docker("logs", cid).stdout == "out1\nout2\nout3\nout4\n"

@@ -16,7 +16,13 @@ import pytest
 
 from berth import errdefs
 from berth.logger import JSONFileLogger, LogMessage, _files, read_logs
-from berth.logger._codec import decode_entry, encode_entry, format_time, parse_time
+from berth.logger._codec import (
+    decode_entries,
+    decode_entry,
+    encode_entry,
+    format_time,
+    parse_time,
+)
 from berth.logger.copier import MAX_MESSAGE_SIZE, Copier
 from berth.utils.timefmt import format_rfc3339_nano
 
@@ -522,7 +528,14 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls[0] += 1
         return real(raw)
 
+    real_block = _files.decode_entries
+
+    def counting_block(lines: list[bytes]) -> list[LogMessage]:
+        calls[0] += len(lines)
+        return real_block(lines)
+
     monkeypatch.setattr(_files, "decode_entry", counting)
+    monkeypatch.setattr(_files, "decode_entries", counting_block)
     return calls
 
 
@@ -784,3 +797,22 @@ def test_follow_since_applies_to_new_messages(log_path: Path) -> None:
         lg.log(msg(i))
     lg.close()
     assert seq(list(reader)) == [3, 4, 5]
+
+
+def test_decode_entries_is_decode_entry_of_each_line() -> None:
+    good = [
+        encode_entry(b"line %d\n" % i, b"stdout", b"", 10**18 + i).rstrip(b"\n") for i in range(5)
+    ]
+    odd = [
+        b"",  # blank
+        b"  " + good[0] + b"\r",  # whitespace around
+        b'{"log":"cut',  # cut short by a crash
+        b"42",  # not an object
+        b'{"log":"\\ud800x\\n","stream":"stderr","time":"2026-01-02T03:04:05Z"}',  # lone surrogate
+        b'{"log":"t\\n","time":"not a time"}',
+        b'{"log":"a\\n","stream":"stdout","attrs":{"k":"v"}}',
+        b"\x00" + good[1],
+    ]
+    for lines in (good, good + odd, odd[::-1] + good):
+        assert decode_entries(lines) == [m for m in map(decode_entry, lines) if m is not None]
+    assert [m.line for m in decode_entries(good)] == [b"line %d\n" % i for i in range(5)]

@@ -75,7 +75,8 @@ class Request:
         self.method = method
         parts = urlsplit(target)
         self.path = unquote(parts.path)
-        self.query: dict[str, list[str]] = parse_qs(parts.query, keep_blank_values=True)
+        self._raw_query = parts.query
+        self._query: dict[str, list[str]] | None = None
         self.headers: dict[str, str] = {}
         for k, v in headers:
             key = k.decode("latin-1").lower()
@@ -84,6 +85,13 @@ class Request:
         self.params: dict[str, str] = {}
         self.api_version: tuple[int, int] = (0, 0)
         self._body_done = False
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query parameters, parsed on first use (most requests have none)."""
+        if self._query is None:
+            self._query = parse_qs(self._raw_query, keep_blank_values=True)
+        return self._query
 
     # -- body -------------------------------------------------------------
     async def stream(self) -> AsyncIterator[bytes]:

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: how often a stats stream samples, as dockerd's collector
 STATS_INTERVAL = 1.0
+#: The docker CLI's User-Agent prefix ("Docker-Client/28.2.2 (linux)").
+CLI_AGENT = "Docker-Client/"
+#: At most this many log messages share one frame for the CLI.
+COALESCE_MESSAGES = 512
 
 
 def _timeout(req: Request) -> int | None:
@@ -184,17 +188,36 @@ def routes(ctx: Context) -> list[Route]:
             follow,
         )
         multiplexed = not tty
+        # The docker CLI copies frame payloads to its stdout/stderr, so consecutive
+        # messages of one stream can share a frame: a 50 MB log is then a few
+        # thousand writes in the CLI instead of a million.  Other clients (docker-py's
+        # stream=True yields frames) get one frame per message, as from dockerd.
+        coalesce = multiplexed and req.headers.get("user-agent", "").startswith(CLI_AGENT)
 
         async def body() -> AsyncIterator[bytes]:
             async for batch in iterate_batches_in_thread(make):
                 out = bytearray()
+                run: list[bytes] = []
+                run_stream = -1
                 for msg in batch:
                     if msg.stream not in want:
                         continue
                     data = msg.line
                     if timestamps:
                         data = format_rfc3339_nano(msg.time_ns).encode() + b" " + data
-                    out += frame(STREAM_IDS[msg.stream], data) if multiplexed else data
+                    if not multiplexed:
+                        out += data
+                    elif not coalesce:
+                        out += frame(STREAM_IDS[msg.stream], data)
+                    else:
+                        sid = STREAM_IDS[msg.stream]
+                        if sid != run_stream or len(run) >= COALESCE_MESSAGES:
+                            if run:
+                                out += frame(run_stream, b"".join(run))
+                            run, run_stream = [], sid
+                        run.append(data)
+                if run:
+                    out += frame(run_stream, b"".join(run))
                 if out:
                     yield bytes(out)
 

@@ -554,7 +554,7 @@ class ContainerFS:
         with _extract_errors(ex):
             plain = decompress(stream)
             try:
-                tf = tarfile.open(fileobj=plain, mode="r|")  # noqa: SIM115 - the with below
+                tf = tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK)  # noqa: SIM115
             except tarfile.ReadError as e:
                 if str(e) == "empty file":
                     return  # nothing to extract, as Go's tar reader sees an empty stream

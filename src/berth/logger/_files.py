@@ -19,12 +19,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from berth.logger._codec import decode_entry
+from berth.logger._codec import decode_entries, decode_entry
 from berth.logger._gzip import decompress_to_temp, read_last_time
 from berth.logger.message import LogMessage
 
 #: Block size for bulk forward reads.
 READ_BLOCK = 256 * 1024
+FIRST_READ_BLOCK = 4 * 1024
 #: Block size for reads backwards from the end (tail) and for bisection probes.
 SCAN_BLOCK = 64 * 1024
 PROBE_BLOCK = 8 * 1024
@@ -127,12 +128,16 @@ def iter_messages(fd: int, start: int, end: int) -> Iterator[LogMessage]:
 
     A last line without a newline is decoded if it is a whole JSON object, as
     moby's decoder does; a line cut short by a crash is not, and is skipped.
+    Blocks are decoded whole; they start small and grow, so a reader that stops
+    early (``--until``, a follower catching up) decodes little more than it uses.
     """
     pos = start
     carry = b""
-    decode = decode_entry
+    block = FIRST_READ_BLOCK
+    decode, decode_block = decode_entry, decode_entries
     while pos < end:
-        data = os.pread(fd, min(READ_BLOCK, end - pos), pos)
+        data = os.pread(fd, min(block, end - pos), pos)
+        block = min(block * 2, READ_BLOCK)
         if not data:
             break
         pos += len(data)
@@ -140,10 +145,7 @@ def iter_messages(fd: int, start: int, end: int) -> Iterator[LogMessage]:
             data = carry + data
         lines = data.split(b"\n")
         carry = lines.pop()
-        for raw in lines:
-            msg = decode(raw)
-            if msg is not None:
-                yield msg
+        yield from decode_block(lines)
     if carry:
         msg = decode(carry)
         if msg is not None:

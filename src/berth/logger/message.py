@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class LogMessage:
+class LogMessage(msgspec.Struct, frozen=True, gc=False):
     """One message of a container's output.
 
     ``line`` holds the bytes exactly as the container wrote them, including the
@@ -14,6 +13,7 @@ class LogMessage:
     line longer than 16 KiB cut by the copier, or the unterminated end of the
     output) has none.  ``attrs`` are the extra attributes a driver stores with
     the message (json-file's ``"attrs"``: labels, env, tag), in file order.
+    A ``msgspec.Struct``: a 50 MB log is half a million of them.
     """
 
     stream: str
