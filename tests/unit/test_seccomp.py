@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -268,8 +271,42 @@ def _host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_spec_gets_the_default_profile() -> None:
     spec = spec_for()
-    assert spec["linux"]["seccomp"] == sc.build_seccomp(sc.default_profile(), DEFAULT_CAPS)
+    want = sc.build_seccomp(sc.default_profile(), DEFAULT_CAPS)
+    assert want is not None
+    if not sc.kernel_runs_x32():
+        want["architectures"].remove("SCMP_ARCH_X32")
+    assert spec["linux"]["seccomp"] == want
     assert "mount" not in unconditional(spec["linux"]["seccomp"])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x32 is an x86-64 ABI")
+def test_x32_is_filtered_only_where_the_kernel_runs_it() -> None:
+    runs = sc.spec_seccomp(None, False, DEFAULT_CAPS, supported=True, x32=True)
+    off = sc.spec_seccomp(None, False, DEFAULT_CAPS, supported=True, x32=False)
+    assert runs is not None and off is not None
+    assert runs["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    assert off["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    assert {k: v for k, v in runs.items() if k != "architectures"} == {
+        k: v for k, v in off.items() if k != "architectures"
+    }
+    # A custom profile is used as written.
+    custom = json.dumps(
+        {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"]}
+    )
+    got = sc.spec_seccomp([f"seccomp={custom}"], False, DEFAULT_CAPS, supported=True, x32=False)
+    assert got is not None and got["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"]
+
+
+def test_the_x32_probe_agrees_with_the_kernel() -> None:
+    # The probe runs the x32 getpid in a child; here the same call, in this process
+    # (the test runs unconfined or under a filter that allows it, or skips).
+    if platform.machine() != "x86_64":
+        assert sc.kernel_runs_x32() is False
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(0x40000000 | 39))
+    assert sc.kernel_runs_x32() is (ret >= 0 or ctypes.get_errno() != errno.ENOSYS)
 
 
 def test_spec_profile_follows_the_final_capabilities() -> None:

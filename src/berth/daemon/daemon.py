@@ -49,6 +49,7 @@ from berth.graphdriver import new_driver
 from berth.image.service import ImageService
 from berth.logger import LogMessage
 from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
+from berth.runtime.seccomp import kernel_runs_x32
 from berth.types.container import (
     Config,
     CreateResponse,
@@ -190,6 +191,8 @@ class Daemon:
                 self.options.containerd_namespace,
                 str(self.options.exec_root / "runc"),
             )
+        # Probed once, off the first container start's path.
+        threading.Thread(target=kernel_runs_x32, name="berth-x32-probe", daemon=True).start()
         resync = getattr(self._runtime, "on_resync", None)
         if resync is not None:
             resync(self._resync_exits)

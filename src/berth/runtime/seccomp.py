@@ -50,6 +50,8 @@ import json
 import os
 import platform
 import re
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -719,6 +721,33 @@ def _host_kernel() -> tuple[int, int]:
     return parse_kernel_release(os.uname().release)
 
 
+_X32_PROBE = (
+    "import ctypes, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "libc.syscall.restype = ctypes.c_long\n"
+    "r = libc.syscall(ctypes.c_long(0x40000000 | 39))\n"  # x32 getpid
+    "sys.exit(0 if r >= 0 else 1 if ctypes.get_errno() == 38 else 2)\n"  # 38: ENOSYS
+)
+
+
+@functools.cache
+def kernel_runs_x32() -> bool:
+    """Whether the kernel runs x32-ABI syscalls (most kernels ship with x32 off).
+
+    Probed in a child: under an outer seccomp filter without x32 the probe itself
+    would be killed.  Anything but a clean ENOSYS counts as "runs x32".
+    """
+    if platform.machine() != "x86_64":
+        return False
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _X32_PROBE], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return proc.returncode != 1
+
+
 @functools.cache
 def seccomp_supported(status_path: str = "/proc/self/status") -> bool:
     """Whether the kernel has seccomp filters (a ``Seccomp:`` line in /proc/self/status)."""
@@ -909,8 +938,13 @@ def spec_seccomp(
     bounding: Iterable[str],
     *,
     supported: bool | None = None,
+    x32: bool | None = None,
 ) -> dict[str, Any] | None:
-    """``linux.seccomp`` for a container, or ``None`` for none (moby's WithSeccomp)."""
+    """``linux.seccomp`` for a container, or ``None`` for none (moby's WithSeccomp).
+
+    The default profile leaves out the x32 sub-architecture when the kernel does not
+    run x32 syscalls (*x32* overrides the probe); a custom profile is used as given.
+    """
     profile = parse_security_opts(security_opt).seccomp_profile
     if profile == PROFILE_UNCONFINED:
         return None
@@ -922,5 +956,11 @@ def spec_seccomp(
                 "seccomp is not enabled in your kernel, cannot run a custom seccomp profile"
             )
         return None
-    parsed = parse_profile(profile) if _is_custom(profile) else default_profile()
-    return build_seccomp(parsed, bounding)
+    if _is_custom(profile):
+        return build_seccomp(parse_profile(profile), bounding)
+    out = build_seccomp(default_profile(), bounding)
+    if out is not None and not (kernel_runs_x32() if x32 is None else x32):
+        # x32 syscalls fail on this kernel whatever the filter says; without the
+        # sub-architecture runc compiles the filter ~6 ms faster (every start and exec).
+        out["architectures"] = [a for a in out.get("architectures", ()) if a != "SCMP_ARCH_X32"]
+    return out
