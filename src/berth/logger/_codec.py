@@ -248,18 +248,7 @@ def decode_entries(lines: list[bytes]) -> list[LogMessage]:
         entries = _block_decoder.decode(b"[" + b",".join([r for r in lines if r]) + b"]")
     except msgspec.DecodeError:
         return [m for m in map(decode_entry, lines) if m is not None]
-    out = []
-    for entry in entries:
-        if entry.time is None:
-            time_ns = _ZERO_NS
-        else:
-            try:
-                time_ns = parse_time(entry.time)
-            except ValueError:
-                continue
-        attrs = tuple(entry.attrs.items()) if entry.attrs else ()
-        out.append(LogMessage(entry.stream, entry.log.encode("utf-8"), time_ns, attrs))
-    return out
+    return [m for m in map(_message, entries) if m is not None]
 
 
 def decode_entry(raw: bytes) -> LogMessage | None:
@@ -271,8 +260,11 @@ def decode_entry(raw: bytes) -> LogMessage | None:
         entry: _Entry | None = _decoder.decode(raw)
     except msgspec.DecodeError:
         entry = _slow_decode(raw)
-    if entry is None:
-        return None
+    return None if entry is None else _message(entry)
+
+
+def _message(entry: _Entry) -> LogMessage | None:
+    """The message of a decoded line; None when its time is not a time."""
     if entry.time is None:
         time_ns = _ZERO_NS
     else:
