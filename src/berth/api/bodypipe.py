@@ -1,9 +1,9 @@
-"""Bodies between the event loop and a worker thread through an OS pipe, never spooled.
+"""Bodies between the event loop and a worker thread, never spooled.
 
 :class:`BodyPipe` hands a request body to a worker as a blocking file: the
-loop writes the pipe, the worker reads the other end like any file.  If the
-worker stops early (a refused tarball), the loop sees a broken pipe and
-discards the rest of the body instead of blocking.
+loop queues the chunks, the worker reads them like any file.  If the worker
+stops early (a refused tarball) it closes its end, and the loop discards the
+rest of the body instead of blocking.
 
 :class:`ResponsePipe` is the other way round: a worker thread writes a
 response body (a tar of a container's files) and the loop streams it.  If
@@ -16,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import io
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import IO
+from typing import IO, Any, cast
 
 log = logging.getLogger(__name__)
 
 _F_SETPIPE_SZ = 1031
 _PIPE_SIZE = 1 << 20
+#: Bytes of a request body queued for its reader before the loop stops reading.
+_QUEUE_LIMIT = 8 << 20
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -34,42 +38,112 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 
 class BodyPipe:
+    """The loop hands body chunks to a blocking reader in a worker thread.
+
+    Chunks go through a bounded in-memory queue: no copy through the kernel and
+    no syscall per chunk (an OS pipe cost a 100 MB ``docker cp`` about 60 ms of
+    CPU).  The loop waits while the queue is full.
+    """
+
     def __init__(self) -> None:
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(wfd, _F_SETPIPE_SZ, _PIPE_SIZE)
-        os.set_blocking(wfd, False)
-        self._wfd = wfd
-        self.reader: IO[bytes] = os.fdopen(rfd, "rb", buffering=_PIPE_SIZE)
+        self._cond = threading.Condition()
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._eof = False
+        self._closed = False
+        self._space: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.reader = cast(IO[bytes], _BodyReader(self))
 
     async def feed(self, chunks: AsyncIterator[bytes]) -> None:
-        """Copy *chunks* into the pipe, then close it; never raises for a gone reader."""
+        """Queue *chunks* for the reader, then mark the end; never raises for a gone reader."""
         loop = asyncio.get_running_loop()
-        broken = False
         try:
             async for chunk in chunks:
-                if broken:
-                    continue  # keep reading so the connection stays usable
-                view = memoryview(chunk)
-                while view and not broken:
-                    try:
-                        n = os.write(self._wfd, view)
-                        view = view[n:]
-                    except BlockingIOError:
-                        ready = loop.create_future()
-                        loop.add_writer(self._wfd, _wake, ready)
-                        try:
-                            await ready
-                        finally:
-                            loop.remove_writer(self._wfd)
-                    except (BrokenPipeError, OSError):
-                        broken = True
+                while chunk:
+                    with self._cond:
+                        if self._closed:
+                            break  # keep reading so the connection stays usable
+                        if self._queued < _QUEUE_LIMIT:
+                            self._chunks.append(chunk)
+                            self._queued += len(chunk)
+                            self._cond.notify()
+                            break
+                        space = loop.create_future()
+                        self._space, self._loop = space, loop
+                    await space
         finally:
-            os.close(self._wfd)
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
 
     def close_reader(self) -> None:
-        with contextlib.suppress(OSError):
-            self.reader.close()
+        """The reader is done (or gave up): what is queued or still to come is dropped."""
+        with self._cond:
+            self._closed = True
+            self._chunks.clear()
+            self._queued = 0
+            self._cond.notify_all()
+            self._wake_feeder()
+
+    def _wake_feeder(self) -> None:  # under self._cond
+        space, loop = self._space, self._loop
+        if space is not None and loop is not None and self._queued < _QUEUE_LIMIT // 2:
+            self._space = None
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_wake, space)
+
+    def _take(self, size: int) -> bytes:
+        """Up to *size* bytes (all for a negative size), short only at the end of the body."""
+        parts: list[bytes] = []
+        with self._cond:
+            while size != 0:
+                while not self._chunks and not (self._eof or self._closed):
+                    self._cond.wait()
+                if not self._chunks:
+                    break
+                chunk = self._chunks[0]
+                if size < 0 or len(chunk) <= size:
+                    self._chunks.popleft()
+                    if size > 0:
+                        size -= len(chunk)
+                else:
+                    self._chunks[0] = chunk[size:]
+                    chunk = chunk[:size]
+                    size = 0
+                parts.append(chunk)
+                self._queued -= len(chunk)
+                self._wake_feeder()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _BodyReader(io.RawIOBase):
+    """The worker's end of a :class:`BodyPipe`: a blocking, read-only file."""
+
+    def __init__(self, pipe: BodyPipe) -> None:
+        self._pipe = pipe
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed body")
+        return self._pipe._take(-1 if size is None else size)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        n = len(data)
+        memoryview(b).cast("B")[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._pipe.close_reader()
+        super().close()
 
 
 class ResponsePipe:
