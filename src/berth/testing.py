@@ -248,14 +248,9 @@ class Berthd:
 
     def mounts(self) -> list[str]:
         """Mount points under this daemon's roots (there should be none after stop)."""
-        prefix = str(self.root)
-        found = []
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                mp = line.split(" ")[4]
-                if mp == prefix or mp.startswith(prefix + "/"):
-                    found.append(mp)
-        return found
+        from berth.graphdriver.mount import mounts_under
+
+        return mounts_under(str(self.root))
 
     def cleanup(self) -> None:
         """Leave nothing behind, even after a test that failed half-way: berthd, its

@@ -8,6 +8,7 @@ import os
 import subprocess
 
 from berth import errdefs
+from berth.utils.mountinfo import unescape as unescape_mountinfo
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [
@@ -54,27 +55,13 @@ def unmount(target: str, flags: int = MNT_DETACH) -> None:
         raise errdefs.System(f"unmount {target}: {os.strerror(err)}")
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    out = []
-    i = 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 1 and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def mounts_under(prefix: str) -> list[str]:
     """Mount points at or below *prefix*, deepest first (the order to unmount them)."""
     prefix = prefix.rstrip("/")
     found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            mp = _unescape(line.split(" ", 5)[4])
+            mp = unescape_mountinfo(line.split(" ", 5)[4])
             if mp == prefix or mp.startswith(prefix + "/"):
                 found.append(mp)
     found.sort(key=len, reverse=True)

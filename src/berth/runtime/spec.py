@@ -34,6 +34,7 @@ from berth.runtime import devices as _devices
 from berth.runtime import seccomp as _seccomp
 from berth.runtime.userdb import ResolvedUser, resolve_user
 from berth.types.container import Config, HostConfig, Mount, MountPoint, TmpfsOptions
+from berth.utils.mountinfo import unescape as unescape_mountinfo
 
 __all__ = [
     "DEFAULT_PATH_ENV",
@@ -507,18 +508,6 @@ def _bind_options(m: _Mount, recursive_readonly: bool) -> list[str]:
     return options
 
 
-def _unescape_mountinfo(field: str) -> str:
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit() and i + 4 <= len(field):
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def _source_mount(source: str) -> tuple[str, str]:
     """The mount point holding *source* and its optional fields (``shared:N master:M``)."""
     if not os.path.exists(source):
@@ -534,7 +523,7 @@ def _source_mount(source: str) -> tuple[str, str]:
         fields = line.split(" ")
         if len(fields) < 7 or "-" not in fields[6:]:
             continue
-        mountpoint = _unescape_mountinfo(fields[4])
+        mountpoint = unescape_mountinfo(fields[4])
         parent = mountpoint in ("/", path) or path.startswith(mountpoint + "/")
         if parent and len(mountpoint) > len(best):
             best = mountpoint
