@@ -114,6 +114,11 @@ def _cmdline(pid: int) -> list[str]:
     return raw.decode(errors="replace").split("\0")[:-1]
 
 
+def _program(pid: int) -> str:
+    args = _cmdline(pid)
+    return Path(args[0]).name if args else ""
+
+
 def _ppid(pid: int) -> int:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -146,23 +151,14 @@ def engine_processes(host: str) -> EngineProcesses:
     path = host.removeprefix("unix://")
     daemon = _owner_of_inode(_socket_inode(path))
     pids = _pids()
-    containerd = next(
-        (
-            p
-            for p in pids
-            if _ppid(p) == daemon
-            and Path(_cmdline(p)[0] if _cmdline(p) else "").name == "containerd"
-        ),
-        None,
-    )
+    containerd = next((p for p in pids if _ppid(p) == daemon and _program(p) == "containerd"), None)
     shims: list[int] = []
     if containerd is not None:
         address = _containerd_address(containerd)
         for p in pids:
             args = _cmdline(p)
             if (
-                args
-                and Path(args[0]).name.startswith("containerd-shim")
+                _program(p).startswith("containerd-shim")
                 and "-address" in args
                 and args[args.index("-address") + 1] == address
             ):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,8 +234,6 @@ def all_workloads(tmp: Path) -> list[Workload]:
 
     # 10 docker run --rm at once
     def parallel_runs(e: Engine) -> float:
-        import time
-
         errors: list[str] = []
 
         def one() -> None:

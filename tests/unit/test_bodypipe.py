@@ -87,7 +87,6 @@ def test_readinto_and_tarfile_stream() -> None:
 def test_a_slow_reader_holds_the_feeder_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bodypipe, "_QUEUE_LIMIT", 64 * 1024)
     data = b"y" * (2 << 20)
-    fed: list[int] = []
     pipe = BodyPipe()
     most = [0]
 
@@ -98,7 +97,7 @@ def test_a_slow_reader_holds_the_feeder_back(monkeypatch: pytest.MonkeyPatch) ->
             total += len(chunk)
         return total
 
-    assert _run(pipe, _chunks(data, 8192, fed), consume) == len(data)
+    assert _run(pipe, _chunks(data, 8192), consume) == len(data)
     assert most[0] <= 64 * 1024 + 8192  # bounded: never the whole body in memory
 
 

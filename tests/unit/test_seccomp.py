@@ -299,7 +299,7 @@ def test_x32_is_filtered_only_where_the_kernel_runs_it() -> None:
 
 def test_the_x32_probe_agrees_with_the_kernel() -> None:
     # The probe runs the x32 getpid in a child; here the same call, in this process
-    # (the test runs unconfined or under a filter that allows it, or skips).
+    # (the suite runs as root without a seccomp filter of its own).
     if platform.machine() != "x86_64":
         assert sc.kernel_runs_x32() is False
         return
