@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
+import h11
+
 from berth import errdefs
-from berth.api._http import Request, Response
+from berth.api._http import ClientGone, Request, Response, StreamingResponse
 from berth.api.bodypipe import BodyPipe
 from berth.api.context import Context
+from berth.api.errors import classify
 from berth.api.httputils import (
     bool_value,
     encode,
@@ -30,6 +33,16 @@ from berth.types.wire import encode as wire_encode
 
 def _json_lines(messages: list[dict[str, str]]) -> bytes:
     return b"".join(encode(m) + b"\r\n" for m in messages)
+
+
+def _error_line(exc: BaseException) -> bytes:
+    """An error as the last message of a JSON stream (moby's streamformatter.FormatError)."""
+    _, message = classify(exc)
+    return encode({"errorDetail": {"message": message}, "error": message}) + b"\r\n"
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -101,13 +114,21 @@ def routes(ctx: Context) -> list[Route]:
             )
         return Response(200, _json_lines([{"status": image_id}]), "application/json")
 
-    async def load(req: Request) -> Response:
-        path = Path(await _spool(req.stream(), backend.tmp_dir))
+    async def load(req: Request) -> StreamingResponse:
+        """As dockerd: 200 and a JSON stream, whose last message carries any error
+        with the archive (docker-py raises ImageLoadError, the CLI exits 1)."""
         try:
-            messages = await ctx.run(backend.load_images, path)
-        finally:
-            await ctx.run(_unlink, path)
-        return Response(200, _json_lines([{"stream": m} for m in messages]), "application/json")
+            path = Path(await _spool(req.stream(), backend.tmp_dir))
+            try:
+                messages = await ctx.run(backend.load_images, path)
+            finally:
+                await ctx.run(_unlink, path)
+            body = _json_lines([{"stream": m} for m in messages])
+        except (ClientGone, ConnectionError, h11.ProtocolError):
+            raise  # the client is gone or broke the upload: nobody to answer
+        except Exception as e:
+            body = _error_line(e)
+        return StreamingResponse(_once(body), content_type="application/json")
 
     return [
         Route("GET", "/images/json", list_),
@@ -160,7 +181,10 @@ async def _spool(chunks: AsyncIterator[bytes], directory: os.PathLike[str] | str
     try:
         with os.fdopen(fd, "wb") as f:
             async for chunk in chunks:
-                f.write(chunk)
+                try:
+                    f.write(chunk)
+                except OSError as e:
+                    raise errdefs.System(f"cannot store the archive: {e}") from None
     except BaseException:
         os.unlink(path)
         raise
