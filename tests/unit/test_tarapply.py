@@ -452,16 +452,105 @@ def test_entry_names_outside_the_root_are_refused(
     assert not os.path.exists("/etc/berth-unit-should-not-exist")
 
 
-@pytest.mark.parametrize(
-    ("name", "link"),
-    [("a", "../../etc"), ("a", ".."), ("sub/a", "../../x"), ("sub/deeper/a", "../../../x")],
-)
-def test_relative_symlink_pointing_outside_is_refused(
-    target: Path, outside: Path, name: str, link: str
+CLIMBING = [
+    ("a", "../outside/victim"),
+    ("a", ".."),
+    ("sub/a", "../../outside"),
+    ("sub/deeper/a", "../../../../../../../../../outside/victim"),
+    ("sub/b", "./c/../../../outside/sub"),
+]
+
+
+@pytest.mark.parametrize("whiteouts", ["overlay", "delete"])
+@pytest.mark.parametrize(("name", "link"), CLIMBING)
+def test_symlink_climbing_above_the_root_is_stored_as_is(
+    target: Path, outside: Path, name: str, link: str, whiteouts: str
 ) -> None:
-    err = apply_hostile(make_tar(sym(name, link)), target, outside)
-    assert "points outside the layer" in str(err)
-    assert not os.path.lexists(target / name)
+    # dockerd extracts in a chroot, where such a link is legal: it resolves
+    # inside the container at run time.  On the host it would reach "outside".
+    before = tree(outside)
+    apply(make_tar(sym(name, link, mtime=7)), target, whiteouts)
+    assert os.readlink(target / name) == link
+    assert os.lstat(target / name).st_mtime == 7
+    assert tree(outside) == before
+
+
+def test_absolute_symlink_to_a_host_path_is_stored_as_is(target: Path, outside: Path) -> None:
+    before = tree(outside)
+    apply(make_tar(sym("abs", str(outside / "victim")), sym("root", "/")), target)
+    assert os.readlink(target / "abs") == str(outside / "victim")
+    assert os.readlink(target / "root") == "/"
+    assert tree(outside) == before
+
+
+def _through_climbing_links() -> bytes:
+    """Entries that go through "d" and "f", symlinks that climb into "outside" on the host."""
+    return make_tar(
+        reg("d/new", b"new"),
+        reg("d/victim", b"mine"),
+        dir_("d/sub/", mode=0o700, mtime=3),
+        reg("d/sub/deep", b"deep"),
+        hard("h", "d/victim"),
+        hard("hf", "f", mode=0o777),  # a hard link to the symlink, not through it
+        reg("d/.wh.gone"),
+    )
+
+
+@pytest.mark.parametrize("whiteouts", ["overlay", "delete"])
+def test_entries_through_a_climbing_symlink_land_inside(
+    target: Path, outside: Path, whiteouts: str
+) -> None:
+    """In one layer, or in a later one applied over a copy of it (vfs): resolved
+    as a chroot resolves them, never on the host."""
+    before = tree(outside)
+    links = (sym("d", "../outside"), sym("f", "../../outside/victim"))
+    (target / "outside").mkdir()
+    (target / "outside" / "gone").write_bytes(b"in the layer")
+    apply(make_tar(*links), target, whiteouts)
+    apply(_through_climbing_links(), target, whiteouts)
+    assert tree(outside) == before
+    inner = target / "outside"
+    assert (inner / "new").read_bytes() == b"new"
+    assert (inner / "victim").read_bytes() == b"mine"
+    assert (inner / "sub" / "deep").read_bytes() == b"deep"
+    assert stat.S_IMODE(os.stat(inner / "sub").st_mode) == 0o700
+    assert os.stat(inner / "sub").st_mtime == 3
+    assert os.stat(target / "h").st_ino == os.stat(inner / "victim").st_ino
+    assert os.readlink(target / "hf") == "../../outside/victim"
+    if whiteouts == "overlay":
+        assert stat.S_ISCHR(os.lstat(inner / "gone").st_mode)
+    else:
+        assert not os.path.lexists(inner / "gone")
+    assert os.readlink(target / "d") == "../outside"
+
+
+def test_climbing_symlink_then_entries_in_the_same_layer(target: Path, outside: Path) -> None:
+    before = tree(outside)
+    data = make_tar(
+        sym("d", "../../../outside"),
+        reg("d/victim", b"mine"),
+        reg("d/.wh..wh..opq"),
+        sym("d/sub", "../../../elsewhere"),
+        reg("d/sub/x", b"x"),
+    )
+    apply(data, target)
+    assert tree(outside) == before
+    inner = target / "outside"
+    assert (inner / "victim").read_bytes() == b"mine"
+    assert os.getxattr(inner, OPAQUE_XATTR) == b"y"
+    assert os.readlink(inner / "sub") == "../../../elsewhere"
+    assert (target / "elsewhere" / "x").read_bytes() == b"x"  # made on the way
+    assert not (outside.parent / "elsewhere").exists()
+
+
+def test_replacing_a_climbing_symlink_replaces_the_link(target: Path, outside: Path) -> None:
+    before = tree(outside)
+    apply(make_tar(sym("f", "../outside/victim"), sym("d", "../outside/sub")), target)
+    apply(make_tar(reg("f", b"a file now", mode=0o600), dir_("d/", mode=0o711)), target)
+    assert tree(outside) == before
+    assert (target / "f").read_bytes() == b"a file now"
+    assert os.path.isdir(target / "d") and not os.path.islink(target / "d")
+    assert stat.S_IMODE(os.stat(target / "d").st_mode) == 0o711
 
 
 def test_relative_symlink_inside_is_fine(target: Path) -> None:
