@@ -205,8 +205,8 @@ class ImageService:
         elif version < (1, 44):
             out["Created"] = ZERO_TIME
         if version < (1, 45):
-            if cfg.container:
-                out["Container"] = cfg.container
+            # Gone from 1.45 on; older clients' types require both, empty or not.
+            out["Container"] = cfg.container
             out["ContainerConfig"] = (
                 to_wire(cfg.container_config) if cfg.container_config else to_wire(_empty_config())
             )
