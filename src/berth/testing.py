@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,12 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from berth.runtime import _strays
 
 DOCKER = os.environ.get("BERTH_TEST_DOCKER", "/usr/local/bin/docker")
 BUSYBOX = "/bin/busybox"
+
+_T = TypeVar("_T")
 
 
 def busybox_applets() -> list[str]:
@@ -302,16 +305,34 @@ def inspect_container(d: Berthd, ref: str) -> Any:
     return json.loads(d.docker("inspect", "--type", "container", ref).stdout)[0]
 
 
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll *predicate* until it holds; the time it took is never asserted."""
+def unique_name(prefix: str = "t") -> str:
+    """A container, image, volume or label name no other test uses, so that tests sharing
+    one daemon (in any order, after a failure) never see or remove each other's objects."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def wait_for(predicate: Callable[[], _T], timeout: float = 20.0, what: str = "condition") -> _T:
+    """Poll *predicate* until it holds and return its value; a bounded wait on observable
+    state instead of a sleep. The time it took is never asserted."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_log(d: Berthd, ref: str, marker: str, timeout: float = 20.0) -> str:
+    """Wait until *marker* is in the container's logs (e.g. printed once a trap is set)."""
+
+    def logs() -> str:
+        proc = d.docker("logs", ref, check=False)
+        out = proc.stdout + proc.stderr
+        return out if marker in out else ""
+
+    return wait_for(logs, timeout, f"{marker!r} in the logs of {ref}")
 
 
 @contextlib.contextmanager

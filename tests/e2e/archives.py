@@ -45,12 +45,22 @@ def layer_tar(
     return buf.getvalue()
 
 
-def image_config(diff_ids: list[str], cmd: list[str] | None = None, **extra: Any) -> bytes:
+def image_config(
+    diff_ids: list[str],
+    cmd: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    **extra: Any,
+) -> bytes:
+    """An image config; *labels* join ``built=by-hand``, e.g. one a test filters its own by."""
     cfg: dict[str, Any] = {
         "architecture": "amd64",
         "os": "linux",
         "created": "2024-01-02T03:04:05.123456789Z",
-        "config": {"Cmd": cmd or ["sh"], "Env": ["PATH=/bin"], "Labels": {"built": "by-hand"}},
+        "config": {
+            "Cmd": cmd or ["sh"],
+            "Env": ["PATH=/bin"],
+            "Labels": {"built": "by-hand", **(labels or {})},
+        },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [
             {"created": "2024-01-02T03:04:05Z", "created_by": f"layer {i}"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,46 @@ def fresh_berthd(busybox_tar: Path) -> Iterator[Berthd]:
         yield d
 
 
+@dataclass
+class Owned:
+    """What one test made on the session daemon, removed after it whether it passed or not,
+    so that one failure never leaves names taken or objects counted for the tests after."""
+
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+
+    def release(self, d: Berthd) -> None:
+        # Containers first: they hold their image and volumes.
+        for ref in self.containers:
+            d.docker("rm", "-f", "-v", ref, check=False)
+        for ref in self.images:
+            d.docker("rmi", "-f", ref, check=False)
+        for name in self.volumes:
+            d.docker("volume", "rm", "-f", name, check=False)
+
+
 @pytest.fixture
-def cleanup(berthd: Berthd) -> Iterator[list[str]]:
-    """Containers a test made on the session daemon, removed after it."""
-    made: list[str] = []
+def owned(berthd: Berthd) -> Iterator[Owned]:
+    made = Owned()
     yield made
-    for ref in made:
-        berthd.docker("rm", "-f", ref, check=False)
+    made.release(berthd)
+
+
+@pytest.fixture
+def cleanup(owned: Owned) -> list[str]:
+    """Containers (names or IDs) a test made on the session daemon, removed with their
+    anonymous volumes after it. Append a name before the command that makes it."""
+    return owned.containers
+
+
+@pytest.fixture
+def image_cleanup(owned: Owned) -> list[str]:
+    """Image references a test made on the session daemon, removed after its containers."""
+    return owned.images
+
+
+@pytest.fixture
+def volume_cleanup(owned: Owned) -> list[str]:
+    """Named volumes a test made on the session daemon, removed after its containers."""
+    return owned.volumes

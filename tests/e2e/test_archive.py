@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.testing import DOCKER, Berthd, wait_for
+from berth.testing import DOCKER, Berthd, unique_name, wait_for
 from berth.testing import inspect_container as inspect
 
 
@@ -124,25 +124,25 @@ def test_copy_a_file_and_a_directory_in_and_out(
 
 def test_copy_errors_read_as_dockers(berthd: Berthd, cleanup: list[str], tmp_path: Path) -> None:
     cid = container_in(berthd, "created", cleanup)
-    berthd.docker("rename", cid, "cp-errors")
+    name = unique_name("cp-errors")
+    berthd.docker("rename", cid, name)
     f = tmp_path / "f.txt"
     f.write_text("x")
 
-    r = berthd.docker("cp", str(f), "cp-errors:/nope/dir/f.txt", check=False)
+    r = berthd.docker("cp", str(f), f"{name}:/nope/dir/f.txt", check=False)
     assert r.returncode != 0
     assert (
-        "Error response from daemon: Could not find the file /nope/dir in container cp-errors"
-        in (r.stderr)
+        f"Error response from daemon: Could not find the file /nope/dir in container {name}"
+        in r.stderr
     )
-    r = berthd.docker("cp", "cp-errors:/nope", str(tmp_path / "out"), check=False)
+    r = berthd.docker("cp", f"{name}:/nope", str(tmp_path / "out"), check=False)
     assert r.returncode != 0
-    assert "Could not find the file /nope in container cp-errors" in r.stderr
-    r = berthd.docker("cp", str(tmp_path), "cp-errors:/etc/passwd", check=False)
+    assert f"Could not find the file /nope in container {name}" in r.stderr
+    r = berthd.docker("cp", str(tmp_path), f"{name}:/etc/passwd", check=False)
     assert r.returncode != 0 and "cannot copy directory" in r.stderr
-    r = berthd.docker("cp", "-", "cp-errors:/etc/passwd", input=b"", check=False)
-    assert r.returncode != 0 and 'destination "cp-errors:/etc/passwd" must be a directory' in (
-        r.stderr
-    )
+    r = berthd.docker("cp", "-", f"{name}:/etc/passwd", input=b"", check=False)
+    assert r.returncode != 0
+    assert f'destination "{name}:/etc/passwd" must be a directory' in r.stderr
     r = berthd.docker("cp", str(f), "no-such-container:/tmp", check=False)
     assert r.returncode != 0 and "No such container: no-such-container" in r.stderr
     assert merged_dir(berthd, cid) not in berthd.mounts()

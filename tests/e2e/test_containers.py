@@ -6,12 +6,13 @@ import json
 import os
 import re
 import stat
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from berth.testing import Berthd
+from berth.testing import Berthd, unique_name
 from berth.testing import inspect_container as inspect
 
 NAME_RE = re.compile(r"^[a-z]+_[a-z]+\d?$")
@@ -22,8 +23,11 @@ def create(d: Berthd, *args: str) -> str:
 
 
 def test_create_records_every_common_flag(
-    berthd: Berthd, tmp_path: Path, cleanup: list[str]
+    berthd: Berthd, tmp_path: Path, cleanup: list[str], volume_cleanup: list[str]
 ) -> None:
+    name, volume = unique_name("everything"), unique_name("named")
+    cleanup.append(name)
+    volume_cleanup.append(volume)
     envfile = tmp_path / "env"
     envfile.write_text("FROM_FILE=1\n# comment\n")
     labelfile = tmp_path / "labels"
@@ -32,7 +36,7 @@ def test_create_records_every_common_flag(
     bindsrc.mkdir()
     cid = create(
         berthd,
-        "--name", "everything",
+        "--name", name,
         "-e", "A=1", "--env-file", str(envfile),
         "-w", "/tmp",
         "-u", "1000:1000",
@@ -44,7 +48,7 @@ def test_create_records_every_common_flag(
         "--restart", "on-failure:3",
         "--health-cmd", "true", "--health-interval", "30s", "--health-retries", "4",
         "-p", "127.0.0.1:8080:80/tcp", "-p", "5353:53/udp", "--expose", "9000",
-        "-v", f"{bindsrc}:/in:ro", "-v", "named:/named", "-v", "/anon",
+        "-v", f"{bindsrc}:/in:ro", "-v", f"{volume}:/named", "-v", "/anon",
         "--mount", f"type=bind,source={bindsrc},target=/m",
         "--memory", "64m", "--cpus", "1.5", "--cpu-shares", "512", "--pids-limit", "100",
         "--ulimit", "nofile=1024:2048",
@@ -52,11 +56,10 @@ def test_create_records_every_common_flag(
         "--read-only", "--init",
         "busybox", "-c", "echo hi",
     ).strip()  # fmt: skip
-    cleanup.append(cid)
     assert re.fullmatch(r"[0-9a-f]{64}", cid)
-    c = inspect(berthd, "everything")
+    c = inspect(berthd, name)
     cfg, hc = c["Config"], c["HostConfig"]
-    assert c["Id"] == cid and c["Name"] == "/everything"
+    assert c["Id"] == cid and c["Name"] == f"/{name}"
     assert c["Path"] == "/bin/sh" and c["Args"] == ["-c", "echo hi"]
     assert cfg["Entrypoint"] == ["/bin/sh"] and cfg["Cmd"] == ["-c", "echo hi"]
     assert cfg["Env"] == ["FROM_FILE=1", "A=1"]  # the CLI puts --env-file first
@@ -83,7 +86,8 @@ def test_create_records_every_common_flag(
     assert hc["Ulimits"] == [{"Name": "nofile", "Hard": 2048, "Soft": 1024}]
     assert hc["CapAdd"] == ["CAP_NET_ADMIN"] and hc["CapDrop"] == ["CAP_MKNOD"]
     assert hc["ReadonlyRootfs"] and hc["Init"] is True
-    assert sorted(hc["Binds"]) == sorted([f"{bindsrc}:/in:ro", "named:/named"])  # CLI order varies
+    binds = [f"{bindsrc}:/in:ro", f"{volume}:/named"]
+    assert sorted(hc["Binds"]) == sorted(binds)  # CLI order varies
     assert hc["ShmSize"] == 64 * 1024 * 1024
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {}}
     assert hc["NetworkMode"] == "bridge"
@@ -93,8 +97,8 @@ def test_create_records_every_common_flag(
         "Type": "bind", "Source": str(bindsrc), "Destination": "/in", "Mode": "ro", "RW": False,
         "Propagation": "rprivate",
     }  # fmt: skip
-    assert mounts["/named"]["Type"] == "volume" and mounts["/named"]["Name"] == "named"
-    assert mounts["/named"]["Source"] == str(berthd.data_root / "volumes/named/_data")
+    assert mounts["/named"]["Type"] == "volume" and mounts["/named"]["Name"] == volume
+    assert mounts["/named"]["Source"] == str(berthd.data_root / f"volumes/{volume}/_data")
     assert mounts["/anon"]["Type"] == "volume" and re.fullmatch(
         r"[0-9a-f]{64}", mounts["/anon"]["Name"]
     )
@@ -106,8 +110,10 @@ def test_create_records_every_common_flag(
 
 
 def test_image_config_is_merged_into_the_user_config(
-    berthd: Berthd, busybox_tar: Path, cleanup: list[str]
+    berthd: Berthd, busybox_tar: Path, cleanup: list[str], image_cleanup: list[str]
 ) -> None:
+    image = unique_name("merged") + ":1"
+    image_cleanup.append(image)
     berthd.docker(
         "import",
         "--change", "ENV PATH=/bin IMG=1 SHARED=image",
@@ -118,31 +124,25 @@ def test_image_config_is_merged_into_the_user_config(
         "--change", 'CMD ["sleep", "5"]',
         "--change", "STOPSIGNAL SIGQUIT",
         "--change", "USER nobody",
-        str(busybox_tar), "merged:1",
+        str(busybox_tar), image,
     )  # fmt: skip
-    try:
-        cid = create(berthd, "-e", "SHARED=user", "-l", "shared=user", "--expose", "81", "merged:1")
-        cleanup.append(cid)
-        cfg = inspect(berthd, cid)["Config"]
-        assert cfg["Env"] == ["SHARED=user", "PATH=/bin", "IMG=1"]
-        assert cfg["Labels"] == {"shared": "user", "from.image": "1"}
-        assert cfg["Cmd"] == ["sleep", "5"] and cfg["Entrypoint"] is None
-        assert cfg["WorkingDir"] == "/srv"
-        assert cfg["ExposedPorts"] == {"81/tcp": {}, "80/tcp": {}}
-        assert cfg["Volumes"] == {"/cache": {}}
-        assert cfg["StopSignal"] == "SIGQUIT"
-        assert cfg["User"] == "nobody"
-        assert cfg["Hostname"] == cid[:12]
-        # A user entrypoint drops the image's command.
-        cid2 = create(berthd, "--entrypoint", "echo", "merged:1")
-        cleanup.append(cid2)
-        c2 = inspect(berthd, cid2)
-        assert c2["Config"]["Cmd"] is None and c2["Path"] == "echo" and c2["Args"] == []
-    finally:
-        for ref in list(cleanup):
-            berthd.docker("rm", "-f", ref, check=False)
-        cleanup.clear()
-        berthd.docker("rmi", "merged:1")
+    cid = create(berthd, "-e", "SHARED=user", "-l", "shared=user", "--expose", "81", image)
+    cleanup.append(cid)
+    cfg = inspect(berthd, cid)["Config"]
+    assert cfg["Env"] == ["SHARED=user", "PATH=/bin", "IMG=1"]
+    assert cfg["Labels"] == {"shared": "user", "from.image": "1"}
+    assert cfg["Cmd"] == ["sleep", "5"] and cfg["Entrypoint"] is None
+    assert cfg["WorkingDir"] == "/srv"
+    assert cfg["ExposedPorts"] == {"81/tcp": {}, "80/tcp": {}}
+    assert cfg["Volumes"] == {"/cache": {}}
+    assert cfg["StopSignal"] == "SIGQUIT"
+    assert cfg["User"] == "nobody"
+    assert cfg["Hostname"] == cid[:12]
+    # A user entrypoint drops the image's command.
+    cid2 = create(berthd, "--entrypoint", "echo", image)
+    cleanup.append(cid2)
+    c2 = inspect(berthd, cid2)
+    assert c2["Config"]["Cmd"] is None and c2["Path"] == "echo" and c2["Args"] == []
 
 
 def test_create_makes_the_init_and_rw_layers(berthd: Berthd, cleanup: list[str]) -> None:
@@ -184,12 +184,14 @@ def test_random_names_and_ids(berthd: Berthd, cleanup: list[str]) -> None:
 
 
 def test_create_errors(berthd: Berthd, cleanup: list[str], tmp_path: Path) -> None:
-    cleanup.append(create(berthd, "--name", "taken", "busybox"))
-    holder = inspect(berthd, "taken")["Id"]
+    taken = unique_name("taken")
+    cleanup.append(taken)
+    create(berthd, "--name", taken, "busybox")
+    holder = inspect(berthd, taken)["Id"]
     before = set(os.listdir(berthd.data_root / "overlay2"))
     containers_before = berthd.docker("ps", "-aq", "--no-trunc").stdout
     cases = [
-        (["--name", "taken", "busybox"], f'Conflict. The container name "/taken" is already in use by container "{holder}"'),
+        (["--name", taken, "busybox"], f'Conflict. The container name "/{taken}" is already in use by container "{holder}"'),
         (["--name", "bad!name", "busybox"], "Invalid container name (bad!name)"),
         # The 404 makes the CLI try a pull, which berth refuses for now.
         (["nosuch"], "Unable to find image 'nosuch:latest' locally"),
@@ -214,14 +216,19 @@ def test_create_errors(berthd: Berthd, cleanup: list[str], tmp_path: Path) -> No
     assert berthd.docker("ps", "-aq", "--no-trunc").stdout == containers_before
 
 
-def test_create_errors_raw_api(berthd: Berthd) -> None:
+def test_create_errors_raw_api(berthd: Berthd, cleanup: list[str]) -> None:
     hdrs = {"Content-Type": "application/json"}
+    made: list[str] = []
 
     def post(body: dict[str, Any], query: str = "") -> tuple[int, str]:
         status, _, raw = berthd.request(
             "POST", "/v1.51/containers/create" + query, json.dumps(body).encode(), hdrs
         )
-        return status, json.loads(raw).get("message", "") if raw else ""
+        answer = json.loads(raw) if raw else {}
+        if status == 201:  # the container is this test's, whatever it asserts next
+            made.append(answer["Id"])
+            cleanup.append(answer["Id"])
+        return status, answer.get("message", "")
 
     assert post({"Image": "busybox", "Env": ["=bad"], "Cmd": ["true"]}) == (
         400,
@@ -237,54 +244,48 @@ def test_create_errors_raw_api(berthd: Berthd) -> None:
     assert (status, msg) == (404, "No such image: scratchless:latest")
     status, msg = post({"Image": "busybox", "Cmd": "echo hi"})
     assert status == 201  # a bare string is a one-element command, as in Go's StrSlice
-    cid = json.loads(berthd.request("GET", "/containers/json?all=1&limit=1")[2])[0]["Id"]
+    (cid,) = made
     assert inspect(berthd, cid)["Config"]["Cmd"] == ["echo hi"]
-    berthd.docker("rm", cid)
 
 
-def test_ps_columns_and_filters(berthd: Berthd, tmp_path: Path, cleanup: list[str]) -> None:
-    a = create(
-        berthd, "--name", "ps-a", "-l", "role=web", "-v", "vol-a:/data", "busybox", "sleep", "1"
+def test_ps_columns_and_filters(
+    berthd: Berthd, cleanup: list[str], volume_cleanup: list[str]
+) -> None:
+    p, vol = unique_name("ps"), unique_name("vol")
+    a_name, b_name, c_name = f"{p}-a", f"{p}-b", f"{p}-c"
+    cleanup.extend([a_name, b_name, c_name])
+    volume_cleanup.append(vol)
+    create(
+        berthd, "--name", a_name, "-l", "role=web", "-v", f"{vol}:/data", "busybox", "sleep", "1"
     )
-    b = create(
-        berthd,
-        "--name",
-        "ps-b",
-        "-l",
-        "role=db",
-        "--expose",
-        "5432",
-        "busybox",
-        "echo",
-        "two words",
-    )
-    c = create(berthd, "--name", "ps-c", "busybox")
-    cleanup.extend([a, b, c])
+    b = create(berthd, "--name", b_name, "-l", "role=db", "--expose", "5432", "busybox", "echo", "two words")  # fmt: skip
+    c = create(berthd, "--name", c_name, "busybox")
+    mine = ("--filter", f"name={p}-")  # other tests' containers share the daemon
 
     def ps(*args: str) -> list[str]:
-        return berthd.docker("ps", "-a", "--format", "{{.Names}}", *args).stdout.split()
+        return berthd.docker("ps", "-a", "--format", "{{.Names}}", *mine, *args).stdout.split()
 
-    assert ps("--filter", "name=ps-")[:3] == ["ps-c", "ps-b", "ps-a"]
-    assert ps("--filter", "label=role=web") == ["ps-a"]
-    assert ps("--filter", "label=role", "--filter", "name=ps-") == ["ps-b", "ps-a"]
-    assert ps("--filter", f"id={b[:10]}") == ["ps-b"]
-    assert ps("--filter", "status=created", "--filter", "name=ps-") == ["ps-c", "ps-b", "ps-a"]
-    assert ps("--filter", "status=running", "--filter", "name=ps-") == []
-    assert ps("--filter", "ancestor=busybox", "--filter", "name=ps-") == ["ps-c", "ps-b", "ps-a"]
-    assert ps("--filter", "before=ps-b", "--filter", "name=ps-") == ["ps-a"]
-    assert ps("--filter", "since=ps-b", "--filter", "name=ps-") == ["ps-c"]
-    assert ps("--filter", "volume=/data") == ["ps-a"]
-    assert ps("--filter", "volume=vol-a") == ["ps-a"]
-    assert ps("--filter", "network=bridge", "--filter", "name=ps-") == ["ps-c", "ps-b", "ps-a"]
-    assert ps("--filter", "health=none", "--filter", "name=ps-") == ["ps-c", "ps-b", "ps-a"]
-    assert ps("--filter", "exited=0", "--filter", "name=ps-") == []
+    assert ps() == [c_name, b_name, a_name]
+    assert ps("--filter", "label=role=web") == [a_name]
+    assert ps("--filter", "label=role") == [b_name, a_name]
+    assert ps("--filter", f"id={b[:10]}") == [b_name]
+    assert ps("--filter", "status=created") == [c_name, b_name, a_name]
+    assert ps("--filter", "status=running") == []
+    assert ps("--filter", "ancestor=busybox") == [c_name, b_name, a_name]
+    assert ps("--filter", f"before={b_name}") == [a_name]
+    assert ps("--filter", f"since={b_name}") == [c_name]
+    assert ps("--filter", "volume=/data") == [a_name]
+    assert ps("--filter", f"volume={vol}") == [a_name]
+    assert ps("--filter", "network=bridge") == [c_name, b_name, a_name]
+    assert ps("--filter", "health=none") == [c_name, b_name, a_name]
+    assert ps("--filter", "exited=0") == []
     assert ps("--filter", "expose=5432") == []  # ports appear once a container runs
-    assert berthd.docker("ps", "-q").stdout == ""  # nothing is running
-    assert berthd.docker("ps", "-aq", "-n", "2").stdout.split() == [c[:12], b[:12]]
-    assert berthd.docker("ps", "-aq", "--no-trunc", "-l").stdout.split() == [c]
+    assert berthd.docker("ps", "-q", *mine).stdout == ""  # none of them is running
+    assert berthd.docker("ps", "-aq", "-n", "2", *mine).stdout.split() == [c[:12], b[:12]]
+    assert berthd.docker("ps", "-aq", "--no-trunc", "-l", *mine).stdout.split() == [c]
     row = json.loads(
         berthd.docker(
-            "ps", "-a", "--no-trunc", "--filter", "name=ps-b", "--format", "{{json .}}"
+            "ps", "-a", "--no-trunc", "--filter", f"name={b_name}", "--format", "{{json .}}"
         ).stdout
     )
     assert row["Command"] == "\"echo 'two words'\""
@@ -298,65 +299,70 @@ def test_ps_columns_and_filters(berthd: Berthd, tmp_path: Path, cleanup: list[st
 
 
 def test_rename_and_rm(berthd: Berthd, cleanup: list[str]) -> None:
-    cid = create(berthd, "--name", "before-rename", "busybox")
+    old, new = unique_name("before-rename"), unique_name("after-rename")
+    cid = create(berthd, "--name", old, "busybox")
     cleanup.append(cid)
-    berthd.docker("rename", "before-rename", "after-rename")
-    assert inspect(berthd, cid)["Name"] == "/after-rename"
-    assert berthd.docker("inspect", "before-rename", check=False).returncode == 1
+    berthd.docker("rename", old, new)
+    assert inspect(berthd, cid)["Name"] == f"/{new}"
+    assert berthd.docker("inspect", old, check=False).returncode == 1
     # The old name is free again.
-    other = create(berthd, "--name", "before-rename", "busybox")
+    other = create(berthd, "--name", old, "busybox")
     cleanup.append(other)
-    proc = berthd.docker("rename", "after-rename", "before-rename", check=False)
+    proc = berthd.docker("rename", new, old, check=False)
     assert "Error when allocating new name: Conflict." in proc.stderr
-    proc = berthd.docker("rename", "after-rename", "after-rename", check=False)
+    proc = berthd.docker("rename", new, new, check=False)
     assert "Renaming a container with the same name as its current name" in proc.stderr
     rw_dir = Path(inspect(berthd, cid)["GraphDriver"]["Data"]["UpperDir"]).parent
-    berthd.docker("rm", "-v", "after-rename")
+    berthd.docker("rm", "-v", new)
     assert not rw_dir.exists() and not Path(str(rw_dir) + "-init").exists()
     assert not (berthd.data_root / "containers" / cid).exists()
     assert not (berthd.data_root / "image/overlay2/layerdb/mounts" / cid).exists()
-    proc = berthd.docker("rm", "after-rename", check=False)
-    assert "No such container: after-rename" in proc.stderr
+    proc = berthd.docker("rm", new, check=False)
+    assert f"No such container: {new}" in proc.stderr
 
 
 def test_container_prune(berthd: Berthd, cleanup: list[str]) -> None:
-    keep = create(berthd, "-l", "keep=yes", "busybox")
+    """Prune only what carries this test's label: the daemon holds other tests' containers."""
+    label = unique_name("prune-me")
+    keep = create(berthd, "-l", f"{label}-not", "busybox")
     cleanup.append(keep)
-    gone = [create(berthd, "-l", "prune-me=1", "busybox") for _ in range(2)]
-    out = berthd.docker("container", "prune", "-f", "--filter", "label=prune-me").stdout
+    gone = [create(berthd, "-l", label, "busybox") for _ in range(2)]
+    cleanup.extend(gone)  # still removed if the prune fails
+    out = berthd.docker("container", "prune", "-f", "--filter", f"label={label}").stdout
     assert sorted(out.split()[2:4]) == sorted(gone)  # "Deleted Containers:" then the IDs
     assert "Total reclaimed space" in out
     remaining = berthd.docker("ps", "-aq", "--no-trunc").stdout.split()
     assert keep in remaining and not set(gone) & set(remaining)
-    status, _, raw = berthd.request(
-        "POST", "/containers/prune?filters=" + '{"label":{"nothing-has-this":true}}'
-    )
+    nothing = urllib.parse.quote(json.dumps({"label": {unique_name("nothing-has-this"): True}}))
+    status, _, raw = berthd.request("POST", "/containers/prune?filters=" + nothing)
     assert status == 200 and json.loads(raw) == {"ContainersDeleted": None, "SpaceReclaimed": 0}
 
 
-def test_docker_py_containers(berthd: Berthd) -> None:
+def test_docker_py_containers(berthd: Berthd, cleanup: list[str]) -> None:
     import docker.errors
 
+    name, renamed, label = unique_name("docker-py"), unique_name("renamed"), unique_name("py")
     client = berthd.client()
     try:
         c = client.containers.create(
             "busybox",
             ["echo", "py"],
-            name="from-docker-py",
-            labels={"py": "1"},
+            name=name,
+            labels={label: "1"},
             environment={"X": "1"},
         )
-        assert c.name == "from-docker-py"
+        cleanup.append(c.id)
+        assert c.name == name
         assert c.status == "created"
         assert c.attrs["Config"]["Env"][0] == "X=1"
-        listed = client.containers.list(all=True, filters={"label": "py=1"})
+        listed = client.containers.list(all=True, filters={"label": f"{label}=1"})
         assert [x.id for x in listed] == [c.id]
-        c.rename("renamed-by-docker-py")
+        c.rename(renamed)
         c.reload()
-        assert c.name == "renamed-by-docker-py"
+        assert c.name == renamed
         assert client.containers.get(c.id[:12]).id == c.id
         with pytest.raises(docker.errors.APIError) as err:
-            client.containers.create("busybox", name="renamed-by-docker-py")
+            client.containers.create("busybox", name=renamed)
         assert err.value.status_code == 409
         with pytest.raises(docker.errors.ImageNotFound):
             client.containers.create("no-such-image:9")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.testing import DOCKER, Berthd
+from berth.testing import DOCKER, Berthd, unique_name
 from tests.e2e.archives import (
     Archive,
     docker_archive,
@@ -41,7 +41,11 @@ def layer_dirs(d: Berthd) -> set[str]:
     return set(os.listdir(d.data_root / "overlay2"))
 
 
-def test_import_with_changes_and_message(berthd: Berthd, busybox_tar: Path) -> None:
+def test_import_with_changes_and_message(
+    berthd: Berthd, busybox_tar: Path, image_cleanup: list[str]
+) -> None:
+    ref = unique_name("changed") + ":1"
+    image_cleanup.append(ref)
     image_id = berthd.docker(
         "import",
         "--change", 'ENTRYPOINT ["/bin/sh", "-c"]',
@@ -55,12 +59,12 @@ def test_import_with_changes_and_message(berthd: Berthd, busybox_tar: Path) -> N
         "--change", "STOPSIGNAL SIGINT",
         "--message", "imported by a test",
         str(busybox_tar),
-        "changed:1",
+        ref,
     ).stdout.strip()  # fmt: skip
     assert image_id.startswith("sha256:") and len(image_id) == 71
-    img = inspect_image(berthd, "changed:1")
+    img = inspect_image(berthd, ref)
     assert img["Id"] == image_id
-    assert img["RepoTags"] == ["changed:1"]
+    assert img["RepoTags"] == [ref]
     assert img["Comment"] == "imported by a test"
     cfg = img["Config"]
     assert cfg["Entrypoint"] == ["/bin/sh", "-c"]
@@ -74,22 +78,25 @@ def test_import_with_changes_and_message(berthd: Berthd, busybox_tar: Path) -> N
     assert cfg["StopSignal"] == "SIGINT"
     # The layer's DiffID is the digest of the tar that was sent.
     assert img["RootFS"]["Layers"] == [sha256(busybox_tar.read_bytes())]
-    history = berthd.docker("history", "--no-trunc", "--format", "{{.Comment}}", "changed:1")
+    history = berthd.docker("history", "--no-trunc", "--format", "{{.Comment}}", ref)
     assert history.stdout.strip() == "imported by a test"
-    berthd.docker("rmi", "changed:1")
 
 
-def test_import_gzip_from_stdin(berthd: Berthd, busybox_tar: Path) -> None:
+def test_import_gzip_from_stdin(
+    berthd: Berthd, busybox_tar: Path, image_cleanup: list[str]
+) -> None:
+    repo = unique_name("gz")
+    image_cleanup.append(repo)
     raw = busybox_tar.read_bytes()
     p = subprocess.run(
-        [DOCKER, "import", "-", "gz:latest"],
+        [DOCKER, "import", "-", f"{repo}:latest"],
         input=gzip.compress(raw),
         env=berthd.env(),
         capture_output=True,
         check=False,
     )
     assert p.returncode == 0, p.stderr
-    img = inspect_image(berthd, "gz")
+    img = inspect_image(berthd, repo)
     assert img["RootFS"]["Layers"] == [sha256(raw)]
     assert img["Comment"] == "Imported from -"
     # Same content as busybox:latest, so the layer is shared, not stored twice.
@@ -98,14 +105,15 @@ def test_import_gzip_from_stdin(berthd: Berthd, busybox_tar: Path) -> None:
         img["GraphDriver"]["Data"]["UpperDir"]
         == inspect_image(berthd, "busybox")["GraphDriver"]["Data"]["UpperDir"]
     )
-    berthd.docker("rmi", "gz")
 
 
-def test_import_refuses_bad_changes_before_reading(berthd: Berthd, busybox_tar: Path) -> None:
+def test_import_refuses_bad_changes_before_reading(
+    berthd: Berthd, busybox_tar: Path, image_cleanup: list[str]
+) -> None:
+    ref = unique_name("bad") + ":1"
+    image_cleanup.append(ref)  # if it were made after all
     before = berthd.docker("images", "-aq").stdout
-    proc = berthd.docker(
-        "import", "--change", "RUN rm -rf /", str(busybox_tar), "bad:1", check=False
-    )
+    proc = berthd.docker("import", "--change", "RUN rm -rf /", str(busybox_tar), ref, check=False)
     assert proc.returncode == 1
     assert "run is not a valid change command" in proc.stderr
     proc = berthd.docker("import", "--change", "STOPSIGNAL SIGFOO", str(busybox_tar), check=False)
@@ -113,14 +121,16 @@ def test_import_refuses_bad_changes_before_reading(berthd: Berthd, busybox_tar: 
     assert berthd.docker("images", "-aq").stdout == before
 
 
-def test_load_docker_archive_with_whiteouts(berthd: Berthd) -> None:
+def test_load_docker_archive_with_whiteouts(berthd: Berthd, image_cleanup: list[str]) -> None:
+    ref = unique_name("layered") + ":1"
+    image_cleanup.append(ref)
     base = layer_tar({"etc/": None, "etc/a": "a", "etc/b": "b", "keep/": None, "keep/x": "x"})
     top = layer_tar(
         {"etc/": None, "etc/.wh.a": "", "keep/": None, "keep/.wh..wh..opq": "", "keep/y": "y"}
     )
-    _, out = load(berthd, docker_archive([base, top], ["layered:1"], compress=True))
-    assert "Loaded image: layered:1" in out
-    img = inspect_image(berthd, "layered:1")
+    _, out = load(berthd, docker_archive([base, top], [ref], compress=True))
+    assert f"Loaded image: {ref}" in out
+    img = inspect_image(berthd, ref)
     assert img["RootFS"]["Layers"] == [sha256(base), sha256(top)]
     data = img["GraphDriver"]["Data"]
     upper = Path(data["UpperDir"])
@@ -131,51 +141,52 @@ def test_load_docker_archive_with_whiteouts(berthd: Berthd) -> None:
     assert [Path(p).name for p in data["LowerDir"].split(":")] == ["diff"]
     # The whole chain mounted as overlay shows the effect of the whiteouts.
     assert img["Size"] == 4
-    berthd.docker("rmi", "layered:1")
 
 
-def test_load_a_compressed_archive(berthd: Berthd) -> None:
+def test_load_a_compressed_archive(berthd: Berthd, image_cleanup: list[str]) -> None:
     """``docker save busybox | gzip`` loads as well as the plain tar."""
+    ref = unique_name("zipped") + ":1"
+    image_cleanup.append(ref)
     layer = layer_tar({"zipped": "z"})
-    _, out = load(berthd, gzip.compress(docker_archive([layer], ["zipped:1"])))
-    assert "Loaded image: zipped:1" in out
-    assert inspect_image(berthd, "zipped:1")["RootFS"]["Layers"] == [sha256(layer)]
+    _, out = load(berthd, gzip.compress(docker_archive([layer], [ref])))
+    assert f"Loaded image: {ref}" in out
+    assert inspect_image(berthd, ref)["RootFS"]["Layers"] == [sha256(layer)]
     assert os.listdir(berthd.data_root / "tmp") == []
-    berthd.docker("rmi", "zipped:1")
 
 
-def test_load_oci_layout(berthd: Berthd) -> None:
+def test_load_oci_layout(berthd: Berthd, image_cleanup: list[str]) -> None:
+    ref = unique_name("ocitest") + ":2"
+    image_cleanup.append(ref)
     layer = layer_tar({"hello.txt": "from an OCI layout"})
-    _, out = load(berthd, oci_layout([layer], "docker.io/library/ocitest:2"))
-    assert "Loaded image: ocitest:2" in out
-    img = inspect_image(berthd, "ocitest:2")
+    _, out = load(berthd, oci_layout([layer], f"docker.io/library/{ref}"))
+    assert f"Loaded image: {ref}" in out
+    img = inspect_image(berthd, ref)
     assert img["Config"]["Cmd"] == ["echo", "oci"]
     assert img["RootFS"]["Layers"] == [sha256(layer)]
     upper = Path(img["GraphDriver"]["Data"]["UpperDir"])
     assert (upper / "hello.txt").read_text() == "from an OCI layout"
     # Without a name the image is loaded untagged and reported by ID.
-    _, out = load(berthd, oci_layout([layer_tar({"other": "x"})], None))
+    _, out = load(berthd, oci_layout([layer_tar({"other": unique_name()})], None))
     assert "Loaded image ID: sha256:" in out
-    image_id = out.split("Loaded image ID: ")[1].split()[0]
-    berthd.docker("rmi", image_id)
-    berthd.docker("rmi", "ocitest:2")
+    image_cleanup.append(out.split("Loaded image ID: ")[1].split()[0])
 
 
-def test_load_again_renames_the_old_tag(berthd: Berthd) -> None:
+def test_load_again_renames_the_old_tag(berthd: Berthd, image_cleanup: list[str]) -> None:
+    repo = unique_name("again")
+    image_cleanup.append(repo)
     first = layer_tar({"v": "1"})
     second = layer_tar({"v": "2"})
-    _, out = load(berthd, docker_archive([first], ["again:latest"]))
-    old_id = inspect_image(berthd, "again")["Id"]
-    _, out = load(berthd, docker_archive([first], ["again:latest"]))
+    _, out = load(berthd, docker_archive([first], [f"{repo}:latest"]))
+    old_id = inspect_image(berthd, repo)["Id"]
+    image_cleanup.append(old_id)
+    _, out = load(berthd, docker_archive([first], [f"{repo}:latest"]))
     assert "already exists" not in out
-    _, out = load(berthd, docker_archive([second], ["again:latest"]))
+    _, out = load(berthd, docker_archive([second], [f"{repo}:latest"]))
     assert (
-        f"The image again:latest already exists, renaming the old one with ID {old_id} to empty string"
-        in out
+        f"The image {repo}:latest already exists, renaming the old one with ID {old_id} "
+        "to empty string" in out
     )
-    assert inspect_image(berthd, "again")["Id"] != old_id
-    berthd.docker("rmi", "again")
-    berthd.docker("rmi", old_id)
+    assert inspect_image(berthd, repo)["Id"] != old_id
 
 
 def _escaping_manifest() -> bytes:
@@ -191,6 +202,8 @@ def _escaping_manifest() -> bytes:
     return ar.build()
 
 
+# A symlink that climbs above the root is no longer hostile: dockerd loads it as is (it
+# resolves inside the container), and so does berth since d536140; see test_symlinks.py.
 HOSTILE = {
     "dotdot layer entry": (
         lambda: docker_archive([layer_tar({"../../escaped-by-dotdot": "x"})], ["evil:1"]),
@@ -199,10 +212,6 @@ HOSTILE = {
     "absolute layer entry": (
         lambda: docker_archive([layer_tar({"/tmp/berth-escaped-absolute": "x"})], ["evil:1"]),
         "absolute",
-    ),
-    "escaping symlink": (
-        lambda: docker_archive([layer_tar({}, symlinks={"up": "../../../../etc"})], ["evil:1"]),
-        "invalid symlink",
     ),
     "digest mismatch": (
         lambda: docker_archive(
@@ -229,8 +238,11 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_archives_are_refused_and_leave_nothing(berthd: Berthd, case: str) -> None:
+def test_hostile_archives_are_refused_and_leave_nothing(
+    berthd: Berthd, image_cleanup: list[str], case: str
+) -> None:
     build, expected = HOSTILE[case]
+    image_cleanup.append("evil:1")  # if it were loaded after all
     images_before = berthd.docker("images", "-aq", "--no-trunc").stdout
     dirs_before = layer_dirs(berthd)
     code, out = load(berthd, build(), check=False)
@@ -243,70 +255,74 @@ def test_hostile_archives_are_refused_and_leave_nothing(berthd: Berthd, case: st
     assert os.listdir(berthd.data_root / "tmp") == []
 
 
-def test_images_list_filters(berthd: Berthd) -> None:
-    load(berthd, docker_archive([layer_tar({"one": "1"})], ["flt:one"]))
-    cfg_layer = layer_tar({"two": "2"})
-    load(
-        berthd,
-        docker_archive(
-            [cfg_layer],
-            ["flt:two"],
-            config=image_config([sha256(cfg_layer)], created="2025-06-01T00:00:00Z"),
-        ),
-    )
-    load(berthd, docker_archive([layer_tar({"three": "3"})], []))
-    try:
-        ls = berthd.docker("images", "--format", "{{.Repository}}:{{.Tag}}", "flt").stdout.split()
-        assert sorted(ls) == ["flt:one", "flt:two"]
-        refs = berthd.docker(
-            "images", "--filter", "reference=flt:t*", "--format", "{{.Tag}}"
-        ).stdout
-        assert refs.split() == ["two"]
-        dangling = berthd.docker("images", "-q", "--filter", "dangling=true").stdout.split()
-        assert len(dangling) == 1
-        assert inspect_image(berthd, dangling[0])["RepoTags"] == []
-        labelled = berthd.docker("images", "-q", "--filter", "label=built=by-hand").stdout.split()
-        assert len(labelled) == 3
-        since = berthd.docker(
-            "images", "--format", "{{.Tag}}", "--filter", "since=flt:one", "flt"
-        ).stdout
-        assert since.split() == ["two"]
-        before = berthd.docker(
-            "images", "--format", "{{.Tag}}", "--filter", "before=flt:two", "flt"
-        ).stdout
-        assert before.split() == ["one"]
-        bad = berthd.docker("images", "--filter", "dangling=maybe", check=False)
-        assert bad.returncode == 1 and "invalid filter 'dangling=[maybe]'" in bad.stderr
-        bad = berthd.docker("images", "--filter", "colour=red", check=False)
-        assert "invalid filter 'colour'" in bad.stderr
-        digests = berthd.docker("images", "--digests", "--format", "{{.Digest}}", "flt").stdout
-        assert digests.split() == ["<none>", "<none>"]
-        quiet = berthd.docker("images", "-q", "flt:one").stdout.strip()
-        assert inspect_image(berthd, "flt:one")["Id"][7:19] == quiet
-    finally:
-        for ref in ("flt:one", "flt:two", *dangling):
-            berthd.docker("rmi", ref, check=False)
+def test_images_list_filters(berthd: Berthd, image_cleanup: list[str]) -> None:
+    """Counts are of this test's images only: a repository and a label no other test uses."""
+    repo, label = unique_name("flt"), unique_name("berth.test")
+    image_cleanup.extend([f"{repo}:one", f"{repo}:two"])
+    mine = ("--filter", f"label={label}")
+
+    def config(layer: bytes, **extra: str) -> bytes:
+        return image_config([sha256(layer)], labels={label: "1"}, **extra)
+
+    one, two, three = layer_tar({"one": "1"}), layer_tar({"two": "2"}), layer_tar({"three": "3"})
+    load(berthd, docker_archive([one], [f"{repo}:one"], config=config(one)))
+    two_cfg = config(two, created="2025-06-01T00:00:00Z")
+    load(berthd, docker_archive([two], [f"{repo}:two"], config=two_cfg))
+    _, out = load(berthd, docker_archive([three], [], config=config(three)))
+    untagged = out.split("Loaded image ID: ")[1].split()[0]
+    image_cleanup.append(untagged)
+
+    ls = berthd.docker("images", "--format", "{{.Repository}}:{{.Tag}}", repo).stdout.split()
+    assert sorted(ls) == [f"{repo}:one", f"{repo}:two"]
+    refs = berthd.docker(
+        "images", "--filter", f"reference={repo}:t*", "--format", "{{.Tag}}"
+    ).stdout
+    assert refs.split() == ["two"]
+    dangling = berthd.docker("images", "-q", "--no-trunc", "--filter", "dangling=true", *mine)
+    assert dangling.stdout.split() == [untagged]
+    assert inspect_image(berthd, untagged)["RepoTags"] == []
+    labelled = berthd.docker("images", "-q", "--filter", "label=built=by-hand", *mine).stdout
+    assert len(labelled.split()) == 3
+    since = berthd.docker(
+        "images", "--format", "{{.Tag}}", "--filter", f"since={repo}:one", repo
+    ).stdout
+    assert since.split() == ["two"]
+    before = berthd.docker(
+        "images", "--format", "{{.Tag}}", "--filter", f"before={repo}:two", repo
+    ).stdout
+    assert before.split() == ["one"]
+    bad = berthd.docker("images", "--filter", "dangling=maybe", check=False)
+    assert bad.returncode == 1 and "invalid filter 'dangling=[maybe]'" in bad.stderr
+    bad = berthd.docker("images", "--filter", "colour=red", check=False)
+    assert "invalid filter 'colour'" in bad.stderr
+    digests = berthd.docker("images", "--digests", "--format", "{{.Digest}}", repo).stdout
+    assert digests.split() == ["<none>", "<none>"]
+    quiet = berthd.docker("images", "-q", f"{repo}:one").stdout.strip()
+    assert inspect_image(berthd, f"{repo}:one")["Id"][7:19] == quiet
 
 
-def test_tag_and_rmi_untag_versus_delete(berthd: Berthd) -> None:
-    load(berthd, docker_archive([layer_tar({"t": "t"})], ["tagme:1"]))
-    image_id = inspect_image(berthd, "tagme:1")["Id"]
-    berthd.docker("tag", "tagme:1", "tagme:2")
-    berthd.docker("tag", image_id[7:19], "localhost:5000/other/name:v3")
-    assert sorted(inspect_image(berthd, image_id)["RepoTags"]) == [
-        "localhost:5000/other/name:v3",
-        "tagme:1",
-        "tagme:2",
-    ]
-    assert inspect_image(berthd, "tagme:2")["Metadata"]["LastTagTime"] != "0001-01-01T00:00:00Z"
-    out = berthd.docker("rmi", "tagme:1").stdout
-    assert out.strip() == "Untagged: tagme:1"
+def test_tag_and_rmi_untag_versus_delete(
+    berthd: Berthd, cleanup: list[str], image_cleanup: list[str]
+) -> None:
+    repo = unique_name("tagme")
+    remote = f"localhost:5000/{unique_name('other')}/name:v3"
+    image_cleanup.extend([f"{repo}:1", f"{repo}:2", remote])
+    load(berthd, docker_archive([layer_tar({"t": "t"})], [f"{repo}:1"]))
+    image_id = inspect_image(berthd, f"{repo}:1")["Id"]
+    image_cleanup.append(image_id)
+    berthd.docker("tag", f"{repo}:1", f"{repo}:2")
+    berthd.docker("tag", image_id[7:19], remote)
+    assert sorted(inspect_image(berthd, image_id)["RepoTags"]) == [remote, f"{repo}:1", f"{repo}:2"]
+    assert inspect_image(berthd, f"{repo}:2")["Metadata"]["LastTagTime"] != "0001-01-01T00:00:00Z"
+    out = berthd.docker("rmi", f"{repo}:1").stdout
+    assert out.strip() == f"Untagged: {repo}:1"
     proc = berthd.docker("rmi", image_id[7:19], check=False)
     assert proc.returncode == 1
     assert "image is referenced in multiple repositories" in proc.stderr
-    cid = berthd.docker("create", "tagme:2", "sh").stdout.strip()
-    berthd.docker("rmi", "localhost:5000/other/name:v3")
-    proc = berthd.docker("rmi", "tagme:2", check=False)
+    cid = berthd.docker("create", f"{repo}:2", "sh").stdout.strip()
+    cleanup.append(cid)
+    berthd.docker("rmi", remote)
+    proc = berthd.docker("rmi", f"{repo}:2", check=False)
     assert proc.returncode == 1
     assert f"container {cid[:12]} is using its referenced image {image_id[7:19]}" in proc.stderr
     proc = berthd.docker("rmi", image_id, check=False)
@@ -314,8 +330,8 @@ def test_tag_and_rmi_untag_versus_delete(berthd: Berthd) -> None:
     # Forced, the image goes even though a stopped container was made from it; its layer
     # stays, held by the container's RW layer, until the container is removed.
     dirs = layer_dirs(berthd)
-    out = berthd.docker("rmi", "-f", "tagme:2").stdout.splitlines()
-    assert out == ["Untagged: tagme:2", f"Deleted: {image_id}"]
+    out = berthd.docker("rmi", "-f", f"{repo}:2").stdout.splitlines()
+    assert out == [f"Untagged: {repo}:2", f"Deleted: {image_id}"]
     assert layer_dirs(berthd) == dirs
     ps = berthd.docker("ps", "-a", "--filter", f"id={cid}", "--format", "{{.Image}}").stdout
     assert ps.strip() == image_id[7:19]
@@ -327,38 +343,41 @@ def test_tag_and_rmi_untag_versus_delete(berthd: Berthd) -> None:
     assert "No such image: nosuchimage:latest" in proc.stderr
 
 
-def test_history(berthd: Berthd) -> None:
+def test_history(berthd: Berthd, image_cleanup: list[str]) -> None:
+    ref = unique_name("hist") + ":1"
+    image_cleanup.append(ref)
     layers = [layer_tar({"l1": "1"}), layer_tar({"l2": "22"})]
-    load(berthd, docker_archive(layers, ["hist:1"]))
+    load(berthd, docker_archive(layers, [ref]))
     rows = [
         json.loads(line)
         for line in berthd.docker(
-            "history", "--no-trunc", "--format", "{{json .}}", "hist:1"
+            "history", "--no-trunc", "--format", "{{json .}}", ref
         ).stdout.splitlines()
     ]
     assert [r["CreatedBy"] for r in rows] == ["layer 1", "layer 0"]
-    assert rows[0]["ID"] == inspect_image(berthd, "hist:1")["Id"]
+    assert rows[0]["ID"] == inspect_image(berthd, ref)["Id"]
     assert rows[1]["ID"] == "<missing>"
     assert rows[0]["Size"] == "2B" and rows[1]["Size"] == "1B"
-    berthd.docker("rmi", "hist:1")
 
 
-def test_docker_py_images(berthd: Berthd) -> None:
+def test_docker_py_images(berthd: Berthd, image_cleanup: list[str]) -> None:
+    import docker.errors
+
+    repo = unique_name("dockerpy")
+    image_cleanup.extend([f"{repo}:1", f"{repo}:2"])
     client = berthd.client()
     try:
-        loaded = client.images.load(docker_archive([layer_tar({"py": "py"})], ["dockerpy:1"]))
-        assert [img.tags for img in loaded] == [["dockerpy:1"]]
+        loaded = client.images.load(docker_archive([layer_tar({"py": "py"})], [f"{repo}:1"]))
+        assert [img.tags for img in loaded] == [[f"{repo}:1"]]
         names = {t for img in client.images.list() for t in img.tags}
-        assert {"dockerpy:1", "busybox:latest"} <= names
-        img = client.images.get("dockerpy:1")
+        assert {f"{repo}:1", "busybox:latest"} <= names
+        img = client.images.get(f"{repo}:1")
         assert img.attrs["Config"]["Cmd"] == ["sh"]
-        img.tag("dockerpy", "2")
-        assert sorted(client.images.get("dockerpy:2").tags) == ["dockerpy:1", "dockerpy:2"]
-        client.images.remove("dockerpy:1")
-        client.images.remove("dockerpy:2")
-        import docker.errors
-
+        img.tag(repo, "2")
+        assert sorted(client.images.get(f"{repo}:2").tags) == [f"{repo}:1", f"{repo}:2"]
+        client.images.remove(f"{repo}:1")
+        client.images.remove(f"{repo}:2")
         with pytest.raises(docker.errors.ImageNotFound):
-            client.images.get("dockerpy:2")
+            client.images.get(f"{repo}:2")
     finally:
         client.close()

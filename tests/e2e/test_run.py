@@ -12,49 +12,44 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from berth.testing import DOCKER, Berthd, wait_for
+from berth.testing import DOCKER, Berthd, unique_name, wait_for, wait_for_log
 from berth.testing import inspect_container as inspect
 from berth.utils.timefmt import parse_rfc3339
 
 
-def test_run_rm_prints_output_and_removes(berthd: Berthd) -> None:
-    before = berthd.docker("ps", "-aq").stdout
-    proc = berthd.docker("run", "--rm", "busybox", "echo", "hi")
+def test_run_rm_prints_output_and_removes(berthd: Berthd, cleanup: list[str]) -> None:
+    name = unique_name("run-rm")
+    cleanup.append(name)  # if --rm failed to
+    proc = berthd.docker("run", "--rm", "--name", name, "busybox", "echo", "hi")
     assert proc.stdout == "hi\n"
-    assert berthd.docker("ps", "-aq").stdout == before
+    assert berthd.docker("ps", "-aq", "--filter", f"name={name}").stdout == ""
 
 
 def test_exit_code_and_state(berthd: Berthd, cleanup: list[str]) -> None:
-    proc = berthd.docker(
-        "run",
-        "--name",
-        "exits3",
-        "busybox",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-        check=False,
-    )
-    cleanup.append("exits3")
+    name = unique_name("exits3")
+    cleanup.append(name)
+    script = "echo out; echo err >&2; exit 3"
+    proc = berthd.docker("run", "--name", name, "busybox", "sh", "-c", script, check=False)
     assert proc.returncode == 3
     assert proc.stdout == "out\n" and proc.stderr == "err\n"
-    st = inspect(berthd, "exits3")["State"]
+    st = inspect(berthd, name)["State"]
     assert st["Status"] == "exited" and st["ExitCode"] == 3 and st["Running"] is False
     assert st["Pid"] == 0 and st["FinishedAt"] != "0001-01-01T00:00:00Z"
     assert st["StartedAt"] != "0001-01-01T00:00:00Z"
-    status = berthd.docker("ps", "-a", "--filter", "name=exits3", "--format", "{{.Status}}").stdout
+    status = berthd.docker("ps", "-a", "--filter", f"name={name}", "--format", "{{.Status}}").stdout
     assert re.fullmatch(r"Exited \(3\) (Less than a second|\d+ seconds?) ago\n", status)
     assert berthd.docker(
-        "ps", "-a", "-q", "--filter", "exited=3", "--filter", "name=exits3"
+        "ps", "-a", "-q", "--filter", "exited=3", "--filter", f"name={name}"
     ).stdout.strip()
 
 
 def test_missing_command_is_127(berthd: Berthd, cleanup: list[str]) -> None:
-    proc = berthd.docker("run", "--name", "nocmd", "busybox", "/no/such/cmd", check=False)
-    cleanup.append("nocmd")
+    name = unique_name("nocmd")
+    cleanup.append(name)
+    proc = berthd.docker("run", "--name", name, "busybox", "/no/such/cmd", check=False)
     assert proc.returncode == 127
     assert "no such file or directory" in proc.stderr.lower() or "not found" in proc.stderr.lower()
-    st = inspect(berthd, "nocmd")["State"]
+    st = inspect(berthd, name)["State"]
     assert st["ExitCode"] == 127 and st["Error"]
 
 
@@ -98,125 +93,103 @@ def test_tty_run_under_a_pty(berthd: Berthd) -> None:
 
 
 def test_detached_logs_stop(berthd: Berthd, cleanup: list[str]) -> None:
-    cid = berthd.docker(
-        "run",
-        "-d",
-        "--name",
-        "ticker",
-        "busybox",
-        "sh",
-        "-c",
-        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
-    ).stdout.strip()
-    cleanup.append(cid)
+    ticker = unique_name("ticker")
+    cleanup.append(ticker)
+    script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    cid = berthd.docker("run", "-d", "--name", ticker, "busybox", "sh", "-c", script).stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", cid)
-    wait_for(lambda: "tick 5" in berthd.docker("logs", "ticker").stdout, what="ticks")
-    c = inspect(berthd, "ticker")
+    wait_for_log(berthd, ticker, "tick 5")
+    c = inspect(berthd, ticker)
     assert c["State"]["Running"] and c["State"]["Pid"] > 0
     assert c["LogPath"].endswith(f"{cid}-json.log")
     line = Path(c["LogPath"]).read_text().splitlines()[0]
     rec = json.loads(line)
     assert rec["log"] == "tick 0\n" and rec["stream"] == "stdout"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", rec["time"])
-    tail = berthd.docker("logs", "--tail", "2", "ticker").stdout.splitlines()
+    tail = berthd.docker("logs", "--tail", "2", ticker).stdout.splitlines()
     assert len(tail) == 2 and tail[0].startswith("tick ")
-    stamped = berthd.docker("logs", "-t", "--tail", "1", "ticker").stdout
+    stamped = berthd.docker("logs", "-t", "--tail", "1", ticker).stdout
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z tick \d+", stamped)
-    status = berthd.docker("ps", "--filter", "name=ticker", "--format", "{{.Status}}").stdout
+    status = berthd.docker("ps", "--filter", f"name={ticker}", "--format", "{{.Status}}").stdout
     assert status.startswith("Up ")
     # sh as PID 1 ignores SIGTERM: stop waits -t then kills.
-    berthd.docker("stop", "-t", "1", "ticker")
-    st = inspect(berthd, "ticker")["State"]
+    berthd.docker("stop", "-t", "1", ticker)
+    st = inspect(berthd, ticker)["State"]
     assert st["Status"] == "exited" and st["ExitCode"] == 137
-    assert (
-        berthd.docker("stop", "ticker", check=False).returncode == 0
-    )  # 304 is success for the CLI
+    assert berthd.docker("stop", ticker, check=False).returncode == 0  # 304: success for the CLI
 
 
 def test_logs_follow_ends_with_the_container(berthd: Berthd, cleanup: list[str]) -> None:
-    berthd.docker(
-        "run",
-        "-d",
-        "--name",
-        "follow",
-        "busybox",
-        "sh",
-        "-c",
-        "for i in 1 2 3; do echo $i; sleep 0.3; done",
-    )
-    cleanup.append("follow")
-    proc = berthd.docker("logs", "-f", "follow", timeout=30)
+    follow, stderr_logs = unique_name("follow"), unique_name("stderr-logs")
+    cleanup.extend([follow, stderr_logs])
+    script = "for i in 1 2 3; do echo $i; sleep 0.3; done"
+    berthd.docker("run", "-d", "--name", follow, "busybox", "sh", "-c", script)
+    proc = berthd.docker("logs", "-f", follow, timeout=30)
     assert proc.stdout.split() == ["1", "2", "3"]
-    err = berthd.docker("run", "--name", "stderr-logs", "busybox", "sh", "-c", "echo a; echo b >&2")
-    cleanup.append("stderr-logs")
+    err = berthd.docker("run", "--name", stderr_logs, "busybox", "sh", "-c", "echo a; echo b >&2")
     assert err.stdout == "a\n"
-    logs = berthd.docker("logs", "stderr-logs")
+    logs = berthd.docker("logs", stderr_logs)
     assert logs.stdout == "a\n" and logs.stderr == "b\n"
 
 
 def test_kill_signal_and_restart(berthd: Berthd, cleanup: list[str]) -> None:
-    berthd.docker(
-        "run",
-        "-d",
-        "--name",
-        "trapper",
-        "busybox",
-        "sh",
-        "-c",
-        "trap 'echo got USR1; exit 42' USR1; while true; do sleep 0.1; done",
-    )
-    cleanup.append("trapper")
-    time.sleep(0.5)
-    berthd.docker("kill", "-s", "USR1", "trapper")
-    wait_for(lambda: not inspect(berthd, "trapper")["State"]["Running"], what="exit")
-    st = inspect(berthd, "trapper")["State"]
+    trapper = unique_name("trapper")
+    cleanup.append(trapper)
+    # The marker says the trap is in place: a signal sent before it would kill sh outright.
+    script = "trap 'echo got USR1; exit 42' USR1; echo trap-set; while true; do sleep 0.1; done"
+    berthd.docker("run", "-d", "--name", trapper, "busybox", "sh", "-c", script)
+    wait_for_log(berthd, trapper, "trap-set")
+    berthd.docker("kill", "-s", "USR1", trapper)
+    wait_for(lambda: not inspect(berthd, trapper)["State"]["Running"], what="exit")
+    st = inspect(berthd, trapper)["State"]
     assert st["ExitCode"] == 42
-    assert "got USR1" in berthd.docker("logs", "trapper").stdout
-    proc = berthd.docker("kill", "trapper", check=False)
+    assert "got USR1" in berthd.docker("logs", trapper).stdout
+    proc = berthd.docker("kill", trapper, check=False)
     assert "is not running" in proc.stderr
-    berthd.docker("restart", "-t", "1", "trapper")
-    assert inspect(berthd, "trapper")["State"]["Running"]
-    berthd.docker("kill", "trapper")
-    assert inspect(berthd, "trapper")["State"]["ExitCode"] == 137
+    berthd.docker("restart", "-t", "1", trapper)
+    assert inspect(berthd, trapper)["State"]["Running"]
+    berthd.docker("kill", trapper)
+    assert inspect(berthd, trapper)["State"]["ExitCode"] == 137
 
 
 def test_pause_and_unpause(berthd: Berthd, cleanup: list[str]) -> None:
-    cid = berthd.docker("run", "-d", "--name", "pausable", "busybox", "sleep", "60").stdout.strip()
-    cleanup.append(cid)
-    berthd.docker("pause", "pausable")
-    c = inspect(berthd, "pausable")
+    pausable = unique_name("pausable")
+    cleanup.append(pausable)
+    cid = berthd.docker("run", "-d", "--name", pausable, "busybox", "sleep", "60").stdout.strip()
+    berthd.docker("pause", pausable)
+    c = inspect(berthd, pausable)
     assert c["State"]["Paused"] and c["State"]["Status"] == "paused"
-    status = berthd.docker("ps", "--filter", "name=pausable", "--format", "{{.Status}}").stdout
+    status = berthd.docker("ps", "--filter", f"name={pausable}", "--format", "{{.Status}}").stdout
     assert status.strip().endswith("(Paused)")
     freezer = list(Path("/sys/fs/cgroup/freezer/berth").glob(f"{cid}/freezer.state"))
     if freezer:
         assert freezer[0].read_text().strip() == "FROZEN"
-    proc = berthd.docker("exec", "pausable", "true", check=False)
+    proc = berthd.docker("exec", pausable, "true", check=False)
     assert "is paused" in proc.stderr
-    berthd.docker("unpause", "pausable")
-    assert not inspect(berthd, "pausable")["State"]["Paused"]
-    proc = berthd.docker("rm", "pausable", check=False)
+    berthd.docker("unpause", pausable)
+    assert not inspect(berthd, pausable)["State"]["Paused"]
+    proc = berthd.docker("rm", pausable, check=False)
     assert "container is running: stop the container before removing or force remove" in proc.stderr
-    berthd.docker("rm", "-f", "pausable")
-    cleanup.remove(cid)
+    berthd.docker("rm", "-f", pausable)
 
 
 def test_exec(berthd: Berthd, cleanup: list[str]) -> None:
-    berthd.docker("run", "-d", "--name", "execd", "-e", "BASE=1", "busybox", "sleep", "60")
-    cleanup.append("execd")
-    assert berthd.docker("exec", "execd", "echo", "in there").stdout == "in there\n"
-    proc = berthd.docker("exec", "execd", "sh", "-c", "exit 7", check=False)
+    execd = unique_name("execd")
+    cleanup.append(execd)
+    berthd.docker("run", "-d", "--name", execd, "-e", "BASE=1", "busybox", "sleep", "60")
+    assert berthd.docker("exec", execd, "echo", "in there").stdout == "in there\n"
+    proc = berthd.docker("exec", execd, "sh", "-c", "exit 7", check=False)
     assert proc.returncode == 7
     assert (
         berthd.docker(
-            "exec", "-e", "X=2", "-w", "/tmp", "execd", "sh", "-c", "echo $BASE$X $(pwd)"
+            "exec", "-e", "X=2", "-w", "/tmp", execd, "sh", "-c", "echo $BASE$X $(pwd)"
         ).stdout
         == "12 /tmp\n"
     )
-    assert berthd.docker("exec", "-u", "1000:1000", "execd", "id", "-u").stdout == "1000\n"
-    assert berthd.docker("exec", "-u", "app", "execd", "id", "-un").stdout == "app\n"
+    assert berthd.docker("exec", "-u", "1000:1000", execd, "id", "-u").stdout == "1000\n"
+    assert berthd.docker("exec", "-u", "app", execd, "id", "-un").stdout == "app\n"
     piped = subprocess.run(
-        [DOCKER, "exec", "-i", "execd", "cat"],
+        [DOCKER, "exec", "-i", execd, "cat"],
         input=b"through exec\n",
         env=berthd.env(),
         capture_output=True,
@@ -224,25 +197,25 @@ def test_exec(berthd: Berthd, cleanup: list[str]) -> None:
         check=False,
     )
     assert piped.stdout == b"through exec\n"
-    berthd.docker("exec", "-d", "execd", "sh", "-c", "echo detached > /tmp/d")
+    berthd.docker("exec", "-d", execd, "sh", "-c", "echo detached > /tmp/d")
     wait_for(
-        lambda: berthd.docker("exec", "execd", "cat", "/tmp/d", check=False).stdout == "detached\n",
+        lambda: berthd.docker("exec", execd, "cat", "/tmp/d", check=False).stdout == "detached\n",
         what="detached exec",
     )
     caps = berthd.docker(
-        "exec", "--privileged", "execd", "sh", "-c", "grep CapEff /proc/self/status"
+        "exec", "--privileged", execd, "sh", "-c", "grep CapEff /proc/self/status"
     ).stdout
-    plain = berthd.docker("exec", "execd", "sh", "-c", "grep CapEff /proc/self/status").stdout
+    plain = berthd.docker("exec", execd, "sh", "-c", "grep CapEff /proc/self/status").stdout
     assert caps != plain
-    assert inspect(berthd, "execd")["ExecIDs"]
-    missing = berthd.docker("exec", "execd", "nonexistent", check=False)
+    assert inspect(berthd, execd)["ExecIDs"]
+    missing = berthd.docker("exec", execd, "nonexistent", check=False)
     assert missing.returncode == 127
     assert missing.stdout.strip() == (  # the CLI copies the hijacked stream there
         "OCI runtime exec failed: exec failed: unable to start container process: "
         'exec: "nonexistent": executable file not found in $PATH: unknown'
     )
-    berthd.docker("stop", "-t", "0", "execd")
-    proc = berthd.docker("exec", "execd", "true", check=False)
+    berthd.docker("stop", "-t", "0", execd)
+    proc = berthd.docker("exec", execd, "true", check=False)
     assert "is not running" in proc.stderr
 
 
@@ -311,10 +284,12 @@ def test_run_options_take_effect(berthd: Berthd) -> None:
 
 
 def test_oom_killed(berthd: Berthd, cleanup: list[str]) -> None:
+    oom = unique_name("oom")
+    cleanup.append(oom)
     proc = berthd.docker(
         "run",
         "--name",
-        "oom",
+        oom,
         "--memory",
         "16m",
         "--memory-swap",
@@ -326,25 +301,25 @@ def test_oom_killed(berthd: Berthd, cleanup: list[str]) -> None:
         check=False,
         timeout=120,
     )
-    cleanup.append("oom")
     assert proc.returncode == 137
-    st = inspect(berthd, "oom")["State"]
+    st = inspect(berthd, oom)["State"]
     assert st["OOMKilled"] is True and st["ExitCode"] == 137
 
 
 def test_wait_and_attach(berthd: Berthd, cleanup: list[str]) -> None:
+    waited = unique_name("waited")
+    cleanup.append(waited)
     berthd.docker(
         "create",
         "--name",
-        "waited",
+        waited,
         "busybox",
         "sh",
         "-c",
         "sleep 0.5; echo attached-output; exit 5",
     )
-    cleanup.append("waited")
     attach = subprocess.Popen(
-        [DOCKER, "start", "-a", "waited"],
+        [DOCKER, "start", "-a", waited],
         env=berthd.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -352,11 +327,12 @@ def test_wait_and_attach(berthd: Berthd, cleanup: list[str]) -> None:
     out, _ = attach.communicate(timeout=60)
     assert out == b"attached-output\n"
     assert attach.returncode == 5
-    assert berthd.docker("wait", "waited").stdout == "5\n"
+    assert berthd.docker("wait", waited).stdout == "5\n"
 
 
-def test_auto_remove_and_top(berthd: Berthd) -> None:
+def test_auto_remove_and_top(berthd: Berthd, cleanup: list[str]) -> None:
     cid = berthd.docker("run", "-d", "--rm", "busybox", "sleep", "30").stdout.strip()
+    cleanup.append(cid)  # if it outlived a failure
     top = berthd.docker("top", cid).stdout
     assert "sleep 30" in top and "PID" in top.splitlines()[0]
     berthd.docker("stop", "-t", "0", cid)
@@ -364,19 +340,20 @@ def test_auto_remove_and_top(berthd: Berthd) -> None:
 
 
 def test_restart_policy(berthd: Berthd, cleanup: list[str]) -> None:
+    flaky = unique_name("flaky")
+    cleanup.append(flaky)
     berthd.docker(
-        "run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"
+        "run", "-d", "--name", flaky, "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"
     )
-    cleanup.append("flaky")
     wait_for(
         lambda: (
-            inspect(berthd, "flaky")["RestartCount"] == 2
-            and not inspect(berthd, "flaky")["State"]["Running"]
+            inspect(berthd, flaky)["RestartCount"] == 2
+            and not inspect(berthd, flaky)["State"]["Running"]
         ),
         timeout=30,
         what="two restarts",
     )
-    assert inspect(berthd, "flaky")["State"]["ExitCode"] == 1
+    assert inspect(berthd, flaky)["State"]["ExitCode"] == 1
 
 
 def test_docker_py_run(berthd: Berthd) -> None:
@@ -478,8 +455,9 @@ def test_seccomp_profiles(berthd: Berthd, tmp_path: Path) -> None:
 
 
 def test_lifecycle_answers_of_the_api(berthd: Berthd, cleanup: list[str]) -> None:
-    cid = berthd.docker("run", "-d", "-t", "--name", "api-tty", "busybox", "sh").stdout.strip()
-    cleanup.append(cid)
+    name = unique_name("api-tty")
+    cleanup.append(name)
+    cid = berthd.docker("run", "-d", "-t", "--name", name, "busybox", "sh").stdout.strip()
     status, _, _ = berthd.request("POST", f"/containers/{cid}/start")
     assert status == 304
     status, _, body = berthd.request("POST", f"/containers/{cid}/kill?signal=SIGFOO")
