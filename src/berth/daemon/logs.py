@@ -1,4 +1,4 @@
-"""Container logs: writing through the json-file driver, reading for ``docker logs``."""
+"""Container logs: writing through the json-file or local driver, reading for ``docker logs``."""
 
 from __future__ import annotations
 
@@ -8,24 +8,55 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from berth import errdefs
-from berth.daemon.validate import parse_size
-from berth.logger import Copier, JSONFileLogger, LogMessage, read_logs
+from berth.daemon.validate import local_log_options, parse_size
+from berth.logger import Copier, FileLogger, JSONFileLogger, LocalLogger, LogMessage, read_logs
+from berth.logger._files import JSON_LINES
+from berth.logger.local import LOCAL_FORMAT
 
 if TYPE_CHECKING:
     from berth.container.container import Container
 
 
-class ContainerLog:
-    """The json-file log of one run: a copier per stream feeding one file."""
+#: Where moby's local driver keeps its files, under the container's directory.
+LOCAL_LOG_DIR = "local-logs"
+LOCAL_LOG_FILE = "container.log"
 
-    def __init__(self, path: Path, options: dict[str, str]) -> None:
-        max_size = options.get("max-size", "-1")
-        self.logger = JSONFileLogger(
-            path,
-            max_size=-1 if max_size in ("", "-1") else parse_size(max_size),
-            max_file=int(options.get("max-file", "1") or "1"),
-            compress=options.get("compress", "false").lower() in ("1", "true"),
-        )
+
+def log_file(container: Container, json_path: Path) -> Path:
+    """The file the container's driver writes: *json_path* for json-file, moby's
+    ``local-logs/container.log`` for local."""
+    if container.host_config.log_config.type == "local":
+        return container.root / LOCAL_LOG_DIR / LOCAL_LOG_FILE
+    return json_path
+
+
+def exposed_log_path(container: Container, json_path: Path) -> str:
+    """inspect's ``LogPath``: moby shows json-file's file only; the local driver's format is
+    not an API, so its path stays hidden."""
+    if container.logger is None or container.host_config.log_config.type != "json-file":
+        return ""
+    return str(json_path)
+
+
+def _file_logger(driver: str, path: Path, options: dict[str, str]) -> FileLogger:
+    if driver == "local":
+        max_size, max_file, compress = local_log_options(options)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        return LocalLogger(path, max_size=max_size, max_file=max_file, compress=compress)
+    max_size_opt = options.get("max-size", "-1")
+    return JSONFileLogger(
+        path,
+        max_size=-1 if max_size_opt in ("", "-1") else parse_size(max_size_opt),
+        max_file=int(options.get("max-file", "1") or "1"),
+        compress=options.get("compress", "false").lower() in ("1", "true"),
+    )
+
+
+class ContainerLog:
+    """The log of one run: a copier per stream feeding one file of the json-file or local driver."""
+
+    def __init__(self, path: Path, options: dict[str, str], driver: str = "json-file") -> None:
+        self.logger = _file_logger(driver, path, options)
         self._copiers = {
             "stdout": Copier("stdout", self.logger.log),
             "stderr": Copier("stderr", self.logger.log),
@@ -46,7 +77,7 @@ def open_log(container: Container, path: Path) -> ContainerLog | None:
         return None
     if lc.type not in ("json-file", "local"):
         raise errdefs.InvalidParameter(f"logger: no log driver named '{lc.type}' is registered")
-    return ContainerLog(path, lc.config or {})
+    return ContainerLog(log_file(container, path), lc.config or {}, lc.type)
 
 
 def read(
@@ -63,6 +94,7 @@ def read(
     if lc.type == "none":
         raise errdefs.InvalidParameter("configured logging driver does not support reading")
     live = container.logger if isinstance(container.logger, ContainerLog) else None
+    path = log_file(container, path)
     if not path.exists():
         return iter(())
     return read_logs(
@@ -73,4 +105,5 @@ def read(
         follow=follow and container.state.running,
         logger=live.logger if live is not None else None,
         stop=stop,
+        fmt=LOCAL_FORMAT if lc.type == "local" else JSON_LINES,
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth import errdefs
 from berth.container.stream import ProcessIO
+from berth.daemon import logs as _logs
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
 from berth.types.container import MountPoint
@@ -223,7 +224,7 @@ def _start_locked(d: Daemon, container: Container) -> None:
     rec.has_been_manually_stopped = False
     container.rootfs = rootfs
     container.spec_process = spec["process"]
-    rec.log_path = str(d.log_path(container)) if container.logger is not None else ""
+    rec.log_path = _logs.exposed_log_path(container, d.log_path(container))
     container.exited.clear()
     d.checkpoint(container, host_config=False)
     d.emit_container(container, "start")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import posixpath
+import re
 
 from berth import errdefs
 from berth.runtime.seccomp import validate_security_opts
@@ -341,6 +342,65 @@ def validate_log_config(hc: HostConfig, default_driver: str, default_opts: dict[
                 raise invalid(f"invalid max-file: {lc.config['max-file']!r}") from None
             if n < 1:
                 raise invalid("max-file cannot be less than 1")
+    elif lc.type == "local":
+        for key in lc.config:
+            if key not in LOCAL_OPTS:
+                raise invalid(f"unknown log opt '{key}' for log driver local")
+        local_log_options(lc.config)
+
+
+#: moby's local driver options (the common attribute options are not kept by berth's local
+#: driver, so they are refused rather than accepted and ignored).
+LOCAL_OPTS = {"max-file", "max-size", "compress", "mode", "max-buffer-size"}
+
+
+def local_log_options(opts: dict[str, str]) -> tuple[int, int, bool]:
+    """(max size, max files, compress) of the local driver, defaults as moby's (20 MiB, 5,
+    compressed); refuses what moby's ``newConfig`` refuses."""
+    max_size = 20 * 1024 * 1024
+    max_file = 5
+    compress = True
+    if "max-size" in opts:
+        try:
+            max_size = from_human_size(opts["max-size"])
+        except ValueError:
+            raise invalid(f"invalid value for max-size: {opts['max-size']}") from None
+        if max_size == 0:
+            raise invalid("max-size must be a positive number")
+    if "max-file" in opts:
+        try:
+            max_file = int(opts["max-file"])
+        except ValueError:
+            raise invalid(f"invalid value for max-file: {opts['max-file']}") from None
+        if max_file < 0:
+            raise invalid("max-file must not be negative")
+    if "compress" in opts:
+        value = _GO_BOOLS.get(opts["compress"])
+        if value is None:
+            raise invalid(f"invalid boolean value for compress: {opts['compress']!r}")
+        compress = value
+    if compress and max_file <= 1:
+        raise invalid("compression cannot be enabled when max file count is 1")
+    return max_size, max(max_file, 1), compress
+
+
+#: Go's ``strconv.ParseBool``.
+_GO_BOOLS = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
+
+_HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def from_human_size(value: str) -> int:
+    """go-units ``FromHumanSize`` (decimal units: ``20m`` → 20000000), as the local driver
+    parses max-size."""
+    m = _HUMAN_SIZE.match(value)
+    if m is None:
+        raise ValueError(value)
+    mult = 1000 ** (" kmgtp".index(m.group(2).lower()) if m.group(2) else 0)
+    return int(float(m.group(1)) * mult)
 
 
 def _size_opt(value: str | None) -> None:

@@ -1,6 +1,10 @@
-"""Reading json-file logs by offset: the pieces behind ``read_logs``.
+"""Reading log files by offset: the pieces behind ``read_logs``, shared by the file drivers.
 
-Nothing here reads a log from the top to find where to start:
+A driver's on-disk encoding is a :class:`LogFormat` (how to decode a byte range,
+find the n-th last message, and find where ``since`` starts); opening files,
+rotated and compressed ones included, and turning tail/since into a start
+position is the same for every driver.  For json-file (``JSON_LINES``),
+nothing here reads a log from the top to find where to start:
 
 * ``tail`` reads blocks backwards from the end of the newest file and counts
   complete, decodable lines until it has enough;
@@ -18,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from berth.logger._codec import decode_entries, decode_entry
 from berth.logger._gzip import decompress_to_temp, read_last_time
@@ -33,6 +38,40 @@ PROBE_BLOCK = 8 * 1024
 BISECT_LINEAR = 64 * 1024
 
 _O_READ = os.O_RDONLY | os.O_CLOEXEC
+
+
+class LogFormat(Protocol):
+    """How one driver's files are read: the only part of reading that differs by driver."""
+
+    def iter_messages(self, fd: int, start: int, end: int) -> Iterator[LogMessage]:
+        """The messages in [start, end) of *fd*; *start* is a message boundary."""
+        ...
+
+    def nth_last(self, fd: int, end: int, need: int) -> tuple[int, LogMessage | None, int]:
+        """(offset, message, count) of the *need*-th last message in [0, end), as
+        :func:`nth_last` for json-file."""
+        ...
+
+    def since_offset(self, fd: int, lo: int, end: int, since_ns: int) -> int:
+        """A message boundary in [lo, end] with no message at or after *since_ns* before it,
+        close to the first one that is."""
+        ...
+
+
+class _JSONLines:
+    """json-file: one JSON object per line.  Looks the functions up at call time."""
+
+    def iter_messages(self, fd: int, start: int, end: int) -> Iterator[LogMessage]:
+        return iter_messages(fd, start, end)
+
+    def nth_last(self, fd: int, end: int, need: int) -> tuple[int, LogMessage | None, int]:
+        return nth_last(fd, end, need)
+
+    def since_offset(self, fd: int, lo: int, end: int, since_ns: int) -> int:
+        return bisect_since(fd, lo, end, since_ns)
+
+
+JSON_LINES: LogFormat = _JSONLines()
 
 
 class Source:
@@ -225,7 +264,9 @@ def nth_last(fd: int, end: int, need: int) -> tuple[int, LogMessage | None, int]
     return 0, None, count
 
 
-def tail_position(sources: Sequence[Source], n: int) -> tuple[int, int]:
+def tail_position(
+    sources: Sequence[Source], n: int, fmt: LogFormat = JSON_LINES
+) -> tuple[int, int]:
     """(source index, offset) where the last *n* messages start; (0, 0) when there are fewer."""
     if n == 0:
         return len(sources), 0
@@ -233,7 +274,7 @@ def tail_position(sources: Sequence[Source], n: int) -> tuple[int, int]:
     for i in range(len(sources) - 1, -1, -1):
         src = sources[i]
         src.materialize()
-        offset, msg, found = nth_last(src.fd, src.size, need)
+        offset, msg, found = fmt.nth_last(src.fd, src.size, need)
         if msg is not None:
             return i, offset
         need -= found
@@ -278,7 +319,7 @@ def bisect_since(fd: int, lo: int, end: int, since_ns: int) -> int:
 
 
 def since_position(
-    sources: Sequence[Source], index: int, offset: int, since_ns: int
+    sources: Sequence[Source], index: int, offset: int, since_ns: int, fmt: LogFormat = JSON_LINES
 ) -> tuple[int, int]:
     """Where to start reading for messages at or after *since_ns*, not before (index, offset)."""
     for i in range(index, len(sources)):
@@ -289,8 +330,8 @@ def since_position(
             if last is not None and last < since_ns:
                 continue
             src.materialize()
-        _, last_msg, _ = nth_last(src.fd, src.size, 1)
+        _, last_msg, _ = fmt.nth_last(src.fd, src.size, 1)
         if last_msg is None or last_msg.time_ns < since_ns:
             continue  # nothing in this file is recent enough
-        return i, bisect_since(src.fd, lo, src.size, since_ns)
+        return i, fmt.since_offset(src.fd, lo, src.size, since_ns)
     return len(sources), 0
