@@ -46,14 +46,14 @@ def merged_dir(d: Berthd, ref: str) -> str:
 
 def container_in(d: Berthd, state: str, cleanup: list[str]) -> str:
     """A busybox container that is running, stopped (exited) or only created."""
+    name = unique_name(f"cp-{state}")
+    cleanup.append(name)  # before it exists: a failed start leaves it created
     if state == "running":
-        cid = d.docker("run", "-d", "busybox", "sleep", "1000").stdout.strip()
-    elif state == "stopped":
-        cid = d.docker("create", "busybox", "true").stdout.strip()
-        d.docker("start", "-a", cid)
+        cid = d.docker("run", "-d", "--name", name, "busybox", "sleep", "1000").stdout.strip()
     else:
-        cid = d.docker("create", "busybox", "true").stdout.strip()
-    cleanup.append(cid)
+        cid = d.docker("create", "--name", name, "busybox", "true").stdout.strip()
+    if state == "stopped":
+        d.docker("start", "-a", cid)
     assert inspect(d, cid)["State"]["Status"] == {"stopped": "exited"}.get(state, state)
     return cid
 
@@ -126,6 +126,7 @@ def test_copy_errors_read_as_dockers(berthd: Berthd, cleanup: list[str], tmp_pat
     cid = container_in(berthd, "created", cleanup)
     name = unique_name("cp-errors")
     berthd.docker("rename", cid, name)
+    cleanup.append(name)  # the name container_in gave it is gone
     f = tmp_path / "f.txt"
     f.write_text("x")
 

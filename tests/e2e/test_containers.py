@@ -214,6 +214,7 @@ def test_create_errors(berthd: Berthd, cleanup: list[str], tmp_path: Path) -> No
     # A refused create leaves no layers behind.
     assert set(os.listdir(berthd.data_root / "overlay2")) == before
     assert berthd.docker("ps", "-aq", "--no-trunc").stdout == containers_before
+    assert berthd.docker("ps", "-aq", "--filter", f"since={taken}").stdout == ""
 
 
 def test_create_errors_raw_api(berthd: Berthd, cleanup: list[str]) -> None:

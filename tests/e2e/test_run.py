@@ -331,8 +331,11 @@ def test_wait_and_attach(berthd: Berthd, cleanup: list[str]) -> None:
 
 
 def test_auto_remove_and_top(berthd: Berthd, cleanup: list[str]) -> None:
-    cid = berthd.docker("run", "-d", "--rm", "busybox", "sleep", "30").stdout.strip()
-    cleanup.append(cid)  # if it outlived a failure
+    name = unique_name("auto-rm")
+    cleanup.append(name)  # if it outlived a failure
+    cid = berthd.docker(
+        "run", "-d", "--rm", "--name", name, "busybox", "sleep", "30"
+    ).stdout.strip()
     top = berthd.docker("top", cid).stdout
     assert "sleep 30" in top and "PID" in top.splitlines()[0]
     berthd.docker("stop", "-t", "0", cid)
@@ -397,8 +400,9 @@ def test_output_nobody_reads_is_drained_into_the_log(berthd: Berthd, cleanup: li
     """100 MB with nobody attached: the container never blocks and the log keeps every byte."""
     lines = 1_000_000
     script = f'BEGIN{{for(i=0;i<{lines};i++) printf "%099d\\n", i}}'
-    cid = berthd.docker("run", "-d", "busybox", "awk", script).stdout.strip()
-    cleanup.append(cid)
+    name = unique_name("drained")
+    cleanup.append(name)  # named first: a failed start leaves the created container
+    cid = berthd.docker("run", "-d", "--name", name, "busybox", "awk", script).stdout.strip()
     assert berthd.docker("wait", cid, timeout=300).stdout.strip() == "0"
     expected = hashlib.sha256()
     for i in range(lines):
@@ -527,10 +531,11 @@ def test_privileged_gets_the_host_bounding_set(berthd: Berthd) -> None:
 
 
 def test_stats(berthd: Berthd, cleanup: list[str]) -> None:
+    name = unique_name("stats")
+    cleanup.append(name)
     cid = berthd.docker(
-        "run", "-d", "--memory", "64m", "busybox", "sh", "-c", "while true; do :; done"
+        "run", "-d", "--name", name, "--memory", "64m", "busybox", "sh", "-c", "while :; do :; done"
     ).stdout.strip()
-    cleanup.append(cid)
 
     # The CLI's --no-stream takes one answer of stream=false: two samples, so a CPU %.
     line = berthd.docker("stats", "--no-stream", "--format", "{{json .}}", cid).stdout
@@ -598,8 +603,9 @@ def test_logs_frames_per_message_except_for_the_cli(berthd: Berthd, cleanup: lis
     """The docker CLI gets consecutive messages of a stream in one frame; other clients
     (docker-py's stream=True yields frames) get one frame per message, as from dockerd."""
     script = "for i in 1 2 3 4; do echo out$i; done; echo err1 >&2; echo err2 >&2"
-    cid = berthd.docker("run", "-d", "busybox", "sh", "-c", script).stdout.strip()
-    cleanup.append(cid)
+    name = unique_name("frames")
+    cleanup.append(name)
+    cid = berthd.docker("run", "-d", "--name", name, "busybox", "sh", "-c", script).stdout.strip()
     assert berthd.docker("wait", cid).stdout.strip() == "0"
     path = f"/v1.51/containers/{cid}/logs?stdout=1&stderr=1"
     outs = [b"out1\n", b"out2\n", b"out3\n", b"out4\n"]
