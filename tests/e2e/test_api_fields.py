@@ -118,3 +118,31 @@ def test_image_inspect_container_fields_until_1_45(
     if present:
         assert image["Container"] == ""  # an imported image was made by no container
         assert isinstance(image["ContainerConfig"], dict)
+
+
+def test_info_lists_only_the_plugins_berth_has(berthd: Berthd) -> None:
+    plugins = _get(berthd, "/info")["Plugins"]
+    assert plugins["Network"] == ["host", "null"]  # no bridge driver yet
+    assert plugins["Volume"] == []  # no volume service yet
+    assert plugins["Authorization"] is None
+
+
+def test_info_counts_event_listeners(berthd: Berthd) -> None:
+    def listeners() -> int:
+        return int(_get(berthd, "/info")["NEventsListener"])
+
+    before = listeners()
+    conns = [berthd.http() for _ in range(2)]
+    streams = []
+    try:
+        for conn in conns:
+            conn.request("GET", "/events")
+            streams.append(conn.getresponse())
+            assert streams[-1].status == 200
+        wait_for(lambda: listeners() == before + 2, 10, "two more event listeners")
+    finally:
+        for stream in streams:
+            stream.close()  # the response holds the socket as well as the connection
+        for conn in conns:
+            conn.close()
+    wait_for(lambda: listeners() == before, 10, "the listeners gone")
