@@ -86,12 +86,13 @@ class Canary:
 @pytest.fixture
 def canary(tmp_path: Path) -> Canary:
     d = tmp_path / f"canary-{uuid.uuid4().hex[:12]}"
-    (d / "vol").mkdir(parents=True)
+    for sub in ("vol", "bindto"):
+        (d / sub).mkdir(parents=True)
+        (d / sub / "inside").write_text(f"{ON_HOST} {sub}\n")
     for name in ("secret", "hostonly", "hosts", "resolv.conf", "hostname", "dockerenv", "mtab"):
         (d / name).write_text(f"{ON_HOST} {name}\n")
     (d / "passwd").write_text("canary:x:4242:4242::/:/bin/sh\n")
     (d / "group").write_text("canary:x:4242:\n")
-    (d / "vol" / "inside").write_text(f"{ON_HOST} vol\n")
     for p in [*d.rglob("*"), d]:
         os.utime(p, (_OLD, _OLD))
     c = Canary(d)
@@ -214,8 +215,7 @@ def escaping_image(o: Workspace, canary: Canary) -> str:
 # -- load and import ----------------------------------------------------------------------------
 def test_load_keeps_links_that_climb_above_the_root(ws: Workspace, canary: Canary) -> None:
     image = escaping_image(ws, canary)
-    out = ws.readlinks(image, "/a/b", "/abs", "/a/hostonly")
-    assert out == [
+    assert ws.readlinks(image, "/a/b", "/abs", "/a/hostonly") == [
         canary.climb("secret"),
         canary.absolute("secret"),
         canary.climb("hostonly"),
@@ -356,7 +356,11 @@ def test_binds_and_volumes_mounted_at_climbing_links(
     image = ws.load(
         layer_tar(
             {canary.in_image("keep"): "image\n"},
-            symlinks={"d": canary.climb(), "v": canary.climb("vol"), "f": canary.climb("secret")},
+            symlinks={
+                "d": canary.climb("bindto"),
+                "v": canary.climb("vol"),
+                "f": canary.climb("secret"),
+            },
         )
     )
     bind = tmp_path / "bind"
@@ -372,7 +376,7 @@ def test_binds_and_volumes_mounted_at_climbing_links(
             "sh",
             "-c",
             "cat /d/marker /f && echo written > /d/new && echo v > /v/new && ls /v && "
-            f"cat /{canary.in_image('marker')}",
+            f"cat /{canary.in_image('bindto/marker')}",
             args=args,
         )
         assert out == "bind marker\nbind file\nnew\nbind marker\n"
@@ -398,6 +402,7 @@ def test_init_layer_and_network_files_behind_climbing_links(
 ) -> None:
     """The paths berthd writes at create and start are links to the canary: each is
     replaced in the container's own layer, never written through."""
+    files: dict[str, bytes | str | None] = {}
     if kind == "files":
         links = {
             "etc/hosts": canary.climb("hosts"),
@@ -410,7 +415,7 @@ def test_init_layer_and_network_files_behind_climbing_links(
             "etc/passwd": canary.climb("passwd"),
             "etc/group": canary.absolute("group"),
         }
-        files = {
+        files |= {
             canary.in_image("passwd"): "canary:x:1234:1234::/:/bin/sh\n",
             canary.in_image("group"): "canary:x:1234:\n",
         }
@@ -421,7 +426,6 @@ def test_init_layer_and_network_files_behind_climbing_links(
             "proc": canary.absolute(),
             "sys": canary.climb("vol"),
         }
-        files = {}
     image = ws.load(layer_tar(files, symlinks=links))
     name = ws.name("init")
     out = ws.d.docker(
