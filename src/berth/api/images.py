@@ -116,7 +116,11 @@ def routes(ctx: Context) -> list[Route]:
 
     async def load(req: Request) -> StreamingResponse:
         """As dockerd: 200 and a JSON stream, whose last message carries any error
-        with the archive (docker-py raises ImageLoadError, the CLI exits 1)."""
+        with the archive (docker-py raises ImageLoadError, the CLI exits 1).
+
+        ``quiet`` (true unless given) only silences dockerd's "Loading layer"
+        progress messages, which berth does not send.
+        """
         try:
             path = Path(await _spool(req.stream(), backend.tmp_dir))
             try:
