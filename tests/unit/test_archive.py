@@ -348,6 +348,35 @@ def test_extract_follows_symlinks_inside_the_container_only(tree: Path) -> None:
 
 
 @needs_root
+def test_links_climbing_to_a_host_path_resolve_in_the_container(tree: Path) -> None:
+    """An image may hold ``a/b/esc -> ../../../host/secret``: from ``<base>/root/a/b`` on the
+    host that is ``<base>/host/secret``; in the container it is ``/host/secret``."""
+    root = tree / "root"
+    os.symlink("../../../host/secret", root / "a/b/esc")
+    os.symlink("../../../host", root / "a/b/escdir")
+    os.symlink("../../../host/vol", root / "a/b/escmount")
+    (root / "host").mkdir()
+    (root / "host/secret").write_text("container secret\n")
+    mounts = [Mount("/a/b/escmount", str(tree / "vol"), True)]
+    with ContainerFS(str(root), mounts) as fs:
+        st = fs.path_stat(fs.resolve("/a/b/esc"))
+        assert st.link_target == "/host/secret"  # what ``docker cp -L`` asks for next
+        (m,) = tar_of(fs, "/a/b/esc")
+        assert (m.name, m.issym(), m.linkname) == ("esc", True, "../../../host/secret")
+        (m,) = tar_of(fs, st.link_target)
+        assert m.pax_headers["test.data"] == "container secret\n"
+        assert fs.resolve("/a/b/escdir/secret").entry.path == "/host/secret"
+        extract(fs, "/a/b/escdir", make_tar(reg("new", b"through the link")))
+        # The mount's destination resolves in the root too, and is made there.
+        assert fs.path_stat(fs.resolve("/a/b/escmount/inside")).size == len("volume data\n")
+        assert fs.path_stat(fs.resolve("/host/vol/inside")).size == len("volume data\n")
+    assert (root / "host/new").read_bytes() == b"through the link"
+    assert (root / "host/vol").is_dir()
+    assert sorted(os.listdir(tree / "host")) == ["secret"]
+    assert (tree / "host/secret").read_text() == "host secret\n"
+
+
+@needs_root
 @pytest.mark.parametrize(
     "members",
     [
