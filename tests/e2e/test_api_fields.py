@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from berth.testing import Berthd, wait_for
+from berth.testing import Berthd, unique_name, wait_for
 
 # Extracted from moby's swagger files; the file names its sources.
 REQUIRED: dict[str, dict[str, dict[str, list[str]]]] = {
@@ -58,7 +57,7 @@ def _missing(obj: Any, required: dict[str, list[str]]) -> list[str]:
 @pytest.fixture(scope="module")
 def container(berthd: Berthd) -> Iterator[str]:
     """A running container with an exposed port and a label, on the session daemon."""
-    name = f"fields-{uuid.uuid4().hex[:10]}"
+    name = unique_name("fields")
     try:
         ident = berthd.docker(
             "run", "-d", "--name", name, "--expose", "8080", "--label", "test=fields",

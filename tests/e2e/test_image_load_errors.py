@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from berth.testing import DOCKER, Berthd
+from berth.testing import DOCKER, Berthd, unique_name
 from tests.e2e.archives import docker_archive, layer_tar
 
 _TRUNCATED = docker_archive([layer_tar({"big": os.urandom(200_000)})], ["trunc:1"])[:150_000]
@@ -27,16 +26,6 @@ def api(berthd: Berthd) -> Iterator[Any]:
         yield client
     finally:
         client.close()
-
-
-@pytest.fixture
-def repo(berthd: Berthd) -> Iterator[str]:
-    """A repository name of the test's own; every tag in it is removed afterwards."""
-    name = f"loaderr-{uuid.uuid4().hex[:10]}"
-    yield name
-    tags = berthd.docker("images", "--format", "{{.Repository}}:{{.Tag}}", name).stdout.split()
-    for tag in tags:
-        berthd.docker("rmi", "-f", tag, check=False)
 
 
 def _lines(body: bytes) -> list[dict[str, Any]]:
@@ -76,8 +65,12 @@ def test_docker_py_high_level_load_raises_image_load_error(berthd: Berthd) -> No
         client.close()
 
 
-def test_several_messages_are_a_json_stream(berthd: Berthd, api: Any, repo: str) -> None:
+def test_several_messages_are_a_json_stream(
+    berthd: Berthd, api: Any, image_cleanup: list[str]
+) -> None:
     """Two tags, two messages: a chunked stream docker-py decodes message by message."""
+    repo = unique_name("loadmsgs")
+    image_cleanup.extend([f"{repo}:1", f"{repo}:2"])
     data = docker_archive([layer_tar({"two": repo})], [f"{repo}:1", f"{repo}:2"])
     chunks = list(api.load_image(data))
     assert chunks == [
