@@ -4,42 +4,72 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any, TypeVar
+
+import msgspec
 
 from berth import API_VERSION, errdefs
 from berth.api._http import Hijack, Request, Response
 from berth.api.context import Context
-from berth.api.httputils import int_value, json_response, read_json
+from berth.api.httputils import check_json_content_type, convert, int_value, json_response
 from berth.api.lifecycle import attach_session
 from berth.api.router import Route
-from berth.api.streams import MULTIPLEXED, RAW, STDOUT, frame, hijack_head, parse_detach_keys
+from berth.api.streams import MULTIPLEXED, RAW, STDOUT, frame, hijack_head
 from berth.container.stream import AttachInfo
 from berth.types.container import ExecOptions, ExecStartConfig
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def fold_field_names(data: Any, typ: type[msgspec.Struct]) -> Any:
+    """Give the members of a JSON object the names of *typ*'s fields, matched without
+    regard to case as Go's encoding/json does: docker-py sends ``detachKeys``."""
+    if not isinstance(data, dict):
+        return data
+    names = {f.encode_name.lower(): f.encode_name for f in msgspec.structs.fields(typ)}
+    return {names.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in data.items()}
+
+
+async def _read_body(req: Request, typ: type[S], *, required: bool = False) -> S | None:
+    raw = await req.body()
+    if not raw.strip():
+        if required:
+            raise errdefs.InvalidParameter("invalid JSON: request body is empty")
+        return None
+    check_json_content_type(req)
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        raise errdefs.InvalidParameter(f"invalid JSON: {e}") from None
+    return convert(fold_field_names(data, typ), typ)
 
 
 def routes(ctx: Context) -> list[Route]:
     backend = ctx.backend
 
     async def create(req: Request) -> Response:
-        opts = await read_json(req, ExecOptions, required=True)
+        opts = await _read_body(req, ExecOptions, required=True)
         assert opts is not None
         exec_id = await ctx.run(backend.exec_create, req.params["name"], opts)
         return json_response({"Id": exec_id}, status=201)
 
     async def start(req: Request) -> Response | Hijack:
-        cfg = await read_json(req, ExecStartConfig) or ExecStartConfig()
+        cfg = await _read_body(req, ExecStartConfig) or ExecStartConfig()
         ex = backend.exec_get(req.params["id"])
         if cfg.detach:
             await ctx.run(backend.exec_start, ex.id)
             return Response(200, b"", None)
         opts = ex.options
-        tty = opts.tty
         wanted = frozenset(
             s for s, on in (("stdout", opts.attach_stdout), ("stderr", opts.attach_stderr)) if on
         )
         sub = ex.streams.subscribe(wanted)
-        info = AttachInfo(ex.id, tty, opts.attach_stdin, True, ex.streams)
-        keys = parse_detach_keys(opts.detach_keys)
-        multiplexed = not tty
+        # The process has a terminal (and detach keys apply) as the exec was created;
+        # the output is framed unless *this* request says Tty, as with dockerd: a
+        # client reads the stream as it asked for it (docker-py's exec_start(tty=False)
+        # after exec_create(tty=True) reads frames, of stdout only).
+        info = AttachInfo(ex.id, opts.tty, opts.attach_stdin, True, ex.streams)
+        multiplexed = not cfg.tty
         ctype = MULTIPLEXED if multiplexed and req.api_version >= (1, 42) else RAW
         head = hijack_head(
             ctype,
@@ -61,9 +91,23 @@ def routes(ctx: Context) -> list[Route]:
                         await writer.drain()
                     return
                 await attach_session(
-                    info, sub, opts.attach_stdin, keys, multiplexed, trailing, reader, writer
+                    info,
+                    sub,
+                    opts.attach_stdin,
+                    ex.detach_keys,
+                    multiplexed,
+                    trailing,
+                    reader,
+                    writer,
                 )
-                await ex.wait_exit()
+                if sub.ended:
+                    # Held open until the exit is recorded, so that the client's
+                    # inspect right after has the exit code.
+                    await ex.wait_exit()
+                elif opts.tty and opts.attach_stdin and not reader.at_eof():
+                    # The client typed the detach keys: the connection closes and
+                    # the process runs on (its input was not closed).
+                    ex.detached()
             finally:
                 ex.streams.unsubscribe(sub)
 

@@ -9,13 +9,30 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Generic, TypeVar
 
-from berth import errdefs
+# Detach keys are parsed and filtered below the api (exec create checks them too);
+# the attach routes take them from here.
+from berth.container.stream import DEFAULT_DETACH_KEYS, DetachFilter, parse_detach_keys
+
+__all__ = [
+    "DEFAULT_DETACH_KEYS",
+    "MULTIPLEXED",
+    "RAW",
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "STREAM_IDS",
+    "SYSTEMERR",
+    "DetachFilter",
+    "frame",
+    "hijack_head",
+    "iterate_batches_in_thread",
+    "parse_detach_keys",
+]
 
 STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
 STREAM_IDS = {"stdin": STDIN, "stdout": STDOUT, "stderr": STDERR}
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
-DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 
 T = TypeVar("T")
 
@@ -41,54 +58,6 @@ def hijack_head(
     )
     lines.extend(f"{k}: {v}" for k, v in extra or [])
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def parse_detach_keys(spec: str) -> bytes:
-    """``ctrl-p,ctrl-q`` → the bytes that detach (moby's term.ToBytes)."""
-    if not spec:
-        return DEFAULT_DETACH_KEYS
-    out = bytearray()
-    for key in spec.split(","):
-        k = key.strip().lower()
-        if len(k) == 1:
-            out.append(ord(k))
-        elif k.startswith("ctrl-") and len(k) == 6:
-            c = k[5]
-            if "a" <= c <= "z":
-                out.append(ord(c) - ord("a") + 1)
-            elif c in "@[\\]^_":
-                out.append({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[c])
-            else:
-                raise errdefs.InvalidParameter(f"Invalid escape keys ({spec}) provided")
-        else:
-            raise errdefs.InvalidParameter(f"Invalid escape keys ({spec}) provided")
-    return bytes(out)
-
-
-class DetachFilter:
-    """Passes stdin through, holding back a possible detach sequence until decided."""
-
-    def __init__(self, keys: bytes) -> None:
-        self.keys = keys
-        self._held = b""
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        """(bytes to forward, whether the detach sequence was completed)."""
-        out = bytearray()
-        for b in data:
-            candidate = self._held + bytes([b])
-            if self.keys.startswith(candidate):
-                if candidate == self.keys:
-                    return bytes(out), True
-                self._held = candidate
-                continue
-            out += self._held
-            self._held = b""
-            if self.keys.startswith(bytes([b])):
-                self._held = bytes([b])
-            else:
-                out.append(b)
-        return bytes(out), False
 
 
 class _Handoff(Generic[T]):

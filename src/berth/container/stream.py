@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from berth import errdefs
 from berth.runtime.base import Stdio
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,58 @@ STDERR = "stderr"
 _READ = 64 * 1024
 _QUEUE_DEPTH = 256
 
+DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
+
 #: Receives every chunk of output, on the event loop: ``sink(stream, data)``.
 OutputSink = Callable[[str, bytes], None]
+
+_CTRL_PUNCTUATION = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+
+
+def parse_detach_keys(spec: str) -> bytes:
+    """``ctrl-p,ctrl-q`` → the bytes that detach (moby's term.ToBytes); the default
+    sequence for an empty *spec*.  Here, not in the api, so that exec create can
+    refuse a bad sequence as dockerd does."""
+    if not spec:
+        return DEFAULT_DETACH_KEYS
+    out = bytearray()
+    for key in spec.split(","):
+        k = key.strip().lower()
+        if len(k) == 1:
+            out.append(ord(k))
+        elif k.startswith("ctrl-") and len(k) == 6 and "a" <= k[5] <= "z":
+            out.append(ord(k[5]) - ord("a") + 1)
+        elif k.startswith("ctrl-") and len(k) == 6 and k[5] in _CTRL_PUNCTUATION:
+            out.append(_CTRL_PUNCTUATION[k[5]])
+        else:
+            raise errdefs.InvalidParameter(f"Invalid escape keys ({spec}) provided")
+    return bytes(out)
+
+
+class DetachFilter:
+    """Passes stdin through, holding back a possible detach sequence until decided."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self._held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """(bytes to forward, whether the detach sequence was completed)."""
+        out = bytearray()
+        for b in data:
+            candidate = self._held + bytes([b])
+            if self.keys.startswith(candidate):
+                if candidate == self.keys:
+                    return bytes(out), True
+                self._held = candidate
+                continue
+            out += self._held
+            self._held = b""
+            if self.keys.startswith(bytes([b])):
+                self._held = bytes([b])
+            else:
+                out.append(b)
+        return bytes(out), False
 
 
 class LogSink(Protocol):
@@ -68,6 +119,9 @@ class Subscription:
     queue: asyncio.Queue[tuple[str, bytes] | None] = field(
         default_factory=lambda: asyncio.Queue(_QUEUE_DEPTH)
     )
+    #: The run's output is complete (the end marker is queued): a session that stops
+    #: without it was left by its client (detached or gone), the process lives on.
+    ended: bool = False
 
     async def get(self) -> tuple[str, bytes] | None:
         return await self.queue.get()
@@ -80,6 +134,7 @@ class Streams:
         self._subs: set[Subscription] = set()
         self._io: ProcessIO | None = None
         self._io_ready: asyncio.Event | None = None
+        self._late_ends: set[asyncio.Task[None]] = set()
 
     def subscribe(self, streams: frozenset[str]) -> Subscription:
         sub = Subscription(streams)
@@ -97,10 +152,15 @@ class Streams:
                 await sub.queue.put((stream, data))
 
     def end(self) -> None:
-        """The run is over: every current subscriber gets its end marker."""
+        """The run is over: every current subscriber gets its end marker (on the loop)."""
         for sub in list(self._subs):
-            with contextlib.suppress(asyncio.QueueFull):
+            sub.ended = True
+            try:
                 sub.queue.put_nowait(None)
+            except asyncio.QueueFull:  # a slow reader still gets its end, after the rest
+                task = asyncio.ensure_future(sub.queue.put(None))
+                self._late_ends.add(task)
+                task.add_done_callback(self._late_ends.discard)
         self._subs.clear()
         self._io = None
 

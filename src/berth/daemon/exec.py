@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from berth import errdefs
-from berth.container.stream import ProcessIO, Streams
+from berth.container.stream import DEFAULT_DETACH_KEYS, ProcessIO, Streams, parse_detach_keys
 from berth.runtime.base import ExitEvent
 from berth.runtime.spec import privileged_capabilities, resolve_user
 from berth.types.container import ExecOptions
@@ -33,6 +33,8 @@ class Exec:
     id: str
     container: Container
     options: ExecOptions
+    #: what detaches a client of a terminal from the exec (DetachKeys, parsed)
+    detach_keys: bytes = DEFAULT_DETACH_KEYS
     streams: Streams = field(default_factory=Streams)
     running: bool = False
     started: bool = False
@@ -43,6 +45,12 @@ class Exec:
     loop: asyncio.AbstractEventLoop | None = None
     _exited: asyncio.Event | None = None
     _exit_handled: bool = False
+    _store: ExecStore | None = None
+
+    def detached(self) -> None:
+        """A client left with the detach keys: the process runs on; say so in events."""
+        if self._store is not None:
+            self._store.d.emit_container(self.container, "exec_detach", {"execID": self.id})
 
     async def wait_exit(self) -> None:
         """Return once the exit is recorded (so /exec/{id}/json has the code)."""
@@ -113,7 +121,9 @@ class ExecStore:
         for env in opts.env or []:
             if env.partition("=")[0] == "":
                 raise errdefs.InvalidParameter(f"invalid environment variable: {env}")
-        ex = Exec(generate_id(), container, opts)
+        # Refused here, as by dockerd, not when a client starts it.
+        keys = parse_detach_keys(opts.detach_keys)
+        ex = Exec(generate_id(), container, opts, detach_keys=keys, _store=self)
         with self._lock:
             self._execs[ex.id] = ex
         self.d.emit_container(container, f"exec_create: {' '.join(opts.cmd)}", {"execID": ex.id})
@@ -125,6 +135,13 @@ class ExecStore:
         if ex is None:
             raise errdefs.NotFound(f"No such exec instance: {exec_id}")
         return ex
+
+    def discard(self, exec_id: str) -> None:
+        """Forget a finished exec that no client will ask about (a health probe's)."""
+        with self._lock:
+            ex = self._execs.get(exec_id)
+            if ex is not None and not ex.running:
+                del self._execs[exec_id]
 
     def ids(self, container_id: str) -> list[str] | None:
         with self._lock:
