@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from berth import errdefs
 from berth.daemon import delete as _delete
+from berth.daemon import health as _health
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def handle_exit(
         if container.logger is not None:
             container.logger.close()
             container.logger = None
+        _health.stop_monitor(container)  # health: probing ends with the process
         st.running = False
         st.paused = False
         st.restarting = False

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth import errdefs
 from berth.container.stream import ProcessIO
+from berth.daemon import health as _health
 from berth.daemon import logs as _logs
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
@@ -226,6 +227,7 @@ def _start_locked(d: Daemon, container: Container) -> None:
     container.spec_process = spec["process"]
     rec.log_path = _logs.exposed_log_path(container, d.log_path(container))
     container.exited.clear()
+    _health.init_monitor(d, container)
     d.checkpoint(container, host_config=False)
     d.emit_container(container, "start")
 
