@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import logging
 import threading
@@ -73,7 +74,10 @@ class Exec:
         return {
             "CanRemove": False,
             "ContainerID": self.container.id,
-            "DetachKeys": self.options.detach_keys,
+            # Go's []byte, as dockerd shows it: base64 of the parsed keys, "" if none given
+            "DetachKeys": (
+                base64.b64encode(self.detach_keys).decode() if self.options.detach_keys else ""
+            ),
             "ExitCode": self.exit_code,
             "ID": self.id,
             "OpenStderr": self.options.attach_stderr,
