@@ -1,15 +1,20 @@
-"""``docker rm``: release the container's name, layers and directory."""
+"""``docker rm``: release the container's name, layers and directory (and with ``-v``, or
+for an AutoRemove container, its anonymous volumes)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import TYPE_CHECKING
 
 from berth import errdefs
+from berth.volume.mounts import anonymous_volumes, volume_dir
 
 if TYPE_CHECKING:
     from berth.container.container import Container
     from berth.daemon.daemon import Daemon
+
+log = logging.getLogger(__name__)
 
 
 def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, link: bool) -> None:
@@ -44,13 +49,13 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
                 container.state.removal_in_progress = False
                 d.checkpoint(container, host_config=False)
             raise
-    cleanup(d, container)
+    cleanup(d, container, remove_volumes)
 
 
-def cleanup(d: Daemon, container: Container) -> None:
+def cleanup(d: Daemon, container: Container, remove_volumes: bool = False) -> None:
     with container.lock:  # after the monitor's deletion of the task and the unmount
         forget(d, container)
-        release(d, container)
+        release(d, container, remove_volumes)
 
 
 def forget(d: Daemon, container: Container) -> None:
@@ -66,9 +71,47 @@ def forget(d: Daemon, container: Container) -> None:
     d.emit_container(container, "destroy")
 
 
-def release(d: Daemon, container: Container) -> None:
-    """Free what a forgotten container held on disk: its RW layer and directory."""
+def release(d: Daemon, container: Container, remove_volumes: bool | None = None) -> None:
+    """Free what a forgotten container held on disk: its RW layer and directory, and its
+    anonymous volumes when *remove_volumes* (by default: when it is an AutoRemove
+    container, which dockerd removes with ``RemoveVolume``)."""
     ident = container.id
     d.images.release_rw_layer(ident)
     shutil.rmtree(container.root, ignore_errors=True)
     d.forget_runtime_state(ident)
+    if remove_volumes is None:
+        remove_volumes = container.host_config.auto_remove
+    if remove_volumes:
+        remove_anonymous_volumes(d, container)
+
+
+def remove_anonymous_volumes(d: Daemon, container: Container) -> None:
+    """Remove the container's anonymous volumes; named volumes and binds stay.
+
+    One still mounted by another container is kept, as dockerd keeps a volume in use (it
+    logs the failure and the container is removed anyway).
+    """
+    root = str(d.options.data_root)
+    for mp in anonymous_volumes(container.host_config, container.record.mount_points):
+        path = volume_dir(root, mp.name)
+        if path is None:
+            continue
+        users = [
+            other.id
+            for other in list(d.containers.values())
+            if other is not container
+            and any(
+                p.type == "volume" and p.name == mp.name for p in other.record.mount_points.values()
+            )
+        ]
+        if users:
+            log.warning("volume %s is in use by %s; not removed", mp.name, users[0][:12])
+            continue
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            continue  # never started, so never made
+        except OSError as e:
+            log.error("removing volume %s of %s: %s", mp.name, container.id[:12], e)
+            continue
+        d.events.publish("volume", "destroy", mp.name, {"driver": mp.driver or "local"})

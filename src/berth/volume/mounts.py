@@ -11,7 +11,7 @@ import posixpath
 import secrets
 
 from berth import errdefs
-from berth.types.container import Mount, MountPoint
+from berth.types.container import HostConfig, Mount, MountPoint
 
 _PROPAGATION = {"private", "rprivate", "slave", "rslave", "shared", "rshared"}
 _CONSISTENCY = {"consistent", "cached", "delegated", "default"}
@@ -59,6 +59,36 @@ def _mode_has(mode: str, opts: set[str]) -> str:
 
 def volume_source(data_root: str, name: str) -> str:
     return os.path.join(data_root, "volumes", name, "_data")
+
+
+def volume_dir(data_root: str, name: str) -> str | None:
+    """``<data-root>/volumes/<name>``, or None for a name that is not one path component."""
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    return os.path.join(data_root, "volumes", name)
+
+
+def anonymous_volumes(hc: HostConfig, mount_points: dict[str, MountPoint]) -> list[MountPoint]:
+    """The container's anonymous volumes: those it got a generated name for (``-v /path``,
+    ``--mount type=volume`` without a source, the image's ``VOLUME``s), which ``rm -v``
+    removes; a volume the user named is never among them.
+
+    There is no volume store to keep moby's ``anonymous`` label, so this is decided from the
+    container's own configuration: a volume is named when a bind or ``--mount`` names it.
+    """
+    named: set[str] = set()
+    for raw in hc.binds or []:
+        source = raw.split(":", 1)[0] if ":" in raw else ""
+        if source and not source.startswith("/"):
+            named.add(source)
+    for m in hc.mounts or []:
+        if m.type == "volume" and m.source:
+            named.add(m.source)
+    return [
+        mp
+        for mp in mount_points.values()
+        if mp.type == "volume" and mp.name and mp.name not in named
+    ]
 
 
 def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPoint:
