@@ -35,7 +35,7 @@ def box(berthd: Berthd) -> Iterator[str]:
         berthd.docker("rm", "-f", name, check=False)
 
 
-def _api(berthd: Berthd, config_dir: Path) -> Any:
+def _api(berthd: Berthd) -> Any:
     import docker  # type: ignore[import-untyped]
 
     return docker.APIClient(base_url=berthd.host, timeout=30)
@@ -46,7 +46,7 @@ def api(berthd: Berthd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     """docker-py's low-level client, with an empty config file of its own."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
-    client = _api(berthd, tmp_path)
+    client = _api(berthd)
     try:
         yield client
     finally:
@@ -262,7 +262,7 @@ def test_detach_keys_of_docker_py_config_file(
 ) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"detachKeys": "ctrl-a,a"}))
-    client = _api(berthd, tmp_path)
+    client = _api(berthd)
     try:
         ex, conn = _shell_on_socket(client, box)
         try:
@@ -287,7 +287,7 @@ def test_detach_keys_need_a_terminal(api: Any, box: str) -> None:
     assert api.exec_inspect(ex)["ExitCode"] == 0
 
 
-def test_invalid_detach_keys_are_refused_at_create(api: Any, berthd: Berthd, box: str) -> None:
+def test_invalid_detach_keys_are_refused_at_create(berthd: Berthd, box: str) -> None:
     body = json.dumps({"Cmd": ["true"], "DetachKeys": "ctrl-1"}).encode()
     status, _, data = berthd.request(
         "POST", f"/containers/{box}/exec", body, {"Content-Type": "application/json"}
