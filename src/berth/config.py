@@ -57,6 +57,7 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "live-restore": (bool, "live_restore"),
     "containerd": (str, "containerd"),
     "containerd-namespace": (str, "containerd_namespace"),
+    "cgroup-parent": (str, "cgroup_parent"),
 }
 
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--containerd-namespace", help="containerd namespace for containers (default berth)"
     )
+    p.add_argument("--cgroup-parent", help="parent cgroup of every container (default /berth)")
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     return p
 
@@ -209,6 +211,12 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     if opts.containerd.startswith("unix://"):
         opts.containerd = opts.containerd[len("unix://") :]
     opts.containerd_namespace = pick("containerd-namespace", "containerd_namespace", "berth")
+    opts.cgroup_parent = pick("cgroup-parent", "cgroup_parent", "/berth")
+    if not opts.cgroup_parent.startswith("/") or ".." in opts.cgroup_parent.split("/"):
+        raise ConfigError(
+            f"invalid cgroup-parent {opts.cgroup_parent!r}: use an absolute cgroup path "
+            "such as /berth"
+        )
     opts.debug = debug
     opts.hosts = cfg.hosts
     for host in cfg.hosts:

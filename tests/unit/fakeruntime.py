@@ -23,7 +23,7 @@ processes instead of runc.  It keeps what matters to the daemon faithful:
 
 Tests steer it with :meth:`FakeRuntime.exit` (the program exits by itself),
 :meth:`FakeRuntime.write` (more output), :meth:`FakeRuntime.forget` (containerd
-lost the task), :meth:`FakeRuntime.resync` (the event stream came back), and read
+lost the task), ``unanswered`` (a stuck shim), :meth:`FakeRuntime.resync` (the event stream came back), and read
 what happened in ``specs``, ``exec_specs``, ``signals``, ``creates`` and ``starts``.
 :meth:`FakeRuntime.shutdown` ends every process and closes every descriptor.
 """
@@ -380,6 +380,9 @@ class FakeRuntime:
         #: what ``stats`` returns for a live task (containerd's cgroup v1 Metrics as
         #: MessageToDict makes them), by container ID; {} for one not listed
         self.metrics: dict[str, dict[str, Any]] = {}
+        #: containers whose shim does not answer: ``state`` says UNKNOWN (as containerd's
+        #: Get does after two seconds) and ``kill`` and ``delete`` time out
+        self.unanswered: set[str] = set()
         self.closed = False
         self._tasks: dict[str, FakeTask] = {}
         self._handlers: list[EventHandler] = []
@@ -525,6 +528,7 @@ class FakeRuntime:
     ) -> None:
         with self._lock:
             self.signals.append((container_id, signal, exec_id, all_procs))
+        self._answer(container_id, "killing task")
         proc = self._process(container_id, exec_id)
         if not proc.alive:
             raise TaskNotFound(f"process already finished: {container_id}")
@@ -540,6 +544,7 @@ class FakeRuntime:
             task = self._tasks.get(container_id)
         if task is None:
             return None
+        self._answer(container_id, "deleting task")
         init = task.init
         if init.status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
             # containerd refuses to delete a live task; the real client then kills it.
@@ -642,11 +647,17 @@ class FakeRuntime:
         self._task(container_id)
         return copy.deepcopy(self.metrics.get(container_id, {}))
 
+    def _answer(self, container_id: str, what: str) -> None:
+        if container_id in self.unanswered:
+            raise errdefs.System(f"{what}: Deadline Exceeded")
+
     def state(self, container_id: str) -> TaskState | None:
         with self._lock:
             task = self._tasks.get(container_id)
         if task is None:
             return None
+        if container_id in self.unanswered:
+            return TaskState(0, TaskStatus.UNKNOWN)
         init = task.init
         return TaskState(init.pid, init.status, init.exit_code)
 

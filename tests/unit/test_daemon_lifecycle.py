@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -372,7 +373,13 @@ def test_on_failure_retries_then_stops(h: Harness, fake: FakeRuntime) -> None:
     c = h.create("false", restart="on-failure", retries=2)
     h.d.start_container(c.id)
     fut = h.waiter(c.id, "not-running")  # (before the start it would resolve at once)
+    # The first exit wakes it though the policy restarts the container (moby's
+    # SetRestarting notifies the waiters as SetStopped does).
     assert fut.result(TIMEOUT) == (1, None)
+    deadline = time.monotonic() + TIMEOUT
+    while fake.starts[c.id] < 3 or c.state.running:
+        assert time.monotonic() < deadline, "the retries did not end"
+        time.sleep(0.01)
     h.wait_exited(c)
     assert fake.starts[c.id] == 3  # the start and two retries
     cfg = read_config(c)
@@ -907,6 +914,52 @@ def test_restore_of_a_paused_container(fresh: Callable[..., Harness]) -> None:
     assert c.state.exit_code == 143
 
 
+def test_restore_keeps_a_task_that_does_not_answer(fresh: Callable[..., Harness]) -> None:
+    """containerd answers "unknown" for a task whose shim is stuck: that is no exit."""
+    h1 = fresh(live_restore=True, image=True)
+    c1 = h1.run_container("server")
+    pid = c1.state.pid
+    h1.crash()
+    h1.fake.unanswered.add(c1.id)
+
+    h2 = fresh(live_restore=True)
+    c = h2.d.get_container(c1.id)
+    assert c.state.running is True and c.state.pid == pid
+    assert read_config(c)["State"]["Running"] is True
+    assert h2.fake.has_task(c.id) and h2.fake.process(c.id).alive
+    assert h2.mount_count(c) == 1
+    # It answers again: still running; then it exits and the exit is recorded once.
+    h2.fake.unanswered.discard(c.id)
+    h2.fake.write(c.id, "stdout", b"again\n")
+    wait_until(lambda: ("stdout", "again\n") in h2.log_lines(c), "output after the restore")
+    assert c.state.running is True
+    h2.fake.exit(c.id, 3)
+    h2.wait_exited(c)
+    assert c.state.exit_code == 3 and read_config(c)["State"]["ExitCode"] == 3
+
+
+def test_restore_settles_a_task_that_stopped_unanswered(fresh: Callable[..., Harness]) -> None:
+    """A task that could not be asked at start-up and exited meanwhile, its event lost:
+    the daemon asks again until containerd can tell, then records the exit."""
+    h1 = fresh(live_restore=True, image=True)
+    c1 = h1.run_container("server")
+    h1.crash()
+    h1.fake.unanswered.add(c1.id)
+
+    h2 = fresh(live_restore=True)
+    c = h2.d.get_container(c1.id)
+    assert c.state.running is True
+    h2.fake.drop_exits = True
+    h2.fake.exit(c.id, 7)
+    h2.fake.wait_exited(c.id)
+    h2.fake.unanswered.discard(c.id)
+    wait_until(lambda: not c.state.running, "the exit to be found")
+    h2.wait_exited(c)
+    assert c.state.exit_code == 7
+    assert not h2.fake.has_task(c.id)
+    assert h2.mount_count(c) == 0
+
+
 def test_restore_without_live_restore_kills(fresh: Callable[..., Harness]) -> None:
     h1 = fresh(live_restore=False, image=True)
     c1 = h1.run_container("server")
@@ -922,13 +975,13 @@ def test_restore_without_live_restore_kills(fresh: Callable[..., Harness]) -> No
     assert read_config(c)["State"]["Running"] is False
     assert not fake.has_task(c.id)
     assert h2.mount_count(c) == 0
-    # The exit event of that kill is stale: the exit must not be handled twice.
+    # The kill's exit is handled as any exit, and only once.
     for thread in list(fake._threads):
         thread.join(TIMEOUT)  # every exit event was delivered...
     h2.d._workers.shutdown(wait=True)  # ...and handled
     past, sub = h2.d.events.subscribe(lambda m: m.actor_id == c.id, lambda: None, 0)
     h2.d.events.unsubscribe(sub)
-    assert [m.action for m in past] == []
+    assert [m.action for m in past] == ["die"]
     assert c.state.exit_code == 137 and c.state.running is False
     assert h2.fifo_files(c) == []
 

@@ -26,6 +26,7 @@ from berth.container.container import (
     decode_host_config,
     decode_record,
 )
+from berth.container.fifos import HeldReaders
 from berth.container.stream import AttachInfo
 from berth.container.view import Snapshot, ViewDB
 from berth.daemon import archive as _archive
@@ -48,7 +49,7 @@ from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
 from berth.logger import LogMessage
-from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
+from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskState, TaskStatus
 from berth.runtime.seccomp import kernel_runs_x32
 from berth.types.container import (
     Config,
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 
 #: How long shutdown waits for exits still being handled (task deletes, unmounts).
 SHUTDOWN_GRACE = 30.0
+#: How long start-up waits for containers being restored before it serves the API.
+RESTORE_WAIT = 10.0
 
 
 #: (condition, future) of one ``POST /containers/{id}/wait``
@@ -88,8 +91,9 @@ class Daemon:
         self._waiters: dict[str, list[Waiter]] = {}
         self._workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="berth-monitor")
         self._inflight: set[Future[None]] = set()
+        self._stopping = threading.Event()
         self.execs = ExecStore(self)
-        self.cgroup_parent = "/berth"
+        self.cgroup_parent = options.cgroup_parent
         root = options.data_root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o710)
@@ -200,66 +204,144 @@ class Daemon:
         self._restore_running()
 
     def _restore_running(self) -> None:
-        """moby's ``restore``: adopt live tasks (live-restore) or stop them; record exits."""
-        keep_mounted: set[str] = set()
-        to_restart: list[Container] = []
-        for container in list(self.containers.values()):
-            # Under the lock: the exit event of a task killed here is then seen as
-            # stale by the monitor instead of being handled a second time.
-            with container.lock:
-                self._restore_container(container, keep_mounted, to_restart)
-        self._sweep_runtime({c.id for c in self.containers.values() if c.state.running})
-        self.driver.unmount_all(except_ids=keep_mounted)
-        for container in to_restart:
-            self.submit(self._boot_restart, container)
+        """moby's ``restore``: adopt live tasks (live-restore) or stop them; record exits.
 
-    def _restore_container(
-        self, container: Container, keep_mounted: set[str], to_restart: list[Container]
-    ) -> None:
-        st = container.state
-        if not st.running:
-            if self._should_restart_on_boot(container):
-                to_restart.append(container)
+        Containers are restored concurrently, and start-up waits for them only up to
+        :data:`RESTORE_WAIT`: one that is slower finishes in the background, shown as it
+        was persisted meanwhile (its lock held, so operations on it wait).  A container is
+        marked exited only when containerd says its task stopped or is gone; a task that
+        does not answer is taken as alive and asked again until it does.
+        """
+        held = HeldReaders(self.options.exec_root / "containerd")
+        try:
+            running = [c for c in self.containers.values() if c.state.running]
+            # Before any restore remounts: the mounts of the containers that ran stay.
+            self.driver.unmount_all(except_ids=self._mount_ids(running))
+            futures = [self._workers.submit(self._restore_container, c) for c in running]
+            _, pending = wait_futures(futures, timeout=RESTORE_WAIT)
+            if pending:
+                log.warning(
+                    "%d containers are still being restored; serving meanwhile", len(pending)
+                )
+            for container in list(self.containers.values()):
+                if container not in running and self._should_restart_on_boot(container):
+                    self.submit(self._boot_restart, container)
+            # Whatever still counts as running is kept: a pending restore decides it.
+            live = {c.id for c in self.containers.values() if c.state.running}
+            self._sweep_runtime(live)
+        finally:
+            held.release({c.id for c in self.containers.values() if c.state.running})
+
+    def _mount_ids(self, containers: list[Container]) -> set[str]:
+        ids = set()
+        for container in containers:
+            try:
+                ids.add(self.images.layers.get_rw_layer(container.id).mount_id)
+            except errdefs.NotFound:
+                pass
+        return ids
+
+    def _restore_container(self, container: Container) -> None:
+        """Restore one container that was running when berthd stopped."""
+        # Under the lock: the exit event of a task killed here is then seen as stale
+        # by the monitor instead of being handled a second time.
+        with container.lock:
+            alive, known = self._restore_locked(container)
+        if not alive:
+            if container.host_config.auto_remove:
+                self.auto_remove(container)
+            elif self._should_restart_on_boot(container):
+                self._boot_restart(container)
             return
-        task = None
+        if not known:
+            self._settle(container)
+        if not self.options.live_restore:
+            self._stop_at_boot(container)
+
+    def _restore_locked(self, container: Container) -> tuple[bool, bool]:
+        """(alive, known): adopt the task unless containerd says it stopped or is gone."""
         try:
             task = self.runtime.state(container.id)
+            known = task is None or task.status != TaskStatus.UNKNOWN
         except errdefs.BerthError as e:
             log.warning("cannot query task of %s: %s", container.id[:12], e)
-        alive = task is not None and task.status in (
-            TaskStatus.RUNNING,
-            TaskStatus.PAUSED,
-            TaskStatus.PAUSING,
-        )
-        if alive and self.options.live_restore:
-            self._reattach(container, task.status == TaskStatus.PAUSED)  # type: ignore[union-attr]
-            rw = self.images.layers.get_rw_layer(container.id)
-            keep_mounted.add(rw.mount_id)
-            return
-        exit_code = 255
-        if alive:
-            log.info("stopping container %s left running (live-restore is off)", container.id[:12])
+            task, known = None, False
+        dead = known and (task is None or task.status == TaskStatus.STOPPED)
+        if dead:
             try:
-                self.runtime.kill(container.id, 9, all_procs=True)
-            except errdefs.BerthError:
-                pass
-        try:
-            status = self.runtime.delete(container.id)
-            if status is not None and task is not None and task.status == TaskStatus.STOPPED:
-                exit_code = status
-        except errdefs.BerthError as e:
-            log.warning("deleting task of %s: %s", container.id[:12], e)
+                status = self.runtime.delete(container.id)
+            except errdefs.Conflict as e:
+                # It is running after all (the state raced a start): adopt it.
+                log.warning("task of %s is not stopped: %s", container.id[:12], e)
+                dead = known = False
+            except errdefs.BerthError as e:
+                log.warning("deleting task of %s: %s", container.id[:12], e)
+                status = None
+        if not dead:
+            self._reattach(container, task is not None and task.status == TaskStatus.PAUSED)
+            return True, known
+        exit_code = 255
+        if status is not None and task is not None:
+            exit_code = status
         # The FIFOs of the dead run (a new run makes its own).
         shutil.rmtree(self.fifo_dir(container.id), ignore_errors=True)
+        self._release_mount(container)
+        st = container.state
         st.running = st.paused = st.restarting = False
         st.pid = 0
-        st.exit_code = exit_code if not alive else 137
+        st.exit_code = exit_code
         st.finished_at = format_rfc3339_nano(now_ns())
         self.checkpoint(container, host_config=False)
-        if container.host_config.auto_remove:
-            self.auto_remove(container)
-        elif self._should_restart_on_boot(container):
-            to_restart.append(container)
+        return False, True
+
+    def _release_mount(self, container: Container) -> None:
+        """Unmount the root filesystem a container that died while we were away kept."""
+        try:
+            rw = self.images.layers.get_rw_layer(container.id)
+            self.images.layers.mount(rw)  # adopts the mount left behind, or makes one
+            self.images.layers.unmount(rw)
+        except errdefs.BerthError as e:
+            log.warning("unmounting %s: %s", container.id[:12], e)
+
+    def _settle(self, container: Container) -> None:
+        """Ask again about a task whose state containerd could not tell, until it can;
+        its exit is then handled as if its event had come."""
+
+        def ask() -> None:
+            delay = 0.5
+            while not self._stopping.wait(delay):
+                if not container.state.running or self.containers.get(container.id) is None:
+                    return
+                try:
+                    task = self.runtime.state(container.id)
+                except errdefs.BerthError:
+                    task = TaskState(0, TaskStatus.UNKNOWN)
+                if task is None or task.status == TaskStatus.STOPPED:
+                    code = task.exit_code if task is not None else 255
+                    handle_exit(self, container, code, now_ns(), container.state.pid)
+                    return
+                if task.status != TaskStatus.UNKNOWN:
+                    log.info("task of %s answers again: %s", container.id[:12], task.status.value)
+                    return
+                delay = min(delay * 2, 10.0)
+
+        self.submit(ask)
+
+    def _stop_at_boot(self, container: Container) -> None:
+        """Without live-restore, a container found running is killed; its exit is then
+        handled as any other (restart policy, auto-removal)."""
+        log.info("stopping container %s left running (live-restore is off)", container.id[:12])
+        try:
+            if container.state.paused:
+                self.runtime.resume(container.id)
+            self.runtime.kill(container.id, 9, all_procs=True)
+        except errdefs.NotFound:
+            self.reconcile(container)
+        except errdefs.BerthError as e:
+            log.warning("cannot stop %s at start-up: %s", container.id[:12], e)
+            return
+        if not container.exited.wait(RESTORE_WAIT):
+            log.warning("container %s did not exit at start-up yet", container.id[:12])
 
     def _sweep_runtime(self, adopted: set[str]) -> None:
         """End what containerd holds that no running container owns: the leftovers of a
@@ -376,6 +458,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Stop containers (unless live-restore), containerd, and every mount."""
+        self._stopping.set()
         if self._runtime is not None and not self.options.live_restore:
             running = [c for c in self.containers.values() if c.state.running]
             futures = [self._workers.submit(self._shutdown_container, c) for c in running]
@@ -437,12 +520,16 @@ class Daemon:
         path.mkdir(parents=True, exist_ok=True)
 
     def notify_exit(self, container: Container) -> None:
+        """Wake the waiters of an exit.  A container going to restarting counts as not
+        running here, as moby's ``SetRestarting`` wakes them: ``docker wait`` returns the
+        code of the run that ended even though the policy starts another."""
         loop = self.loop
         if loop is None:
             return
         st = container.state
+        running = st.running and not st.restarting
         loop.call_soon_threadsafe(
-            self._resolve, container.id, "exit", st.exit_code, st.error or None, st.running
+            self._resolve, container.id, "exit", st.exit_code, st.error or None, running
         )
 
     def notify_removed(self, container_id: str, exit_code: int, error: str | None) -> None:

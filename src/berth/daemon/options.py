@@ -24,3 +24,5 @@ class DaemonOptions:
     #: socket of a containerd to use instead of starting one
     containerd: str = ""
     containerd_namespace: str = "berth"
+    #: cgroupfs parent of containers without a HostConfig.CgroupParent of their own
+    cgroup_parent: str = "/berth"

@@ -59,6 +59,9 @@ _STATUS = {
     task_pb2.Status.PAUSING: TaskStatus.PAUSING,
 }
 
+#: A signal is delivered at once unless the shim is stuck; then waiting longer is no help.
+KILL_TIMEOUT = 10.0
+
 T = TypeVar("T")
 
 
@@ -180,6 +183,7 @@ class ContainerdRuntime:
                 container_id=container_id, exec_id=exec_id, signal=signal, all=all_procs
             ),
             "killing task",
+            timeout=KILL_TIMEOUT,
         )
 
     def delete(self, container_id: str) -> int | None:
