@@ -52,7 +52,8 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
     cleanup(d, container, remove_volumes)
 
 
-def cleanup(d: Daemon, container: Container, remove_volumes: bool = False) -> None:
+def cleanup(d: Daemon, container: Container, remove_volumes: bool | None = None) -> None:
+    """Forget and release *container*; *remove_volumes* as for :func:`release`."""
     with container.lock:  # after the monitor's deletion of the task and the unmount
         forget(d, container)
         release(d, container, remove_volumes)

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 from berth import errdefs
 from berth.daemon.validate import local_log_options, parse_size
 from berth.logger import Copier, FileLogger, JSONFileLogger, LocalLogger, LogMessage, read_logs
-from berth.logger._files import JSON_LINES
-from berth.logger.local import LOCAL_FORMAT
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -105,5 +103,5 @@ def read(
         follow=follow and container.state.running,
         logger=live.logger if live is not None else None,
         stop=stop,
-        fmt=LOCAL_FORMAT if lc.type == "local" else JSON_LINES,
+        fmt=LocalLogger.FORMAT if lc.type == "local" else JSONFileLogger.FORMAT,
     )
