@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,3 +101,40 @@ def image_cleanup(owned: Owned) -> list[str]:
 def volume_cleanup(owned: Owned) -> list[str]:
     """Named volumes a test made on the session daemon, removed after its containers."""
     return owned.volumes
+
+
+class LeakWarning(UserWarning):
+    """A test left containers, images or volumes on the session daemon."""
+
+
+def _objects(d: Berthd) -> set[str]:
+    """Everything on the daemon, through the API (a CLI call per kind would cost more)."""
+    found: set[str] = set()
+    for kind, path in (("container", "/containers/json?all=1"), ("image", "/images/json?all=1")):
+        status, _, body = d.request("GET", path)
+        if status == 200:
+            found |= {f"{kind} {obj['Id'][:19]} {obj.get('Names') or obj.get('RepoTags')}"
+                      for obj in json.loads(body)}  # fmt: skip
+    status, _, body = d.request("GET", "/volumes")
+    if status == 200:
+        found |= {f"volume {v['Name']}" for v in json.loads(body)["Volumes"] or []}
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Warn, naming the test, about what it left on the session daemon after its cleanup;
+    such objects are what makes the counts of later tests depend on the order."""
+    if "berthd" not in request.fixturenames:
+        yield
+        gc.collect()
+        return
+    d: Berthd = request.getfixturevalue("berthd")
+    before = _objects(d)
+    yield
+    # A socket or file a test forgot is reported when it is collected: here, by its test,
+    # rather than as an unraisable warning in whichever test runs when the GC does.
+    gc.collect()
+    left = _objects(d) - before
+    if left:
+        warnings.warn(f"{request.node.nodeid} left {sorted(left)}", LeakWarning, stacklevel=1)
