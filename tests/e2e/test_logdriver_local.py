@@ -101,24 +101,24 @@ def test_local_driver_follow(berthd: Berthd, cleanup: list[str]) -> None:
         "run", "-d", "--log-driver", "local", "--log-opt", "max-size=4k", "--name", name,
         "busybox", "sh", "-c", f"echo ready; {gate}; {LOOP}",
     )  # fmt: skip
-    follower = subprocess.Popen(
+    with subprocess.Popen(
         [DOCKER, "logs", "-f", name],
         env=berthd.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert follower.stdout is not None
-        assert follower.stdout.readline() == "ready\n"
-        # everything after this is written while the follower waits, across two rotations
-        # (fewer than max-file keeps, so a slow follower cannot miss a file)
-        berthd.docker("exec", name, "touch", "/tmp/go")
-        out, _ = follower.communicate(timeout=60)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.communicate()
+    ) as follower:
+        try:
+            assert follower.stdout is not None
+            assert follower.stdout.readline() == "ready\n"
+            # everything after this is written while the follower waits, across two rotations
+            # (fewer than max-file keeps, so a slow follower cannot miss a file); -d: the
+            # container exits right after, and with it goes the exec a client would inspect
+            berthd.docker("exec", "-d", name, "touch", "/tmp/go")
+            out, _ = follower.communicate(timeout=60)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
     assert out.splitlines() == [f"line {i}" for i in range(COUNT)]
 
 
