@@ -56,6 +56,32 @@ def test_live_restore_keeps_containers_running(busybox_tar: Path) -> None:
         d.docker("rm", "survivor")
 
 
+def test_health_checks_go_on_after_a_live_restore(busybox_tar: Path) -> None:
+    """moby's restore starts a restored container's health monitor again."""
+    with running_berthd(["--live-restore"]) as d:
+        d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        d.docker(
+            "run", "-d", "--name", "probed", "--health-cmd", "true",
+            "--health-interval", "1s", "--health-start-interval", "1s",
+            "busybox", "sleep", "300",
+        )  # fmt: skip
+        wait_for(lambda: (inspect(d, "probed")["State"].get("Health") or {}).get("Status")
+                 == "healthy", what="healthy")  # fmt: skip
+        before = inspect(d, "probed")["State"]["Health"]["Log"][-1]["End"]
+        d.kill()
+        d.start()
+
+        def probed_again() -> bool:
+            health = inspect(d, "probed")["State"]["Health"]
+            return (
+                health["Status"] == "healthy"
+                and (health["Log"] or [{}])[-1].get("End", "") > before
+            )
+
+        wait_for(probed_again, what="a probe after the restore")
+        d.docker("rm", "-f", "probed")
+
+
 def test_without_live_restore_leftovers_are_stopped(busybox_tar: Path) -> None:
     with running_berthd() as d:
         d.docker("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")

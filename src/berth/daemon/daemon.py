@@ -32,6 +32,7 @@ from berth.container.view import Snapshot, ViewDB
 from berth.daemon import archive as _archive
 from berth.daemon import create as _create
 from berth.daemon import delete as _delete
+from berth.daemon import health as _health
 from berth.daemon import info as _info
 from berth.daemon import inspect as _inspect
 from berth.daemon import list as _list
@@ -404,6 +405,7 @@ class Daemon:
         container.logger = logger
         container.exited.clear()
         container.state.paused = paused
+        _health.init_monitor(self, container)  # as moby's restore: probing starts over
         self.checkpoint(container, host_config=False)
         log.info("restored running container %s", container.id[:12])
 
