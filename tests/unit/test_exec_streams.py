@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from berth import errdefs
-from berth.api.execs import fold_field_names
+from berth.api.httputils import fold_field_names
 from berth.container.stream import (
     DEFAULT_DETACH_KEYS,
     DetachFilter,

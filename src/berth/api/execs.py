@@ -4,57 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, TypeVar
-
-import msgspec
 
 from berth import API_VERSION, errdefs
 from berth.api._http import Hijack, Request, Response
 from berth.api.context import Context
-from berth.api.httputils import check_json_content_type, convert, int_value, json_response
+from berth.api.httputils import int_value, json_response, read_json
 from berth.api.lifecycle import attach_session
 from berth.api.router import Route
 from berth.api.streams import MULTIPLEXED, RAW, STDOUT, frame, hijack_head
 from berth.container.stream import AttachInfo
 from berth.types.container import ExecOptions, ExecStartConfig
 
-S = TypeVar("S", bound=msgspec.Struct)
-
-
-def fold_field_names(data: Any, typ: type[msgspec.Struct]) -> Any:
-    """Give the members of a JSON object the names of *typ*'s fields, matched without
-    regard to case as Go's encoding/json does: docker-py sends ``detachKeys``."""
-    if not isinstance(data, dict):
-        return data
-    names = {f.encode_name.lower(): f.encode_name for f in msgspec.structs.fields(typ)}
-    return {names.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in data.items()}
-
-
-async def _read_body(req: Request, typ: type[S], *, required: bool = False) -> S | None:
-    raw = await req.body()
-    if not raw.strip():
-        if required:
-            raise errdefs.InvalidParameter("invalid JSON: request body is empty")
-        return None
-    check_json_content_type(req)
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError as e:
-        raise errdefs.InvalidParameter(f"invalid JSON: {e}") from None
-    return convert(fold_field_names(data, typ), typ)
-
 
 def routes(ctx: Context) -> list[Route]:
     backend = ctx.backend
 
     async def create(req: Request) -> Response:
-        opts = await _read_body(req, ExecOptions, required=True)
+        opts = await read_json(req, ExecOptions, required=True)
         assert opts is not None
         exec_id = await ctx.run(backend.exec_create, req.params["name"], opts)
         return json_response({"Id": exec_id}, status=201)
 
     async def start(req: Request) -> Response | Hijack:
-        cfg = await _read_body(req, ExecStartConfig) or ExecStartConfig()
+        cfg = await read_json(req, ExecStartConfig) or ExecStartConfig()
         ex = backend.exec_get(req.params["id"])
         if cfg.detach:
             await ctx.run(backend.exec_start, ex.id)

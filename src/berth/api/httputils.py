@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeVar
 
 import msgspec
@@ -71,8 +72,27 @@ def check_json_content_type(req: Request) -> None:
             )
 
 
+@functools.cache
+def _field_names(typ: type[msgspec.Struct]) -> dict[str, str]:
+    return {f.encode_name.lower(): f.encode_name for f in msgspec.structs.fields(typ)}
+
+
+def fold_field_names(data: Any, typ: type[Any]) -> Any:
+    """Give the members of a JSON object the names of *typ*'s fields, matched without
+    regard to case as Go's encoding/json does: docker-py sends ``detachKeys``."""
+    if (
+        not isinstance(data, dict)
+        or not isinstance(typ, type)
+        or not issubclass(typ, msgspec.Struct)
+    ):
+        return data
+    names = _field_names(typ)
+    return {names.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in data.items()}
+
+
 async def read_json(req: Request, typ: type[T], *, required: bool = False) -> T | None:
-    """Decode the body into *typ*; None for an empty body unless *required*."""
+    """Decode the body into *typ*, its members named without regard to case as dockerd
+    reads them; None for an empty body unless *required*."""
     raw = await req.body()
     if not raw.strip():
         if required:
@@ -83,7 +103,7 @@ async def read_json(req: Request, typ: type[T], *, required: bool = False) -> T 
         data = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
         raise errdefs.InvalidParameter(f"invalid JSON: {e}") from None
-    return convert(data, typ)
+    return convert(fold_field_names(data, typ), typ)
 
 
 def convert(data: Any, typ: type[T]) -> T:
