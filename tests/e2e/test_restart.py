@@ -71,7 +71,7 @@ def test_everything_survives_a_restart(fresh_berthd: Berthd) -> None:
     d.docker("tag", "persist:1", "persist:alias")
     ids = [
         d.docker(
-            "create", "--name", "keeper", "-l", "a=b", "-p", "80:80", "persist:1"
+            "create", "--name", "keeper", "-l", "a=b", "--expose", "80", "persist:1"
         ).stdout.strip(),
         d.docker("create", "busybox", "echo", "hi").stdout.strip(),
     ]

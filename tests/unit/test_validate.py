@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from berth import errdefs
 from berth.daemon.validate import (
     parse_size,
+    refuse_unsupported,
     split_proto_port,
     validate_container_config,
     validate_exposed_ports,
@@ -16,11 +19,18 @@ from berth.daemon.validate import (
     validate_restart_policy,
 )
 from berth.types.container import (
+    BindOptions,
     Config,
+    EndpointIPAMConfig,
+    EndpointSettings,
     HealthConfig,
     HostConfig,
+    Mount,
+    NetworkingConfig,
     PortBinding,
     RestartPolicy,
+    VolumeDriverConfig,
+    VolumeOptions,
 )
 from berth.types.wire import Empty
 
@@ -281,3 +291,127 @@ def test_parse_size(value: str, expected: int) -> None:
 def test_parse_size_invalid(value: str) -> None:
     with pytest.raises(ValueError):
         parse_size(value)
+
+
+# -- refused rather than accepted and ignored ----------------------------------------------
+
+_PORTS: dict[str, list[PortBinding] | None] = {"80/tcp": [PortBinding(HostPort="8080")]}
+
+
+def _net(name: str = "default", **fields: Any) -> NetworkingConfig:
+    return NetworkingConfig(endpoints_config={name: EndpointSettings(**fields)})
+
+
+@pytest.mark.parametrize(
+    ("hc", "net"),
+    [
+        (HostConfig(network_mode="default", console_size=[0, 0]), _net()),  # every docker run
+        (HostConfig(network_mode="bridge"), _net("bridge")),
+        (HostConfig(network_mode="host", port_bindings=_PORTS), NetworkingConfig({})),
+        (HostConfig(network_mode="none", port_bindings=_PORTS, publish_all_ports=True), None),
+        (HostConfig(network_mode="container:abc"), None),
+        (HostConfig(port_bindings={}, links=[], volumes_from=[], storage_opt={}), None),
+        (HostConfig(userns_mode="host", volume_driver="local"), None),
+        (
+            HostConfig(
+                mounts=[
+                    Mount(type="volume", target="/v", volume_options=VolumeOptions(no_copy=True)),
+                    Mount(type="bind", source="/", target="/b", bind_options=BindOptions()),
+                ]
+            ),
+            None,
+        ),
+    ],
+)
+def test_defaults_are_not_refused(hc: HostConfig, net: NetworkingConfig | None) -> None:
+    refuse_unsupported(Config(), hc, net)
+
+
+@pytest.mark.parametrize(
+    ("hc", "net", "kind", "expected"),
+    [
+        (HostConfig(port_bindings=_PORTS), None, errdefs.NotImplementedFeature, "-p, "),
+        (
+            HostConfig(network_mode="bridge", publish_all_ports=True),
+            None,
+            errdefs.NotImplementedFeature,
+            "-P, ",
+        ),
+        (
+            HostConfig(network_mode="container:x", port_bindings=_PORTS),
+            None,
+            errdefs.InvalidParameter,
+            "conflicting options: port publishing and the container type network mode",
+        ),
+        (HostConfig(network_mode="mynet"), None, errdefs.NotImplementedFeature, "network mynet"),
+        (HostConfig(), _net("other"), errdefs.NotImplementedFeature, "network other not found"),
+        (HostConfig(links=["a:b"]), None, errdefs.NotImplementedFeature, "--link"),
+        (HostConfig(), _net(aliases=["x"]), errdefs.InvalidParameter, "network-scoped alias"),
+        (
+            HostConfig(),
+            _net(ipam_config=EndpointIPAMConfig(i_pv4_address="10.0.0.2")),
+            errdefs.InvalidParameter,
+            "user specified IP address",
+        ),
+        (HostConfig(), _net(mac_address="02:42:ac:11:00:02"), errdefs.NotImplementedFeature, "MAC"),
+        (
+            HostConfig(network_mode="host"),
+            _net("host", mac_address="02:42:ac:11:00:02"),
+            errdefs.InvalidParameter,
+            "conflicting options: mac-address and the network mode",
+        ),
+        (HostConfig(), _net(links=["a:b"]), errdefs.NotImplementedFeature, "--link"),
+        (HostConfig(), _net(driver_opts={"a": "b"}), errdefs.NotImplementedFeature, "driver-opt"),
+        (HostConfig(volumes_from=["c"]), None, errdefs.NotImplementedFeature, "--volumes-from"),
+        (HostConfig(volume_driver="nfs"), None, errdefs.NotImplementedFeature, '"nfs" not found'),
+        (HostConfig(storage_opt={"size": "1G"}), None, errdefs.NotImplementedFeature, "storage"),
+        (HostConfig(userns_mode="private"), None, errdefs.NotImplementedFeature, "--userns"),
+        (HostConfig(cgroup="container:x"), None, errdefs.NotImplementedFeature, "Cgroup"),
+        (
+            HostConfig(mounts=[Mount(type="image", source="busybox", target="/i")]),
+            None,
+            errdefs.NotImplementedFeature,
+            'mount type "image"',
+        ),
+        (
+            HostConfig(
+                mounts=[
+                    Mount(
+                        type="volume",
+                        target="/v",
+                        volume_options=VolumeOptions(
+                            driver_config=VolumeDriverConfig(options={"type": "nfs"})
+                        ),
+                    )
+                ]
+            ),
+            None,
+            errdefs.NotImplementedFeature,
+            "volume driver options",
+        ),
+        (
+            HostConfig(
+                mounts=[
+                    Mount(
+                        type="volume",
+                        source="v",
+                        target="/v",
+                        volume_options=VolumeOptions(subpath="d"),
+                    )
+                ]
+            ),
+            None,
+            errdefs.NotImplementedFeature,
+            "volume subpath",
+        ),
+    ],
+)
+def test_refused(
+    hc: HostConfig,
+    net: NetworkingConfig | None,
+    kind: type[errdefs.BerthError],
+    expected: str,
+) -> None:
+    with pytest.raises(kind) as exc:
+        refuse_unsupported(Config(), hc, net)
+    assert expected in str(exc.value)

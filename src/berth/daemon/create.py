@@ -26,6 +26,7 @@ from berth import errdefs
 from berth.container.container import Container, Record
 from berth.daemon import initlayer, names
 from berth.daemon.validate import (
+    refuse_unsupported,
     validate_container_config,
     validate_exposed_ports,
     validate_host_config,
@@ -43,7 +44,7 @@ from berth.types.container import (
     NetworkingConfig,
     NetworkSettings,
 )
-from berth.utils.platform import host_platform
+from berth.utils.platform import Platform, host_platform, parse_platform
 from berth.utils.stringid import generate_id
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 from berth.volume.mounts import mount_point, parse_bind
@@ -200,6 +201,20 @@ def _network_settings(
     return settings
 
 
+def _check_platform(ref: str, img: Image, wanted: Platform) -> None:
+    """``?platform=`` names the image wanted: one of another platform is not it (moby's
+    ``GetImage`` with a platform; the 404 makes the CLI pull the platform asked for)."""
+    c = img.config
+    actual = Platform(c.os or "linux", c.architecture or wanted.architecture, c.variant or "")
+    if (actual.os, actual.architecture) != (wanted.os, wanted.architecture) or (
+        actual.variant and wanted.variant and actual.variant != wanted.variant
+    ):
+        raise errdefs.NotFound(
+            f"image with reference {ref} was found but does not match the specified "
+            f"platform: wanted {wanted}, actual: {actual}"
+        )
+
+
 def create_container(
     d: Daemon,
     name: str,
@@ -214,11 +229,15 @@ def create_container(
     validate_container_config(config)
     validate_exposed_ports(config)
     validate_host_config(hc)
+    refuse_unsupported(config, hc, net)
     warnings.extend(validate_resources(hc, os.cpu_count() or 1))
 
+    wanted = parse_platform(platform) if platform else None
     img: Image | None = None
     if config.image:
         img = d.images.get_image(config.image)
+        if wanted is not None:
+            _check_platform(config.image, img, wanted)
         host = host_platform()
         arch = img.config.architecture
         if (

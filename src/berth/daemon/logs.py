@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from berth import errdefs
 from berth.daemon.validate import local_log_options, parse_size
 from berth.logger import Copier, FileLogger, JSONFileLogger, LocalLogger, LogMessage, read_logs
+from berth.logger.attrs import LogInfo, extra_attributes
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -36,7 +37,24 @@ def exposed_log_path(container: Container, json_path: Path) -> str:
     return str(json_path)
 
 
-def _file_logger(driver: str, path: Path, options: dict[str, str]) -> FileLogger:
+def log_info(container: Container) -> LogInfo:
+    rec = container.record
+    return LogInfo(
+        container_id=rec.id,
+        container_name=rec.name,
+        image_id=rec.image,
+        image_name=rec.config.image,
+        hostname=rec.config.hostname,
+        entrypoint=rec.path,
+        args=tuple(rec.args),
+        labels=rec.config.labels or {},
+        env=tuple(rec.config.env or ()),
+    )
+
+
+def _file_logger(
+    driver: str, path: Path, options: dict[str, str], info: LogInfo | None = None
+) -> FileLogger:
     if driver == "local":
         max_size, max_file, compress = local_log_options(options)
         path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -47,14 +65,21 @@ def _file_logger(driver: str, path: Path, options: dict[str, str]) -> FileLogger
         max_size=-1 if max_size_opt in ("", "-1") else parse_size(max_size_opt),
         max_file=int(options.get("max-file", "1") or "1"),
         compress=options.get("compress", "false").lower() in ("1", "true"),
+        attrs=extra_attributes(options, info) if info is not None else None,
     )
 
 
 class ContainerLog:
     """The log of one run: a copier per stream feeding one file of the json-file or local driver."""
 
-    def __init__(self, path: Path, options: dict[str, str], driver: str = "json-file") -> None:
-        self.logger = _file_logger(driver, path, options)
+    def __init__(
+        self,
+        path: Path,
+        options: dict[str, str],
+        driver: str = "json-file",
+        info: LogInfo | None = None,
+    ) -> None:
+        self.logger = _file_logger(driver, path, options, info)
         self._copiers = {
             "stdout": Copier("stdout", self.logger.log),
             "stderr": Copier("stderr", self.logger.log),
@@ -75,7 +100,7 @@ def open_log(container: Container, path: Path) -> ContainerLog | None:
         return None
     if lc.type not in ("json-file", "local"):
         raise errdefs.InvalidParameter(f"logger: no log driver named '{lc.type}' is registered")
-    return ContainerLog(log_file(container, path), lc.config or {}, lc.type)
+    return ContainerLog(log_file(container, path), lc.config or {}, lc.type, log_info(container))
 
 
 def read(

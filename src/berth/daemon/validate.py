@@ -12,8 +12,16 @@ import posixpath
 import re
 
 from berth import errdefs
+from berth.logger import attrs as log_attrs
 from berth.runtime.seccomp import validate_security_opts
-from berth.types.container import Config, HealthConfig, HostConfig, RestartPolicy
+from berth.types.container import (
+    Config,
+    EndpointSettings,
+    HealthConfig,
+    HostConfig,
+    NetworkingConfig,
+    RestartPolicy,
+)
 from berth.utils.signals import parse_signal
 from berth.volume.mounts import validate_mount
 
@@ -194,6 +202,127 @@ def validate_host_config(hc: HostConfig) -> None:
     validate_security_opts(hc.security_opt)  # moby parses them after the checks above
 
 
+def not_yet(what: str) -> errdefs.NotImplementedFeature:
+    """A documented Engine feature that berth refuses rather than accept and ignore."""
+    return errdefs.NotImplementedFeature(f"{what} is not supported by berth yet")
+
+
+#: Network modes berth has; anything else names a user-defined network, and berth has none.
+BUILTIN_NETWORKS = ("", "default", "bridge", "host", "none")
+
+
+def _is_container_mode(mode: str) -> bool:
+    return mode.startswith("container:")
+
+
+def _private_network(mode: str) -> bool:
+    """A mode where berth would have to give the container an interface of its own."""
+    return mode in ("", "default", "bridge")
+
+
+def refuse_unsupported(config: Config, hc: HostConfig, net: NetworkingConfig | None) -> None:
+    """Refuse, before anything is reserved, what berth would accept and then not do.
+
+    Only non-default values are refused: what the docker CLI sends on every ``docker run``
+    (empty lists, NetworkMode "default", ConsoleSize [0, 0]) always passes.
+    """
+    _refuse_networking(config, hc, net)
+    _refuse_storage(hc)
+    if hc.userns_mode not in ("", "host"):
+        raise not_yet(f"user namespace mode {hc.userns_mode!r} (--userns)")
+    if hc.cgroup:
+        raise not_yet(f"HostConfig.Cgroup {hc.cgroup!r} (joining another container's cgroup)")
+
+
+def _refuse_networking(config: Config, hc: HostConfig, net: NetworkingConfig | None) -> None:
+    mode = hc.network_mode
+    if mode not in BUILTIN_NETWORKS and not _is_container_mode(mode):
+        raise _no_network(mode)
+    if _is_container_mode(mode) and (hc.port_bindings or hc.publish_all_ports):
+        raise invalid("conflicting options: port publishing and the container type network mode")
+    if _private_network(mode):
+        # With host and none there is nothing to publish to: the bindings are discarded with
+        # a warning, as dockerd does (see validate_resources).
+        if hc.port_bindings:
+            raise not_yet(
+                "publishing ports (-p, HostConfig.PortBindings): a container's network "
+                "namespace has only a loopback interface; use --network host to reach it"
+            )
+        if hc.publish_all_ports:
+            raise not_yet(
+                "publishing ports (-P, HostConfig.PublishAllPorts): a container's network "
+                "namespace has only a loopback interface; use --network host to reach it"
+            )
+    if hc.links:
+        raise not_yet("legacy container links (--link, HostConfig.Links)")
+    default = "bridge" if _private_network(mode) else mode
+    for name, ep in ((net.endpoints_config or {}) if net else {}).items():
+        if name not in ("default", default, mode):
+            raise _no_network(name)
+        if ep is not None:
+            _refuse_endpoint(name, default, ep)
+
+
+def _no_network(name: str) -> errdefs.NotImplementedFeature:
+    return errdefs.NotImplementedFeature(
+        f"network {name} not found: user-defined networks are not supported by berth yet; "
+        "use --network bridge, host, none or container:<name|id>"
+    )
+
+
+def _refuse_endpoint(name: str, mode: str, ep: EndpointSettings) -> None:
+    ipam = ep.ipam_config
+    if ep.aliases:
+        raise invalid(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+    if ipam is not None and (ipam.i_pv4_address or ipam.i_pv6_address or ipam.link_local_i_ps):
+        raise invalid("user specified IP address is supported on user defined networks only")
+    if ep.mac_address:
+        if mode == "host" or _is_container_mode(mode):
+            raise invalid("conflicting options: mac-address and the network mode")
+        raise not_yet(
+            f"setting a MAC address (--mac-address) on network {name}: containers have no "
+            "network interface but loopback yet"
+        )
+    if ep.links:
+        raise not_yet("legacy container links (--link, EndpointSettings.Links)")
+    if ep.driver_opts:
+        raise not_yet(f"network driver options (--network {name},driver-opt=...)")
+    if ep.gw_priority:
+        raise not_yet(f"gateway priority (--network {name},gw-priority=...)")
+
+
+def _refuse_storage(hc: HostConfig) -> None:
+    if hc.volumes_from:
+        raise not_yet("--volumes-from (HostConfig.VolumesFrom); mount the volumes by name instead")
+    if hc.volume_driver not in ("", "local"):
+        raise _no_volume_driver(hc.volume_driver)
+    if hc.storage_opt:
+        raise not_yet("--storage-opt (HostConfig.StorageOpt)")
+    for m in hc.mounts or []:
+        if m.type == "image":
+            raise not_yet(f'mount type "image" (at {m.target})')
+        vo = m.volume_options
+        if vo is None:
+            continue
+        dc = vo.driver_config
+        if dc is not None and dc.name not in ("", "local"):
+            raise _no_volume_driver(dc.name)
+        if dc is not None and dc.options:
+            raise not_yet(f"volume driver options (volume-opt) of the mount at {m.target}")
+        if vo.labels:
+            raise not_yet(f"volume labels (volume-label) of the mount at {m.target}")
+        if vo.subpath:
+            raise not_yet(f"volume subpath (volume-subpath) of the mount at {m.target}")
+
+
+def _no_volume_driver(name: str) -> errdefs.NotImplementedFeature:
+    return errdefs.NotImplementedFeature(
+        f'volume driver "{name}" not found: berth has only the "local" volume driver'
+    )
+
+
 def validate_resources(hc: HostConfig, ncpu: int) -> list[str]:
     """Resource limits; returns warnings."""
     warnings: list[str] = []
@@ -335,6 +464,9 @@ def validate_log_config(hc: HostConfig, default_driver: str, default_opts: dict[
             if key not in JSON_FILE_OPTS:
                 raise invalid(f"unknown log opt '{key}' for json-file log driver")
         _size_opt(lc.config.get("max-size"))
+        problem = log_attrs.check_options(lc.config)
+        if problem is not None:
+            raise invalid(problem)
         if "max-file" in lc.config:
             try:
                 n = int(lc.config["max-file"])
