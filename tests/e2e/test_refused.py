@@ -89,6 +89,7 @@ _ALIAS = {"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}}
         ({"HostConfig": {"Cgroup": "container:abc"}}, 501, "HostConfig.Cgroup"),
         ({"HostConfig": {"PublishAllPorts": True}}, 501, "HostConfig.PublishAllPorts"),
         ({"NetworkingConfig": _ALIAS}, 400, "network-scoped alias is supported only"),
+        ({"MacAddress": "02:42:ac:11:00:99"}, 501, "setting a MAC address"),
     ],
 )
 def test_refused_through_the_api(
@@ -101,9 +102,10 @@ def test_refused_through_the_api(
     name = unique_name("apiref")
     cleanup.append(name)
     body = json.dumps({"Image": "busybox", "Cmd": ["true"], **request_body})
+    version = "1.43" if "MacAddress" in request_body else "1.51"  # 1.44 moves it to the endpoint
     answer, _, raw = berthd.request(
         "POST",
-        f"/v1.51/containers/create?name={name}",
+        f"/v{version}/containers/create?name={name}",
         body.encode(),
         {"Content-Type": "application/json"},
     )
@@ -165,3 +167,14 @@ def test_json_file_attrs(berthd: Berthd, cleanup: list[str]) -> None:
         "REGION_EU": "1",
         "tag": f"{name}/busybox/{info['Id'][:12]}",
     }
+    details = berthd.docker("logs", "--details", name).stdout
+    tag = f"{name}%2Fbusybox%2F{info['Id'][:12]}"
+    assert details == f"REGION_EU=1,STAGE=prod,app.tier=web,tag={tag},team=a hello\n"
+
+
+def test_logs_details_without_attrs(berthd: Berthd, cleanup: list[str]) -> None:
+    """moby prints the (empty) attrs and their space before every line."""
+    name = unique_name("details")
+    cleanup.append(name)
+    berthd.docker("run", "--name", name, "busybox", "echo", "hi")
+    assert berthd.docker("logs", "--details", name).stdout == " hi\n"

@@ -16,6 +16,7 @@ from berth.daemon.validate import (
     validate_extra_host,
     validate_healthcheck,
     validate_port_bindings,
+    validate_resources,
     validate_restart_policy,
 )
 from berth.types.container import (
@@ -415,3 +416,11 @@ def test_refused(
     with pytest.raises(kind) as exc:
         refuse_unsupported(Config(), hc, net)
     assert expected in str(exc.value)
+
+
+def test_kernel_memory_tcp_is_discarded_with_a_warning() -> None:
+    """berth never writes it to the spec: said, and dropped from what inspect shows."""
+    hc = HostConfig(kernel_memory_tcp=1 << 20)
+    warnings = validate_resources(hc, 1)
+    assert any("kernel memory TCP limit" in w for w in warnings)
+    assert hc.kernel_memory_tcp == 0

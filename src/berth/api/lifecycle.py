@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import quote_plus
 
 from berth import errdefs
 from berth.api._http import Hijack, Request, Response, StreamingResponse
@@ -66,6 +67,15 @@ def _tail(req: Request) -> int:
     except ValueError:
         return -1  # dockerd treats an unparsable tail as "all"
     return n if n >= 0 else -1
+
+
+def _details(attrs: tuple[tuple[str, str], ...]) -> bytes:
+    """``--details``: the message's attrs as moby prints them before the line (sorted,
+    query-escaped ``k=v`` joined by commas, then a space, even when there are none)."""
+    pairs = sorted(attrs)
+    return (
+        ",".join(f"{quote_plus(k, safe='')}={quote_plus(v, safe='')}" for k, v in pairs) + " "
+    ).encode()
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -179,6 +189,7 @@ def routes(ctx: Context) -> list[Route]:
         if not want:
             raise errdefs.InvalidParameter("Bad parameters: you must choose at least one stream")
         timestamps = bool_value(req, "timestamps")
+        details = bool_value(req, "details")
         tty, make = await ctx.run(
             backend.container_logs,
             req.params["name"],
@@ -203,6 +214,8 @@ def routes(ctx: Context) -> list[Route]:
                     if msg.stream not in want:
                         continue
                     data = msg.line
+                    if details:
+                        data = _details(msg.attrs) + data
                     if timestamps:
                         data = format_rfc3339_nano(msg.time_ns).encode() + b" " + data
                     if not multiplexed:

@@ -256,6 +256,8 @@ def _refuse_networking(config: Config, hc: HostConfig, net: NetworkingConfig | N
     if hc.links:
         raise not_yet("legacy container links (--link, HostConfig.Links)")
     default = "bridge" if _private_network(mode) else mode
+    if config.mac_address:  # API < 1.44 keeps it in Config (later ones move it to the endpoint)
+        _refuse_endpoint(default, default, EndpointSettings(mac_address=config.mac_address))
     for name, ep in ((net.endpoints_config or {}) if net else {}).items():
         if name not in ("default", default, mode):
             raise _no_network(name)
@@ -368,6 +370,13 @@ def validate_resources(hc: HostConfig, ncpu: int) -> list[str]:
     if hc.cpu_percent > 0:
         warnings.append("linux does not support CPU percent. Percent discarded.")
         hc.cpu_percent = 0
+    if hc.kernel_memory_tcp:
+        # Never written to the spec: said and dropped, as dockerd does where it is unsupported.
+        warnings.append(
+            "Your kernel does not support kernel memory TCP limit capabilities or the cgroup is "
+            "not mounted. Limitation discarded."
+        )
+        hc.kernel_memory_tcp = 0
     if hc.cpuset_cpus:
         _check_cpuset(hc.cpuset_cpus, "cpus", _online("/sys/devices/system/cpu/online"))
     if hc.cpuset_mems:
