@@ -202,9 +202,11 @@ def validate_host_config(hc: HostConfig) -> None:
     validate_security_opts(hc.security_opt)  # moby parses them after the checks above
 
 
-def not_yet(what: str) -> errdefs.NotImplementedFeature:
+def not_yet(what: str, why: str = "") -> errdefs.NotImplementedFeature:
     """A documented Engine feature that berth refuses rather than accept and ignore."""
-    return errdefs.NotImplementedFeature(f"{what} is not supported by berth yet")
+    return errdefs.NotImplementedFeature(
+        f"{what} is not supported by berth yet" + (f": {why}" if why else "")
+    )
 
 
 #: Network modes berth has; anything else names a user-defined network, and berth has none.
@@ -243,16 +245,14 @@ def _refuse_networking(config: Config, hc: HostConfig, net: NetworkingConfig | N
     if _private_network(mode):
         # With host and none there is nothing to publish to: the bindings are discarded with
         # a warning, as dockerd does (see validate_resources).
+        why = (
+            "a container's network namespace has only a loopback interface; with --network "
+            "host its ports are the host's"
+        )
         if hc.port_bindings:
-            raise not_yet(
-                "publishing ports (-p, HostConfig.PortBindings): a container's network "
-                "namespace has only a loopback interface; use --network host to reach it"
-            )
+            raise not_yet("publishing ports (-p, HostConfig.PortBindings)", why)
         if hc.publish_all_ports:
-            raise not_yet(
-                "publishing ports (-P, HostConfig.PublishAllPorts): a container's network "
-                "namespace has only a loopback interface; use --network host to reach it"
-            )
+            raise not_yet("publishing ports (-P, HostConfig.PublishAllPorts)", why)
     if hc.links:
         raise not_yet("legacy container links (--link, HostConfig.Links)")
     default = "bridge" if _private_network(mode) else mode
@@ -284,8 +284,8 @@ def _refuse_endpoint(name: str, mode: str, ep: EndpointSettings) -> None:
         if mode == "host" or _is_container_mode(mode):
             raise invalid("conflicting options: mac-address and the network mode")
         raise not_yet(
-            f"setting a MAC address (--mac-address) on network {name}: containers have no "
-            "network interface but loopback yet"
+            f"setting a MAC address (--mac-address) on network {name}",
+            "a container's network namespace has only a loopback interface",
         )
     if ep.links:
         raise not_yet("legacy container links (--link, EndpointSettings.Links)")
@@ -297,7 +297,9 @@ def _refuse_endpoint(name: str, mode: str, ep: EndpointSettings) -> None:
 
 def _refuse_storage(hc: HostConfig) -> None:
     if hc.volumes_from:
-        raise not_yet("--volumes-from (HostConfig.VolumesFrom); mount the volumes by name instead")
+        raise not_yet(
+            "--volumes-from (HostConfig.VolumesFrom)", "mount the volumes by name instead"
+        )
     if hc.volume_driver not in ("", "local"):
         raise _no_volume_driver(hc.volume_driver)
     if hc.storage_opt:
