@@ -436,7 +436,7 @@ def restart_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.endswith("(_restart_later)")]
 
 
-@pytest.mark.parametrize("how", ["stop", "kill"])
+@pytest.mark.parametrize("how", ["stop", "kill", "rm"])
 def test_stop_while_restarting_cancels_the_restart(h: Harness, fake: FakeRuntime, how: str) -> None:
     c = h.create("false", restart="always")
     h.d.start_container(c.id)
@@ -463,16 +463,24 @@ def test_stop_while_restarting_cancels_the_restart(h: Harness, fake: FakeRuntime
         fut = h.waiter(c.id, "not-running")
         if how == "stop":
             h.d.stop_container(c.id, 1, "")
-        else:
+        elif how == "kill":
             h.d.kill_container(c.id, "")
+        else:
+            h.d.remove_container(c.id, True, False, False)
         assert c.state.running is False and c.state.restarting is False
     finally:
         c.lock.release()
     assert fut.result(TIMEOUT) == (1, None)
-    # The pending restart sees the stop and gives up.
+    # The pending restart sees the stop (or the removal) and gives up.
     wait_until(lambda: not restart_threads(), "the pending restart")
     assert fake.starts[c.id] == starts
     assert c.record.restart_count == count
+    if how == "rm":
+        assert not c.root.exists()
+        with pytest.raises(errdefs.NotFound):
+            h.d.get_container(c.id)
+        assert not fake.has_task(c.id)
+        return
     assert read_config(c)["State"]["Restarting"] is False
     assert read_config(c)["HasBeenManuallyStopped"] is True
     assert not fake.has_task(c.id)

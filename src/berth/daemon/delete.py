@@ -39,6 +39,9 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
             )
         st.removal_in_progress = True
         container.record.has_been_manually_stopped = True
+        if st.restarting:
+            # Waiting out its back-off: no process to kill, and no restart to come.
+            st.restarting = st.running = False
         d.checkpoint(container, host_config=False)
     if container.state.running:
         # Outside the lock: the exit is handled by the monitor, which needs it.

@@ -111,7 +111,7 @@ def _restart_later(d: Daemon, container: Container, delay: float) -> None:
         time.sleep(delay)
     with container.lock:
         st = container.state
-        if not st.restarting:
+        if not st.restarting or st.removal_in_progress or d.containers.get(container.id) is None:
             return  # stopped or removed meanwhile
         st.restarting = False
         st.running = False
