@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth import errdefs
+from berth.utils.gostr import go_quote as _go_quote
 
 __all__ = [
     "DENIED_SOCKET_DOMAINS",
@@ -847,11 +848,6 @@ def build_seccomp(
 
 
 # -- --security-opt -----------------------------------------------------------------------
-
-
-def _go_quote(text: str) -> str:
-    """Go's %q, near enough: printable Unicode stays, quotes and controls are escaped."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _parse_bool(value: str) -> bool | None:

@@ -21,7 +21,6 @@ Where berth differs from dockerd, on purpose:
 from __future__ import annotations
 
 import functools
-import json
 import os
 import posixpath
 import resource
@@ -34,6 +33,7 @@ from berth.runtime import devices as _devices
 from berth.runtime import seccomp as _seccomp
 from berth.runtime.userdb import ResolvedUser, resolve_user
 from berth.types.container import Config, HostConfig, Mount, MountPoint, TmpfsOptions
+from berth.utils.gostr import go_quote as _go_quote
 from berth.utils.mountinfo import unescape as unescape_mountinfo
 
 __all__ = [
@@ -112,10 +112,6 @@ class SpecOptions:
 
 
 # -- small parsers -----------------------------------------------------------------------
-
-
-def _go_quote(text: str) -> str:
-    return json.dumps(text)
 
 
 def security_options(opts: list[str] | None) -> tuple[bool, bool | None]:
