@@ -13,6 +13,7 @@ import pytest
 
 from berth import errdefs
 from berth.daemon.validate import validate_host_config
+from berth.runtime import _seccomp_convert as seccomp_convert
 from berth.runtime import caps as capsmod
 from berth.runtime import seccomp as sc
 from berth.runtime import spec as specmod
@@ -266,7 +267,7 @@ def spec_for(**hc: Any) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def _host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(specmod, "_sysctl_exists", lambda name: True)
-    monkeypatch.setattr(sc, "native_arch", lambda machine=None: "amd64")
+    monkeypatch.setattr(seccomp_convert, "native_arch", lambda machine=None: "amd64")
 
 
 def test_spec_gets_the_default_profile() -> None:
