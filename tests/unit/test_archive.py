@@ -1,6 +1,6 @@
 """``docker cp``: path rules, the stat header, archives and hostile tars, mounts released.
 
-The filesystem tests run :class:`berth.container.fs.ContainerFS` on a directory
+The filesystem tests run :class:`berth.archive.ContainerFS` on a directory
 tree standing in for a container's root; the daemon tests go through a Daemon
 on the fake runtime (vfs: mounting is counted, not done).
 """
@@ -26,7 +26,7 @@ import pytest
 from berth import errdefs
 from berth.api.archive import encode_stat
 from berth.api.bodypipe import ResponsePipe
-from berth.container.fs import (
+from berth.archive import (
     GO_MODE_CHAR_DEVICE,
     GO_MODE_DEVICE,
     GO_MODE_DIR,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from berth import errdefs
-from berth.container.fs import ContainerFS, Mount, Resolved, go_clean
+from berth.archive import ContainerFS, Mount, Resolved, go_clean
 from berth.runtime.userdb import resolve_user
 from berth.types.container import PathStat
 

@@ -23,10 +23,10 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 
 from berth import errdefs
+from berth.archive import decompress, detect_compression
 from berth.image.reference import Reference, parse_normalized_named
 from berth.image.store import decode_config
 from berth.layer import ROLayer, chain_id
-from berth.layer.tarapply import decompress, detect_compression
 from berth.types.image import ImageConfig
 from berth.utils.platform import host_platform
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import IO
 
 from berth import errdefs
+from berth.archive import apply_layer
 from berth.graphdriver.base import Driver
 from berth.layer.chain import chain_id as make_chain_id
-from berth.layer.tarapply import apply_layer
 from berth.utils.atomic import sweep_temp, write_dir
 
 log = logging.getLogger(__name__)

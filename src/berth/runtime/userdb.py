@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from berth import errdefs
-from berth.utils.securejoin import secure_join
+from berth.utils.symlink import resolve_in_root as secure_join
 
 PASSWD_PATH = "etc/passwd"
 GROUP_PATH = "etc/group"

@@ -1,0 +1,91 @@
+"""The one in-root resolver (``berth.utils.symlink``, re-exported by ``berth.archive``).
+
+Hostile trees: links that climb above the root, absolute links to host paths,
+loops.  Whatever the tree holds, the result stays under the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from berth import errdefs
+from berth.archive import MAX_SYMLINKS, InvalidLayer, Link, follow_in_root, resolve_in_root
+from berth.archive._unpack import secure_join
+
+
+def test_secure_join(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "real" / "deep").mkdir(parents=True)
+    os.symlink("/etc", root / "abs")
+    os.symlink("../../..", root / "real" / "up")
+    os.symlink("deep", root / "real" / "rel")
+    os.symlink("nothere", root / "dangling")
+    os.symlink("loop", root / "loop")
+    r = str(root)
+    assert secure_join(r, "") == r
+    assert secure_join(r, "a/b") == f"{r}/a/b"
+    assert secure_join(r, "abs/passwd") == f"{r}/etc/passwd"
+    assert secure_join(r, "abs") == f"{r}/etc"
+    assert secure_join(r, "real/up/x") == f"{r}/x"
+    assert secure_join(r, "real/up/../../abs") == f"{r}/etc"
+    assert secure_join(r, "real/rel/f") == f"{r}/real/deep/f"
+    assert secure_join(r, "dangling") == f"{r}/nothere"
+    assert secure_join(r, "../../x") == f"{r}/x"
+    with pytest.raises(InvalidLayer, match="too many levels of symbolic links"):
+        secure_join(r, "loop/x")
+
+
+def test_resolve_in_root_is_the_same_walk(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc", root / "abs")
+    os.symlink("../../../../../..", root / "up")
+    os.symlink(str(tmp_path), root / "host")  # an absolute host path means the container's
+    os.symlink("loop", root / "loop")
+    r = str(root)
+    assert resolve_in_root(r, "abs/x") == f"{r}/etc/x"
+    assert resolve_in_root(r, "up/etc") == f"{r}/etc"
+    assert resolve_in_root(r, "/../../up/../abs") == f"{r}/etc"
+    assert resolve_in_root(r, "host/root") == f"{r}{tmp_path}/root"
+    with pytest.raises(errdefs.InvalidParameter, match="too many levels of symbolic links"):
+        resolve_in_root(r, "loop")
+
+
+def test_resolve_in_root_reports_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        resolve_in_root(str(tmp_path), "f/x")
+
+
+def _tree(links: dict[str, str]) -> Callable[[list[str], str], str | Link]:
+    """A step over an in-memory tree: names in *links* are symlinks, the rest directories."""
+
+    def step(stack: list[str], part: str) -> str | Link:
+        path = "/".join([*stack[1:], part])
+        return Link(links[path]) if path in links else part
+
+    return step
+
+
+def test_follow_in_root_clamps_restarts_and_caps() -> None:
+    step = _tree({"a": "../../b", "b/c": "/d", "x": "x", "chain": "y0"})
+    assert follow_in_root("a/c/e", "", step) == ["", "d", "e"]
+    assert follow_in_root("../../..", "", step) == [""]
+    assert follow_in_root("./a/./", "", step) == ["", "b"]
+    with pytest.raises(OSError) as e:
+        follow_in_root("x", "", step)
+    assert e.value.errno == errno.ELOOP
+
+
+def test_follow_in_root_allows_max_symlinks_and_no_more() -> None:
+    chain = {f"l{i}": f"l{i + 1}" for i in range(MAX_SYMLINKS)}
+    assert follow_in_root("l0", "", _tree(chain)) == ["", f"l{MAX_SYMLINKS}"]
+    chain[f"l{MAX_SYMLINKS}"] = "end"
+    with pytest.raises(OSError):
+        follow_in_root("l0", "", _tree(chain))
