@@ -34,8 +34,6 @@ from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem
 from berth.types.image import Summary as ImageSummary
 
-Version = tuple[int, int]
-
 
 class StateBackend(Protocol):
     def start_container(self, ref: str) -> None: ...
@@ -113,10 +111,10 @@ class MonitorBackend(Protocol):
         """Whether the container has a TTY, and a maker of the blocking log iterator."""
 
     def list_containers(
-        self, all_containers: bool, limit: int, size: bool, filters: Filters, version: Version
+        self, all_containers: bool, limit: int, size: bool, filters: Filters
     ) -> list[Summary]: ...
 
-    def inspect_container(self, ref: str, size: bool, version: Version) -> dict[str, Any]: ...
+    def inspect_container(self, ref: str, size: bool) -> dict[str, Any]: ...
 
     def container_stats(self, ref: str) -> Sampler:
         """Samples of the container's resource usage (blocking; run off the loop)."""
@@ -128,10 +126,10 @@ class ContainerSystemBackend(Protocol):
 
 class ImageBackend(Protocol):
     def list_images(
-        self, filters: Filters, all_images: bool, shared_size: bool, version: Version
+        self, filters: Filters, all_images: bool, shared_size: bool
     ) -> list[ImageSummary]: ...
 
-    def inspect_image(self, ref: str, version: Version) -> dict[str, Any]: ...
+    def inspect_image(self, ref: str) -> dict[str, Any]: ...
 
     def image_history(self, ref: str) -> list[HistoryItem]: ...
 
@@ -158,7 +156,7 @@ class SystemBackend(Protocol):
     tmp_dir: Path
     events: Events
 
-    def system_info(self, version: Version) -> dict[str, Any]: ...
+    def system_info(self) -> dict[str, Any]: ...
 
     def system_version(self) -> dict[str, Any]: ...
 

@@ -579,7 +579,7 @@ def test_waiters_hear_the_exit_before_the_task_is_deleted(
     next_exit = h.waiter(c.id, "next-exit")
     fake.exit(c.id, 3)
     assert next_exit.result(TIMEOUT) == (3, None)  # while the OCI runtime's delete is held
-    assert h.d.inspect_container(c.id, False, (1, 51))["State"]["Status"] == "exited"
+    assert h.d.inspect_container(c.id, False)["State"]["Status"] == "exited"
     assert fake.has_task(c.id)
     restart = threading.Thread(target=h.d.start_container, args=(c.id,))
     restart.start()  # waits for the delete (and the unmount) under the container's lock
@@ -719,13 +719,13 @@ def test_exec_lifecycle(h: Harness, fake: FakeRuntime) -> None:
     assert sorted(os.listdir(h.d.fifo_dir(c.id))) == ["init-stderr", "init-stdout"]
     # exec IDs are listed while the container runs...
     assert h.d.exec_ids(c.id) == [eid]
-    assert h.d.inspect_container(c.id, False, (1, 51))["ExecIDs"] == [eid]
+    assert h.d.inspect_container(c.id, False)["ExecIDs"] == [eid]
     with pytest.raises(errdefs.Conflict, match="already running"):
         h.d.exec_start(eid)
     h.d.stop_container(c.id, int(TIMEOUT), "")
     # ...and forgotten once it stops
     assert h.d.exec_ids(c.id) is None
-    assert h.d.inspect_container(c.id, False, (1, 51))["ExecIDs"] is None
+    assert h.d.inspect_container(c.id, False)["ExecIDs"] is None
     with pytest.raises(errdefs.NotFound):
         h.d.exec_get(eid)
 

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from berth import errdefs
+from berth.api import _versions
 from berth.api._http import Request, Response
 from berth.api.context import Context
 from berth.api.httputils import (
@@ -144,15 +145,12 @@ def routes(ctx: Context) -> list[Route]:
             limit if limit is not None else -1,
             bool_value(req, "size"),
             filters(req),
-            req.api_version,
         )
         return _wire_list(result)
 
     async def inspect(req: Request) -> Response:
-        result = backend.inspect_container(
-            req.params["name"], bool_value(req, "size"), req.api_version
-        )
-        return json_response(result)
+        result = backend.inspect_container(req.params["name"], bool_value(req, "size"))
+        return json_response(_versions.container_inspect(result, req.api_version))
 
     async def rename(req: Request) -> Response:
         await ctx.run(backend.rename_container, req.params["name"], query(req, "name"))

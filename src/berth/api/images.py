@@ -14,6 +14,7 @@ from typing import IO
 import h11
 
 from berth import errdefs
+from berth.api import _versions
 from berth.api._http import ClientGone, Request, Response, StreamingResponse
 from berth.api.bodypipe import BodyPipe
 from berth.api.context import Context
@@ -54,15 +55,13 @@ def routes(ctx: Context) -> list[Route]:
         if legacy and req.api_version < (1, 41):
             flt = flt.with_values("reference", [legacy])
         shared = bool_value(req, "shared-size") and req.api_version >= (1, 42)
-        result = await ctx.run(
-            backend.list_images, flt, bool_value(req, "all"), shared, req.api_version
-        )
+        result = await ctx.run(backend.list_images, flt, bool_value(req, "all"), shared)
+        result = _versions.image_summaries(result, req.api_version)
         return Response(200, wire_encode(result) + b"\n", "application/json")
 
     async def inspect(req: Request) -> Response:
-        return json_response(
-            await ctx.run(backend.inspect_image, req.params["name"], req.api_version)
-        )
+        doc = await ctx.run(backend.inspect_image, req.params["name"])
+        return json_response(_versions.image_inspect(doc, req.api_version))
 
     async def history(req: Request) -> Response:
         return json_response(await ctx.run(backend.image_history, req.params["name"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from berth import errdefs
+from berth.api import _versions
 from berth.api._http import Request, Response
 from berth.api.context import Context
 from berth.api.httputils import json_response
@@ -38,7 +39,8 @@ def routes(ctx: Context) -> list[Route]:
         return json_response(backend.system_version())
 
     async def info(req: Request) -> Response:
-        return json_response(await ctx.run(backend.system_info, req.api_version))
+        info = await ctx.run(backend.system_info)
+        return json_response(_versions.system_info(info, req.api_version))
 
     async def not_manager(req: Request) -> Response:
         raise errdefs.Unavailable(_NOT_MANAGER)

@@ -705,12 +705,11 @@ class Daemon:
         limit: int,
         size: bool,
         filters: Filters,
-        version: tuple[int, int],
     ) -> list[Summary]:
-        return _list.list_containers(self, all_containers, limit, size, filters, version)
+        return _list.list_containers(self, all_containers, limit, size, filters)
 
-    def inspect_container(self, ref: str, size: bool, version: tuple[int, int]) -> dict[str, Any]:
-        return _inspect.inspect_container(self, ref, size, version)
+    def inspect_container(self, ref: str, size: bool) -> dict[str, Any]:
+        return _inspect.inspect_container(self, ref, size)
 
     def rename_container(self, old: str, new: str) -> None:
         container = self.get_container(old)
@@ -857,15 +856,15 @@ class Daemon:
 
     # -- Backend: images -----------------------------------------------------
     def list_images(
-        self, filters: Filters, all_images: bool, shared_size: bool, version: tuple[int, int]
+        self, filters: Filters, all_images: bool, shared_size: bool
     ) -> list[ImageSummary]:
         counts: dict[str, int] = {}
         for snap in self.view.snapshot():
             counts[snap.record.image] = counts.get(snap.record.image, 0) + 1
-        return self.images.list_images(filters, all_images, shared_size, version, counts)
+        return self.images.list_images(filters, all_images, shared_size, counts)
 
-    def inspect_image(self, ref: str, version: tuple[int, int]) -> dict[str, Any]:
-        return self.images.inspect(ref, version)
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return self.images.inspect(ref)
 
     def image_history(self, ref: str) -> list[HistoryItem]:
         return self.images.history(ref)
@@ -914,8 +913,8 @@ class Daemon:
         return messages
 
     # -- Backend: system -------------------------------------------------------
-    def system_info(self, version: tuple[int, int]) -> dict[str, Any]:
-        return _info.system_info(self, version)
+    def system_info(self) -> dict[str, Any]:
+        return _info.system_info(self)
 
     def system_version(self) -> dict[str, Any]:
         return _info.system_version()

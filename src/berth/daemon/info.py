@@ -85,7 +85,8 @@ def plugins_info() -> dict[str, list[str] | None]:
     }
 
 
-def system_info(d: Daemon, version: tuple[int, int]) -> dict[str, Any]:
+def system_info(d: Daemon) -> dict[str, Any]:
+    """The current API's answer, built per call: the router adapts it in place for older clients."""
     counts = d.state_counts()
     rel = os_release()
     swap = _cgroup_has("memory", "memory.memsw.limit_in_bytes")
@@ -164,15 +165,6 @@ def system_info(d: Daemon, version: tuple[int, int]) -> dict[str, Any]:
         "CDISpecDirs": [],
         "Warnings": warnings,
     }
-    if version < (1, 47):
-        info["RegistryConfig"]["AllowNondistributableArtifactsCIDRs"] = None
-        info["RegistryConfig"]["AllowNondistributableArtifactsHostnames"] = None
-    if version < (1, 49):
-        for key in ("ContainerdCommit", "RuncCommit", "InitCommit"):
-            info[key]["Expected"] = info[key]["ID"]
-    if version < (1, 50):
-        info["BridgeNfIptables"] = False
-        info["BridgeNfIp6tables"] = False
     return info
 
 

@@ -10,7 +10,6 @@ from berth.daemon.list import mount_points
 from berth.types.container import (
     GraphDriverData,
     InspectResponse,
-    NetworkSettings,
     StateJSON,
 )
 from berth.types.wire import to_wire
@@ -19,29 +18,27 @@ if TYPE_CHECKING:
     from berth.container.view import Snapshot
     from berth.daemon.daemon import Daemon
 
-_USER_NETWORKS_EXCLUDED = ("bridge", "host", "none", "default")
 
+def inspect_container(d: Daemon, ref: str, size: bool) -> dict[str, Any]:
+    """``GET /containers/{id}/json`` in the current API's shape; callers must not mutate it.
 
-def inspect_container(d: Daemon, ref: str, size: bool, version: tuple[int, int]) -> dict[str, Any]:
-    """The answer of ``GET /containers/{id}/json``; callers must not mutate it.
-
-    Without sizes it depends only on the snapshot, the API version and the exec
-    IDs, so it is built once per checkpoint (``docker inspect`` of many
-    containers, compose and testcontainers polling).
+    Without sizes it depends only on the snapshot and the exec IDs, so it is
+    built once per checkpoint (``docker inspect`` of many containers, compose
+    and testcontainers polling); the router adapts it for older API versions.
     """
     snap = d.view.snapshot().find(ref)
     if size:
-        return to_wire(build(d, snap, size, version))  # type: ignore[no-any-return]
-    key = ("inspect", version, tuple(d.exec_ids(snap.id) or ()))
+        return to_wire(build(d, snap, size))  # type: ignore[no-any-return]
+    key = ("inspect", tuple(d.exec_ids(snap.id) or ()))
     wire: dict[str, Any] | None = snap.memo.get(key)
     if wire is None:
-        wire = to_wire(build(d, snap, size, version))
-        snap.memo.clear()  # one entry: the exec IDs or the version changed
+        wire = to_wire(build(d, snap, size))
+        snap.memo.clear()  # one entry: the exec IDs changed
         snap.memo[key] = wire
     return wire
 
 
-def build(d: Daemon, snap: Snapshot, size: bool, version: tuple[int, int]) -> InspectResponse:
+def build(d: Daemon, snap: Snapshot, size: bool) -> InspectResponse:
     rec = snap.record
     st = rec.state
     state = StateJSON(
@@ -59,7 +56,7 @@ def build(d: Daemon, snap: Snapshot, size: bool, version: tuple[int, int]) -> In
         health=st.health,
     )
     net = rec.network_settings
-    settings = msgspec.structs.replace(net, networks=dict(net.networks))
+    settings = msgspec.structs.replace(net)
     default = net.networks.get("bridge")
     if default is not None:
         settings.endpoint_id = default.endpoint_id
@@ -70,8 +67,6 @@ def build(d: Daemon, snap: Snapshot, size: bool, version: tuple[int, int]) -> In
         settings.ip_prefix_len = default.ip_prefix_len
         settings.ipv6_gateway = default.ipv6_gateway
         settings.mac_address = default.mac_address
-    if version < (1, 45):
-        _add_legacy_aliases(settings, rec.id, rec.config.hostname)
     resp = InspectResponse(
         id=rec.id,
         created=rec.created,
@@ -100,14 +95,3 @@ def build(d: Daemon, snap: Snapshot, size: bool, version: tuple[int, int]) -> In
     if size:
         resp.size_rw, resp.size_root_fs = d.container_sizes(rec.id)
     return resp
-
-
-def _add_legacy_aliases(settings: NetworkSettings, ident: str, hostname: str) -> None:
-    for name, ep in list(settings.networks.items()):
-        if name in _USER_NETWORKS_EXCLUDED or name.startswith("container:"):
-            continue
-        aliases = list(ep.aliases or [])
-        for extra in (ident[:12], hostname):
-            if extra and extra not in aliases:
-                aliases.append(extra)
-        settings.networks[name] = msgspec.structs.replace(ep, aliases=aliases)

@@ -6,10 +6,14 @@ container at its last checkpoint.
 
 from __future__ import annotations
 
+import enum
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from berth import errdefs
+from berth.container.container import Record as ContainerRecord
 from berth.container.state import State
 from berth.container.view import Snapshot, View
 from berth.types.container import (
@@ -33,6 +37,7 @@ PS_FILTERS = (
 )  # fmt: skip
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 HEALTH = ("starting", "healthy", "unhealthy", "none")
+_Patterns = tuple[tuple[str, re.Pattern[str] | None], ...]
 
 
 def _port_set(filters: Filters, key: str) -> set[tuple[int, str]]:
@@ -128,27 +133,65 @@ def _reduced_endpoint(ep: EndpointSettings) -> EndpointSettings:
     )
 
 
-def list_containers(
-    d: Daemon,
-    all_containers: bool,
-    limit: int,
-    size: bool,
-    filters: Filters,
-    version: tuple[int, int],
-) -> list[Summary]:
+class Action(enum.Enum):
+    """What the include check says of one container (moby's ``iterationAction``)."""
+
+    INCLUDE = enum.auto()
+    EXCLUDE = enum.auto()
+    STOP = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class FilterContext:
+    """Everything the filters need, validated and resolved once per request.
+
+    moby's ``listContext``: values are parsed, containers and images looked up
+    here, so the check run for each container only compares. An empty set means
+    the filter is absent (it matches everything); ``None`` where a filter given
+    with no values matches nothing, as in moby.
+    """
+
+    filters: Filters
+    all: bool
+    limit: int
+    names_by_id: Mapping[str, list[str]]
+    before: Snapshot | None = None
+    since: Snapshot | None = None
+    exited: frozenset[int] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    health: frozenset[str] = frozenset()
+    is_task: bool | None = None
+    isolation: frozenset[str] = frozenset()
+    ancestors: frozenset[str] | None = None
+    volumes: frozenset[str] | None = None
+    networks: tuple[str, ...] | None = None
+    publish: frozenset[tuple[int, str]] = frozenset()
+    expose: frozenset[tuple[int, str]] = frozenset()
+    name_patterns: _Patterns = ()
+    id_patterns: _Patterns = ()
+
+    def names(self, rec: ContainerRecord) -> list[str]:
+        return self.names_by_id.get(rec.id, [rec.name])
+
+
+def fold_filters(
+    d: Daemon, view: View, all_containers: bool, limit: int, filters: Filters
+) -> FilterContext:
+    """moby's ``foldFilter``: bad filter values fail here, before any container is read."""
     filters.validate(PS_FILTERS)
-    view = d.view.snapshot()
     exited: set[int] = set()
     for v in filters.get("exited"):
         try:
             exited.add(int(v))
         except ValueError:
             raise errdefs.InvalidParameter(f'strconv.Atoi: parsing "{v}": invalid syntax') from None
-    for v in filters.get("status"):
+    statuses = filters.get("status")
+    for v in statuses:
         if v not in STATUSES:
             raise errdefs.InvalidParameter(f"invalid filter 'status={v}'")
         all_containers = True
-    for v in filters.get("health"):
+    health = filters.get("health")
+    for v in health:
         if v not in HEALTH:
             raise errdefs.InvalidParameter(f"Unrecognised filter value for health: {v}")
     is_task: bool | None = None
@@ -162,89 +205,129 @@ def list_containers(
             raise errdefs.InvalidParameter(f"invalid filter 'is-task=[{' '.join(values)}]'")
     before = [_find_by_id_or_name(view, v) for v in filters.get("before")]
     since = [_find_by_id_or_name(view, v) for v in filters.get("since")]
-    ancestors: set[str] | None = None
-    if filters.contains("ancestor"):
-        ancestors = set()
-        for v in filters.get("ancestor"):
-            try:
-                img = d.images.get_image(v)
-            except errdefs.BerthError:
-                continue
-            stack = [img.id]
-            while stack:
-                ident = stack.pop()
-                if ident in ancestors:
-                    continue
-                ancestors.add(ident)
-                child = d.images.images.get(ident)
-                if child is not None:
-                    stack.extend(child.children)
-    publish = _port_set(filters, "publish")
-    expose = _port_set(filters, "expose")
-    name_patterns = _compile(filters.get("name"))
-    id_patterns = _compile(filters.get("id"))
-    names_by_id = view.get_all_names()
+    ancestors = _ancestors(d, filters.get("ancestor")) if filters.contains("ancestor") else None
+    return FilterContext(
+        filters=filters,
+        all=all_containers,
+        limit=limit,
+        names_by_id=view.get_all_names(),
+        before=before[0] if before else None,
+        since=since[0] if since else None,
+        exited=frozenset(exited),
+        statuses=frozenset(statuses),
+        health=frozenset(health),
+        is_task=is_task,
+        isolation=frozenset(filters.get("isolation")),
+        ancestors=ancestors,
+        volumes=frozenset(filters.get("volume")) if filters.contains("volume") else None,
+        networks=tuple(filters.get("network")) if filters.contains("network") else None,
+        publish=frozenset(_port_set(filters, "publish")),
+        expose=frozenset(_port_set(filters, "expose")),
+        name_patterns=_compile(filters.get("name")),
+        id_patterns=_compile(filters.get("id")),
+    )
 
-    snaps = sorted(view.all(), key=lambda s: s.created_ns, reverse=True)
-    if before:
-        pivot = before[0]
-        snaps = [s for s in snaps if s.created_ns < pivot.created_ns and s.id != pivot.id]
-    if since:
-        pivot = since[0]
-        snaps = [s for s in snaps if s.created_ns > pivot.created_ns and s.id != pivot.id]
 
+def include(ctx: FilterContext, snap: Snapshot, listed: int) -> Action:
+    """moby's ``includeContainerInList``, for containers in newest-first order.
+
+    *listed* is how many containers are in the answer so far: the limit counts
+    only those that pass the filters before it.
+    """
+    rec = snap.record
+    st = rec.state
+    if ctx.before is not None and snap.created_ns >= ctx.before.created_ns:
+        return Action.EXCLUDE
+    if ctx.since is not None and snap.created_ns <= ctx.since.created_ns:
+        return Action.STOP  # newest first: no container after this one is newer either
+    if not st.running and not ctx.all and ctx.limit <= 0:
+        return Action.EXCLUDE
+    if ctx.name_patterns and not _match_any(ctx.name_patterns, ctx.names(rec)):
+        return Action.EXCLUDE
+    if ctx.id_patterns and not _match_any(ctx.id_patterns, [rec.id]):
+        return Action.EXCLUDE
+    if ctx.is_task is not None and rec.managed != ctx.is_task:
+        return Action.EXCLUDE
+    if not ctx.filters.match_kv_list("label", rec.config.labels or {}):
+        return Action.EXCLUDE
+    if ctx.isolation and (snap.host_config.isolation or "default") not in ctx.isolation:
+        return Action.EXCLUDE
+    if ctx.limit > 0 and listed == ctx.limit:
+        return Action.STOP
+    if ctx.exited and (st.running or st.exit_code not in ctx.exited or snap.started_ns <= 0):
+        return Action.EXCLUDE
+    if ctx.statuses and st.status() not in ctx.statuses:
+        return Action.EXCLUDE
+    if ctx.health and health_status(st) not in ctx.health:
+        return Action.EXCLUDE
+    if ctx.volumes is not None and not _uses_volume(rec, ctx.volumes):
+        return Action.EXCLUDE
+    if ctx.ancestors is not None and rec.image not in ctx.ancestors:
+        return Action.EXCLUDE
+    if ctx.networks is not None and not _on_network(rec, ctx.networks):
+        return Action.EXCLUDE
+    if ctx.publish or ctx.expose:
+        ports = summary_ports(snap)
+        if ctx.publish and not any((p.PublicPort, p.Type) in ctx.publish for p in ports):
+            return Action.EXCLUDE
+        if ctx.expose and not any((p.PrivatePort, p.Type) in ctx.expose for p in ports):
+            return Action.EXCLUDE
+    return Action.INCLUDE
+
+
+def list_containers(
+    d: Daemon, all_containers: bool, limit: int, size: bool, filters: Filters
+) -> list[Summary]:
+    view = d.view.snapshot()
+    ctx = fold_filters(d, view, all_containers, limit, filters)
     now = now_ns()
     out: list[Summary] = []
-    for snap in snaps:
-        rec = snap.record
-        st = rec.state
-        if not st.running and not all_containers and limit <= 0:
+    for snap in sorted(view.all(), key=_created_ns, reverse=True):
+        action = include(ctx, snap, len(out))
+        if action is Action.EXCLUDE:
             continue
-        if name_patterns and not _match_any(name_patterns, names_by_id.get(rec.id, [rec.name])):
-            continue
-        if id_patterns and not _match_any(id_patterns, [rec.id]):
-            continue
-        if is_task is not None and rec.managed != is_task:
-            continue
-        labels = rec.config.labels or {}
-        if not filters.match_kv_list("label", labels):
-            continue
-        if filters.contains("isolation") and not filters.exact_match(
-            "isolation", snap.host_config.isolation or "default"
-        ):
-            continue
-        if limit > 0 and len(out) == limit:
+        if action is Action.STOP:
             break
-        if exited and (st.running or st.exit_code not in exited or snap.started_ns <= 0):
-            continue
-        if not filters.exact_match("status", st.status()):
-            continue
-        if not filters.exact_match("health", health_status(st)):
-            continue
-        if filters.contains("volume"):
-            wanted = set(filters.get("volume"))
-            if not any(
-                m.destination in wanted or (m.name and m.name in wanted) or m.source in wanted
-                for m in rec.mount_points.values()
-            ):
-                continue
-        if ancestors is not None and rec.image not in ancestors:
-            continue
-        if filters.contains("network"):
-            nets = rec.network_settings.networks
-            wanted_nets = filters.get("network")
-            if not any(
-                n in nets or any(ep.network_id.startswith(n) and n for ep in nets.values())
-                for n in wanted_nets
-            ):
-                continue
-        ports = summary_ports(snap)
-        if publish and not any((p.PublicPort, p.Type) in publish for p in ports):
-            continue
-        if expose and not any((p.PrivatePort, p.Type) in expose for p in ports):
-            continue
-        out.append(_summary(d, snap, ports, names_by_id.get(rec.id, [rec.name]), size, now))
+        out.append(_summary(d, snap, summary_ports(snap), ctx.names(snap.record), size, now))
     return out
+
+
+def _created_ns(snap: Snapshot) -> int:
+    return snap.created_ns
+
+
+def _ancestors(d: Daemon, refs: list[str]) -> frozenset[str]:
+    """The IDs of the named images and of every image built on them."""
+    found: set[str] = set()
+    for v in refs:
+        try:
+            img = d.images.get_image(v)
+        except errdefs.BerthError:
+            continue
+        stack = [img.id]
+        while stack:
+            ident = stack.pop()
+            if ident in found:
+                continue
+            found.add(ident)
+            child = d.images.images.get(ident)
+            if child is not None:
+                stack.extend(child.children)
+    return frozenset(found)
+
+
+def _uses_volume(rec: ContainerRecord, wanted: frozenset[str]) -> bool:
+    return any(
+        m.destination in wanted or (m.name and m.name in wanted) or m.source in wanted
+        for m in rec.mount_points.values()
+    )
+
+
+def _on_network(rec: ContainerRecord, wanted: tuple[str, ...]) -> bool:
+    nets = rec.network_settings.networks
+    return any(
+        n in nets or any(ep.network_id.startswith(n) and n for ep in nets.values()) for n in wanted
+    )
 
 
 def _summary(
@@ -285,17 +368,17 @@ def _summary(
     return summary
 
 
-def _compile(values: list[str]) -> list[tuple[str, re.Pattern[str] | None]]:
+def _compile(values: list[str]) -> _Patterns:
     out: list[tuple[str, re.Pattern[str] | None]] = []
     for v in values:
         try:
             out.append((v, re.compile(v)))
         except re.error:
             out.append((v, None))
-    return out
+    return tuple(out)
 
 
-def _match_any(patterns: list[tuple[str, re.Pattern[str] | None]], sources: list[str]) -> bool:
+def _match_any(patterns: _Patterns, sources: list[str]) -> bool:
     for source in sources:
         for raw, rx in patterns:
             if raw == source or raw == source.lstrip("/"):

@@ -96,7 +96,6 @@ class ImageService:
         filters: Filters,
         all_images: bool,
         shared_size: bool,
-        version: tuple[int, int],
         container_counts: dict[str, int] | None,
     ) -> list[Summary]:
         filters.validate(IMAGE_FILTERS)
@@ -158,11 +157,9 @@ class ImageService:
                     continue
             elif dangling_only and tags:
                 continue
-            if version < (1, 43) and not tags and not digests:
-                tags, digests = ["<none>:<none>"], ["<none>@<none>"]
             size = img.size
             summary = Summary(
-                Containers=(container_counts or {}).get(img.id, 0) if version >= (1, 51) else -1,
+                Containers=(container_counts or {}).get(img.id, 0),
                 Created=created // 1_000_000_000,
                 Id=img.id,
                 Labels=labels,
@@ -172,8 +169,6 @@ class ImageService:
                 SharedSize=_shared(img.layer, shared) if shared_size else -1,
                 Size=size,
             )
-            if version < (1, 44):
-                summary.VirtualSize = size
             out.append((created, summary))
         out.sort(key=lambda t: t[0], reverse=True)
         return [s for _, s in out]
@@ -186,7 +181,12 @@ class ImageService:
             return 0
 
     # -- inspect / history -------------------------------------------------------
-    def inspect(self, ref_or_id: str, version: tuple[int, int]) -> dict[str, Any]:
+    def inspect(self, ref_or_id: str) -> dict[str, Any]:
+        """The current API's answer plus ``Container`` and ``ContainerConfig``.
+
+        Those two are gone from API 1.45 on; as in moby, the router drops them
+        and adds what other older versions show (``api/_versions.py``).
+        """
         from berth.types.wire import to_wire
 
         img = self.get_image(ref_or_id)
@@ -202,14 +202,11 @@ class ImageService:
         }
         if cfg.created:
             out["Created"] = cfg.created
-        elif version < (1, 44):
-            out["Created"] = ZERO_TIME
-        if version < (1, 45):
-            # Gone from 1.45 on; older clients' types require both, empty or not.
-            out["Container"] = cfg.container
-            out["ContainerConfig"] = (
-                to_wire(cfg.container_config) if cfg.container_config else to_wire(_empty_config())
-            )
+        # Older clients' types require both, empty or not.
+        out["Container"] = cfg.container
+        out["ContainerConfig"] = (
+            to_wire(cfg.container_config) if cfg.container_config else to_wire(_empty_config())
+        )
         out["DockerVersion"] = cfg.docker_version
         out["Author"] = cfg.author
         out["Architecture"] = cfg.architecture
@@ -219,15 +216,13 @@ class ImageService:
         if cfg.os_version:
             out["OsVersion"] = cfg.os_version
         out["Size"] = img.size
-        if version < (1, 44):
-            out["VirtualSize"] = img.size
         out["GraphDriver"] = {
             "Data": self.driver.metadata(img.layer.cache_id) if img.layer else None,
             "Name": self.driver.name,
         }
         out["RootFS"] = {"Type": cfg.rootfs.type, "Layers": list(cfg.rootfs.diff_ids)}
         out["Metadata"] = {"LastTagTime": img.last_updated or ZERO_TIME}
-        out["Config"] = _image_config_view(cfg, version)
+        out["Config"] = _image_config_view(cfg)
         return out
 
     def history(self, ref_or_id: str) -> list[HistoryItem]:
@@ -477,18 +472,6 @@ _LEGACY_CURRENT = {
     "Volumes": None,
     "WorkingDir": "",
 }
-_LEGACY_149 = {
-    **_LEGACY_CURRENT,
-    "AttachStderr": False,
-    "AttachStdin": False,
-    "AttachStdout": False,
-    "Domainname": "",
-    "Hostname": "",
-    "Image": "",
-    "OpenStdin": False,
-    "StdinOnce": False,
-    "Tty": False,
-}
 _OCI_CONFIG_FIELDS = (
     "User",
     "ExposedPorts",
@@ -506,11 +489,11 @@ _OCI_CONFIG_FIELDS = (
 )
 
 
-def _image_config_view(cfg: Any, version: tuple[int, int]) -> dict[str, Any]:
+def _image_config_view(cfg: Any) -> dict[str, Any]:
     """The image's ``Config`` as dockerd 28 shows it: OCI fields over legacy defaults."""
     from berth.types.wire import to_wire
 
-    out: dict[str, Any] = dict(_LEGACY_CURRENT if version >= (1, 50) else _LEGACY_149)
+    out: dict[str, Any] = dict(_LEGACY_CURRENT)
     if cfg.config is not None:
         wire = to_wire(cfg.config)
         for key in _OCI_CONFIG_FIELDS:
