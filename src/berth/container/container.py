@@ -2,8 +2,13 @@
 
 Its persisted form is ``config.v2.json`` (:class:`Record`) plus
 ``hostconfig.json`` in ``<data-root>/containers/<id>/``, written atomically.
-:meth:`Container.checkpoint` writes them and publishes an immutable copy to
+The daemon's ``checkpoint`` writes them and publishes an immutable copy to
 the ViewDB, so readers (``docker ps``, ``inspect``) never take this lock.
+
+State changes only through the transitions below (moby's ``container/state.go``),
+under the lock.  An exit is announced (the ``exited`` event, ``wait`` callers) when
+the daemon publishes the new state, never before: whoever hears of it and then
+inspects sees it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from berth.container.state import State
 from berth.container.stream import LogSink, ProcessIO, Streams
 from berth.types.container import Config, HostConfig, MountPoint, NetworkSettings
 from berth.utils.atomic import write_file
-from berth.utils.timefmt import parse_rfc3339
+from berth.utils.timefmt import format_rfc3339_nano, now_ns, parse_rfc3339
 
 CONFIG_FILE = "config.v2.json"
 HOSTCONFIG_FILE = "hostconfig.json"
@@ -81,6 +86,8 @@ class Container:
         #: the mounted root filesystem and the OCI process of the current run (for exec)
         self.rootfs: Path | None = None
         self.spec_process: dict[str, Any] | None = None
+        #: an exit to announce once the state that records it is published
+        self._exit_pending = False
 
     @property
     def id(self) -> str:
@@ -93,6 +100,59 @@ class Container:
     @property
     def state(self) -> State:
         return self.record.state
+
+    # -- state transitions ----------------------------------------------------------
+    def set_running(self, pid: int) -> None:
+        st = self.state
+        st.running = True
+        st.paused = st.restarting = st.oom_killed = st.dead = False
+        st.pid = pid
+        st.exit_code = 0
+        st.error = ""
+        st.started_at = format_rfc3339_nano(now_ns())
+        self.exited.clear()
+        self._exit_pending = False
+
+    def set_stopped(self, exit_code: int, exited_at_ns: int = 0) -> None:
+        st = self.state
+        st.running = st.paused = st.restarting = False
+        st.pid = 0
+        st.exit_code = exit_code
+        st.finished_at = format_rfc3339_nano(exited_at_ns or now_ns())
+        self._exit_pending = True
+
+    def set_restarting(self, exit_code: int, exited_at_ns: int = 0) -> None:
+        """The process exited and the restart policy starts another: dockerd shows the
+        container as running and restarting, and ``wait`` hears of the exit."""
+        self.set_stopped(exit_code, exited_at_ns)
+        self.state.running = self.state.restarting = True
+
+    def cancel_restart(self) -> None:
+        """Stopped (or removed) while waiting out a restart back-off: no process, no
+        restart to come."""
+        st = self.state
+        st.running = st.restarting = False
+        self._exit_pending = True
+
+    def set_paused(self, paused: bool) -> None:
+        self.state.paused = paused
+
+    def set_oom_killed(self) -> None:
+        self.state.oom_killed = True
+
+    def set_start_failed(self, error: str, exit_code: int = 0) -> None:
+        """A start that failed: the error, and *exit_code* (dockerd's 126/127) or 128."""
+        st = self.state
+        st.error = error
+        if exit_code:
+            st.exit_code = exit_code
+        elif st.exit_code == 0:
+            st.exit_code = 128
+
+    def take_exit(self) -> bool:
+        """Whether an exit waits to be announced (the daemon asks as it publishes)."""
+        pending, self._exit_pending = self._exit_pending, False
+        return pending
 
     def encode(self) -> tuple[bytes, bytes]:
         return _encoder.encode(self.record), _encoder.encode(self.host_config)

@@ -67,7 +67,7 @@ from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem
 from berth.types.image import Summary as ImageSummary
 from berth.utils.atomic import write_file
-from berth.utils.timefmt import format_rfc3339_nano, now_ns
+from berth.utils.timefmt import now_ns
 
 log = logging.getLogger(__name__)
 
@@ -287,11 +287,7 @@ class Daemon:
         # The FIFOs of the dead run (a new run makes its own).
         shutil.rmtree(self.fifo_dir(container.id), ignore_errors=True)
         self._release_mount(container)
-        st = container.state
-        st.running = st.paused = st.restarting = False
-        st.pid = 0
-        st.exit_code = exit_code
-        st.finished_at = format_rfc3339_nano(now_ns())
+        container.set_stopped(exit_code)
         self.checkpoint(container, host_config=False)
         return False, True
 
@@ -404,7 +400,7 @@ class Daemon:
         container.io = io
         container.logger = logger
         container.exited.clear()
-        container.state.paused = paused
+        container.set_paused(paused)
         _health.init_monitor(self, container)  # as moby's restore: probing starts over
         self.checkpoint(container, host_config=False)
         log.info("restored running container %s", container.id[:12])
@@ -443,7 +439,7 @@ class Daemon:
         if isinstance(event, OOMEvent):
             container = self.containers.get(event.container_id)
             if container is not None:
-                container.state.oom_killed = True
+                container.set_oom_killed()
                 self.emit_container(container, "oom")
             return
         assert isinstance(event, ExitEvent)
@@ -621,6 +617,9 @@ class Daemon:
         else:
             hc = decode_host_config(hc_raw if hc_raw is not None else container.encode()[1])
         self.view.save(Snapshot.of(decode_record(raw), hc))
+        if container.take_exit():  # announced once readers can see it
+            container.exited.set()
+            self.notify_exit(container)
 
     def register(self, container: Container) -> None:
         with self._lock:

@@ -41,7 +41,7 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
         container.record.has_been_manually_stopped = True
         if st.restarting:
             # Waiting out its back-off: no process to kill, and no restart to come.
-            st.restarting = st.running = False
+            container.cancel_restart()
         d.checkpoint(container, host_config=False)
     if container.state.running:
         # Outside the lock: the exit is handled by the monitor, which needs it.

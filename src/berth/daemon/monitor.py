@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from berth import errdefs
 from berth.daemon import delete as _delete
 from berth.daemon import health as _health
-from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -55,19 +54,14 @@ def handle_exit(
             container.logger.close()
             container.logger = None
         _health.stop_monitor(container)  # health: probing ends with the process
-        st.running = False
-        st.paused = False
-        st.restarting = False
-        st.pid = 0
-        st.exit_code = exit_code
-        st.finished_at = format_rfc3339_nano(exited_at_ns or now_ns())
-        if st.oom_killed and exit_code == 137:
-            st.error = ""
         restart, delay = d.restart_manager.should_restart(container, exit_code)
         if restart:
-            st.restarting = True
-            st.running = True  # dockerd shows restarting containers as running + restarting
+            container.set_restarting(exit_code, exited_at_ns)
             container.record.restart_count += 1
+        else:
+            container.set_stopped(exit_code, exited_at_ns)
+        if st.oom_killed and exit_code == 137:
+            st.error = ""
         remove = not restart and container.host_config.auto_remove and not st.removal_in_progress
         if remove:
             # Not persisted: the record goes in a moment, and should berthd die
@@ -76,12 +70,10 @@ def handle_exit(
             d.checkpoint(container, host_config=False, write=False)
         else:
             d.checkpoint(container, host_config=False)
-        container.exited.set()
-        # Waiters and the events hear of the exit now.  The task and the mount go
-        # after, still under the lock, so that a start or a removal that follows
-        # finds them gone: the OCI runtime's delete is then off the critical path
-        # of ``docker run``, ``docker stop`` and ``docker run --rm``.
-        d.notify_exit(container)
+        # Waiters (told by the checkpoint) and the events hear of the exit now.  The
+        # task and the mount go after, still under the lock, so that a start or a
+        # removal that follows finds them gone: the OCI runtime's delete is then off
+        # the critical path of ``docker run``, ``docker stop`` and ``docker run --rm``.
         d.emit_container(container, "die", {"exitCode": str(exit_code)})
         if remove:
             _delete.forget(d, container)
@@ -113,8 +105,7 @@ def _restart_later(d: Daemon, container: Container, delay: float) -> None:
         st = container.state
         if not st.restarting or st.removal_in_progress or d.containers.get(container.id) is None:
             return  # stopped or removed meanwhile
-        st.restarting = False
-        st.running = False
+        container.cancel_restart()
         try:
             from berth.daemon.start import _start_locked
 
@@ -122,5 +113,3 @@ def _restart_later(d: Daemon, container: Container, delay: float) -> None:
         except errdefs.BerthError as e:
             log.error("restarting %s failed: %s", container.id[:12], e)
             d.checkpoint(container, host_config=False)
-            container.exited.set()
-            d.notify_exit(container)

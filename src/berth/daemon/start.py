@@ -23,7 +23,6 @@ from berth.daemon import logs as _logs
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
 from berth.types.container import MountPoint
-from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -44,23 +43,23 @@ def init_binary() -> str:
 
 
 def translate_start_error(container: Container, err: errdefs.BerthError) -> errdefs.BerthError:
-    """dockerd's ``translateContainerdStartErr``: the runtime's words, the right class."""
+    """dockerd's ``translateContainerdStartErr``: the runtime's words, the right class, and
+    the exit code the container then shows (127 for a missing command, 126 for EACCES)."""
     text = str(err)
     low = text.lower()
     cmd = container.record.path.lower()
-    st = container.state
     if (
         cmd
         and cmd in low
         and ("executable file not found" in low or "no such file or directory" in low)
     ):
-        st.exit_code = EXIT_CMD_NOT_FOUND
+        container.set_start_failed(text, EXIT_CMD_NOT_FOUND)
         return errdefs.InvalidParameter(text)
     if "permission denied" in low:
-        st.exit_code = EXIT_EACCES
+        container.set_start_failed(text, EXIT_EACCES)
         return errdefs.InvalidParameter(text)
     if "not a directory" in low:
-        st.exit_code = EXIT_CMD_NOT_FOUND
+        container.set_start_failed(text, EXIT_CMD_NOT_FOUND)
         return errdefs.InvalidParameter(
             text + ": Are you trying to mount a directory onto a file (or vice-versa)? Check "
             "if the specified host path exists and is the expected type"
@@ -204,29 +203,16 @@ def _start_locked(d: Daemon, container: Container) -> None:
             logger.close()
         container.logger = None
         layers.unmount(rw)
-        st = container.state
         if isinstance(e, errdefs.BerthError):
-            st.error = str(e)
-            if st.exit_code == 0:
-                st.exit_code = 128
+            container.set_start_failed(str(e))
             d.checkpoint(container, host_config=False)
         raise
-    st = container.state
-    st.running = True
-    st.paused = False
-    st.restarting = False
-    st.oom_killed = False
-    st.dead = False
-    st.pid = pid
-    st.exit_code = 0
-    st.error = ""
-    st.started_at = format_rfc3339_nano(now_ns())
+    container.set_running(pid)
     rec.has_been_started_before = True
     rec.has_been_manually_stopped = False
     container.rootfs = rootfs
     container.spec_process = spec["process"]
     rec.log_path = _logs.exposed_log_path(container, d.log_path(container))
-    container.exited.clear()
     _health.init_monitor(d, container)
     d.checkpoint(container, host_config=False)
     d.emit_container(container, "start")

@@ -57,11 +57,8 @@ def kill_container(d: Daemon, ref: str, sig: str) -> None:
 
 def _cancel_restart(d: Daemon, container: Container) -> None:
     """A container waiting out its restart back-off has no process: end the loop."""
-    container.state.restarting = False
-    container.state.running = False
+    container.cancel_restart()
     d.checkpoint(container, host_config=False)
-    container.exited.set()
-    d.notify_exit(container)
 
 
 def _signal(d: Daemon, container: Container, num: int) -> None:
@@ -146,7 +143,7 @@ def pause_container(d: Daemon, ref: str) -> None:
                 f"Container {container.id} is restarting, wait until the container is running"
             )
         d.runtime.pause(container.id)
-        st.paused = True
+        container.set_paused(True)
         d.checkpoint(container, host_config=False)
     d.emit_container(container, "pause")
 
@@ -158,6 +155,6 @@ def unpause_container(d: Daemon, ref: str) -> None:
         if not st.paused:
             raise errdefs.Conflict(f"Container {container.id} is not paused")
         d.runtime.resume(container.id)
-        st.paused = False
+        container.set_paused(False)
         d.checkpoint(container, host_config=False)
     d.emit_container(container, "unpause")
