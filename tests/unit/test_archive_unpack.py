@@ -19,6 +19,7 @@ import pytest
 from berth import errdefs
 from berth.archive import (
     OPAQUE_XATTR,
+    ContainerFS,
     InvalidLayer,
     apply_layer,
     clean_member_name,
@@ -749,3 +750,35 @@ def test_short_reads(target: Path, packed: bool) -> None:
     digest, _ = apply_layer(_Trickle(data), str(target), "overlay")  # type: ignore[arg-type]
     assert digest == sha(plain)
     assert (target / "d" / "f").read_bytes() == b"payload" * 1000
+
+
+def test_layers_and_docker_cp_create_entries_alike(tmp_path: Path) -> None:
+    # One routine makes the entries of both (moby's createTarFile): same tree,
+    # same owners, modes, times and xattrs, whichever front-end unpacked it.
+    xattr_file, xattr_data = reg("d/x", b"attr", mode=0o600, uid=3, gid=4)
+    xattr_file.pax_headers = {"SCHILY.xattr.user.berth": "v"}
+    data = make_tar(
+        dir_("d/", mode=0o750, uid=1, gid=2, mtime=1111),
+        reg("d/f", b"data", mode=0o4755, uid=5, gid=6, mtime=2222),
+        (xattr_file, xattr_data),
+        sym("d/l", "f", uid=7, gid=8, mtime=3333),
+        hard("d/h", "d/f", mtime=2222),
+        (_info("d/fifo", tarfile.FIFOTYPE, 0o620, mtime=4444), None),
+    )
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    apply(data, layer)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    with ContainerFS(str(copied)) as fs:
+        fs.extract(fs.extraction_dir("/"), io.BytesIO(data))
+
+    def owners(root: Path) -> dict[str, tuple[int, int]]:
+        return {
+            str(p.relative_to(root)): (p.lstat().st_uid, p.lstat().st_gid) for p in root.rglob("*")
+        }
+
+    assert tree(layer) == tree(copied)
+    assert owners(layer) == owners(copied)
+    assert os.getxattr(layer / "d" / "x", "user.berth") == b"v"
+    assert os.getxattr(copied / "d" / "x", "user.berth") == b"v"

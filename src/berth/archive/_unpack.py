@@ -6,6 +6,10 @@ leave the target are refused, paths are resolved as if the target were ``/``
 (dockerd extracts in a chroot), and nothing is ever written through a
 symlink.
 
+Both front-ends create each entry with one routine, as moby's ``UnpackLayer``
+and ``Unpack`` share ``createTarFile``: the node made without following a
+symlink, then owner (first: it clears set-id bits), xattrs, mode and times.
+
 Layers (:func:`apply_layer`): a symlink's own target is stored as it is, even
 ``../../etc/shadow`` or an absolute path: it means a path of the container,
 which dockerd accepts, and berthd never follows it on the host.  Whiteouts
@@ -35,6 +39,7 @@ import shutil
 import stat
 import tarfile
 import zlib
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO
 
 from berth import errdefs
@@ -55,10 +60,125 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-# -- layers ---------------------------------------------------------------------------------
+# -- one entry (moby's createTarFile) -------------------------------------------------------
 
 
-# -- path confinement ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where an entry goes: *name* in directory *dir_fd*, or the host path *name* if None."""
+
+    dir_fd: int | None
+    name: str
+    xattr_path: str  # a path naming the same file (setxattr has no *at form)
+    holder: object = None  # what keeps *dir_fd* open
+
+
+def _ns(value: float) -> int:
+    return value * 1_000_000_000 if isinstance(value, int) else int(value * 1_000_000_000)
+
+
+def _times(m: tarfile.TarInfo, pax_atime: bool) -> tuple[int, int]:
+    """``(atime, mtime)`` in ns: the PAX atime if asked for (and not older), else the mtime."""
+    mtime = _ns(m.mtime)
+    atime = mtime
+    raw = m.pax_headers.get("atime") if pax_atime else None
+    if raw:
+        with contextlib.suppress(ValueError):
+            atime = max(mtime, _ns(float(raw)))
+    return atime, mtime
+
+
+def _remove(at: _Place, is_dir: bool) -> None:
+    if is_dir:
+        shutil.rmtree(at.name, dir_fd=at.dir_fd)
+    else:
+        os.unlink(at.name, dir_fd=at.dir_fd)
+
+
+def _create(
+    tf: tarfile.TarFile,
+    m: tarfile.TarInfo,
+    at: _Place,
+    *,
+    owner: tuple[int, int],
+    times: tuple[int, int],
+    dir_exists: bool = False,
+    source: _Place | None = None,
+) -> bool:
+    """Make the entry *m* at *at* (nothing else is there) with its attributes.
+
+    A hard link needs its *source*.  A directory's times are the caller's to
+    set once its entries are in.  False for a type that is not a file system
+    node (e.g. a GNU volume header): nothing was done.
+    """
+    mode = m.mode & 0o7777
+    if m.isreg():
+        fd = os.open(at.name, _O_CREATE, 0o600, dir_fd=at.dir_fd)
+        try:
+            src = tf.extractfile(m)
+            if src is not None:
+                while chunk := src.read(COPY_CHUNK):
+                    write_all(fd, chunk)
+            os.fchown(fd, *owner)
+            _xattrs(m, at)
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=times)
+        finally:
+            os.close(fd)
+        return True
+    if m.isdir():
+        if not dir_exists:
+            os.mkdir(at.name, 0o700, dir_fd=at.dir_fd)
+    elif m.issym():
+        os.symlink(m.linkname, at.name, dir_fd=at.dir_fd)
+    elif m.islnk():
+        assert source is not None
+        os.link(
+            source.name,
+            at.name,
+            src_dir_fd=source.dir_fd,
+            dst_dir_fd=at.dir_fd,
+            follow_symlinks=False,
+        )
+    elif m.ischr() or m.isblk():
+        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+        os.mknod(at.name, kind | mode, os.makedev(m.devmajor, m.devminor), dir_fd=at.dir_fd)
+    elif m.isfifo():
+        os.mkfifo(at.name, mode, dir_fd=at.dir_fd)
+    else:
+        return False
+    os.chown(at.name, *owner, dir_fd=at.dir_fd, follow_symlinks=False)
+    _xattrs(m, at)
+    # fstat, not m.issym(): a hard link to a symlink is a symlink too, and chmod
+    # would follow it out of the target.
+    fd = os.open(at.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=at.dir_fd)
+    try:
+        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+    if not m.isdir():
+        os.utime(at.name, ns=times, dir_fd=at.dir_fd, follow_symlinks=False)
+    return True
+
+
+def _xattrs(m: tarfile.TarInfo, at: _Place) -> None:
+    for key, value in m.pax_headers.items():
+        if not key.startswith(XATTR_PREFIX):
+            continue
+        try:
+            os.setxattr(
+                at.xattr_path,
+                key[len(XATTR_PREFIX) :],
+                value.encode("utf-8", "surrogateescape"),
+                follow_symlinks=False,
+            )
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP):
+                raise
+
+
+# -- layers (moby's UnpackLayer) -----------------------------------------------------------
 
 
 def clean_member_name(name: str) -> str:
@@ -79,7 +199,12 @@ def secure_join(root: str, rel: str) -> str:
         raise InvalidLayer(str(e)) from None
 
 
-# -- extraction ----------------------------------------------------------------
+def _real_dir(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _host(path: str) -> _Place:
+    return _Place(None, path, path)
 
 
 class _Applier:
@@ -87,7 +212,7 @@ class _Applier:
         self.root = os.path.realpath(root)
         self.whiteouts = whiteouts
         self.size = 0
-        self.dir_times: list[tuple[str, float]] = []
+        self.dir_times: list[tuple[str, tuple[int, int]]] = []
         self.created: set[str] = set()  # paths (relative) written by this layer, for opaque dirs
         self.real_dirs: set[str] = {""}
 
@@ -114,13 +239,13 @@ class _Applier:
     def apply(self, tf: tarfile.TarFile) -> None:
         for member in tf:
             self.entry(tf, member)
-        for path, mtime in reversed(self.dir_times):
+        for path, times in reversed(self.dir_times):
             # A later entry may have replaced a directory on the way with a
             # symlink: only touch a path that still has none.
             if os.path.realpath(path) != path:
                 continue
             try:
-                os.utime(path, (mtime, mtime), follow_symlinks=False)
+                os.utime(path, ns=times, follow_symlinks=False)
             except FileNotFoundError:
                 pass
 
@@ -143,50 +268,35 @@ class _Applier:
         except FileNotFoundError:
             st = None
         if st is not None and not (stat.S_ISDIR(st.st_mode) and m.isdir()):
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+            _remove(_host(path), stat.S_ISDIR(st.st_mode))
             self.forget(rel_real)
+            st = None
 
+        times = _times(m, pax_atime=False)
+        source = self.link_source(m) if m.islnk() else None
+        if not _create(
+            tf,
+            m,
+            _host(path),
+            owner=(m.uid, m.gid),
+            times=times,
+            dir_exists=st is not None,
+            source=source,
+        ):
+            return  # nothing to apply
         if m.isdir():
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                os.mkdir(path, 0o700)
-            self.dir_times.append((path, float(m.mtime)))
+            self.dir_times.append((path, times))
             if rel_real == rel:
                 self.real_dirs.add(rel)
         elif m.isreg():
-            self.regular(tf, m, path)
+            self.size += m.size
         elif m.issym():
-            self.symlink(m, path)
-        elif m.islnk():
-            self.hardlink(m, path)
-        elif m.ischr() or m.isblk():
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(path, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
-        elif m.isfifo():
-            os.mkfifo(path, m.mode & 0o7777)
-        else:
-            # Unknown types (e.g. GNU volume headers) carry nothing to apply.
-            return
+            # As written: a target above the root is clamped at the container's root
+            # when it is resolved (as the kernel does there, and resolve_in_root here).
+            self.size += len(m.linkname.encode())
         self.created.add(rel_real)
-        self.attrs(m, path)
 
-    def regular(self, tf: tarfile.TarFile, m: tarfile.TarInfo, path: str) -> None:
-        src = tf.extractfile(m)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            if src is not None:
-                shutil.copyfileobj(src, out, COPY_CHUNK)
-        self.size += m.size
-
-    def symlink(self, m: tarfile.TarInfo, path: str) -> None:
-        """The link as written: a target above the root is clamped at the container's
-        root when it is resolved (as the kernel does there, and secure_join here)."""
-        os.symlink(m.linkname, path)
-        self.size += len(m.linkname.encode())
-
-    def hardlink(self, m: tarfile.TarInfo, path: str) -> None:
+    def link_source(self, m: tarfile.TarInfo) -> _Place:
         if m.linkname.startswith("/"):
             link_rel = clean_member_name(m.linkname.lstrip("/"))
         else:
@@ -199,31 +309,7 @@ class _Applier:
             raise InvalidLayer(
                 f"invalid hardlink {m.name!r} -> {m.linkname!r}: target not found in the layer"
             )
-        os.link(source, path, follow_symlinks=False)
-
-    def attrs(self, m: tarfile.TarInfo, path: str) -> None:
-        os.lchown(path, m.uid, m.gid)
-        for key, value in m.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
-                name = key[len("SCHILY.xattr.") :]
-                try:
-                    os.setxattr(
-                        path,
-                        name,
-                        value.encode("utf-8", "surrogateescape"),
-                        follow_symlinks=False,
-                    )
-                except OSError as e:
-                    if e.errno not in (errno.ENOTSUP, errno.EPERM):
-                        raise
-        # lstat, not m.issym(): a hard link to a symlink is a symlink too, and
-        # chmod/utime would follow it out of the layer.
-        if not stat.S_ISLNK(os.lstat(path).st_mode):
-            os.chmod(path, m.mode & 0o7777)
-            if not m.isdir():
-                os.utime(path, (float(m.mtime), float(m.mtime)))
-        else:
-            os.utime(path, (float(m.mtime), float(m.mtime)), follow_symlinks=False)
+        return _host(source)
 
     def whiteout(self, rel: str, base: str, m: tarfile.TarInfo) -> None:
         parent = self.parent_dir(rel)
@@ -242,10 +328,7 @@ class _Applier:
                     if child_rel in self.created:
                         continue
                     child = os.path.join(parent, name)
-                    if os.path.isdir(child) and not os.path.islink(child):
-                        shutil.rmtree(child)
-                    else:
-                        os.unlink(child)
+                    _remove(_host(child), _real_dir(child))
                     self.forget(child_rel)
             return
         if base.startswith(WHITEOUT_META_PREFIX):
@@ -254,24 +337,16 @@ class _Applier:
         if not name or name in (".", ".."):
             raise InvalidLayer(f"invalid whiteout entry {m.name!r}")
         target = os.path.join(parent, name)
+        if os.path.lexists(target):
+            _remove(_host(target), _real_dir(target))
         if self.whiteouts == "overlay":
-            if os.path.lexists(target):
-                if os.path.isdir(target) and not os.path.islink(target):
-                    shutil.rmtree(target)
-                else:
-                    os.unlink(target)
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
             os.lchown(target, m.uid, m.gid)
-        elif os.path.lexists(target):
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            else:
-                os.unlink(target)
         self.forget(posixpath.join(rel_parent, name) if rel_parent else name)
 
 
 def _layer_entry_error(e: OSError) -> errdefs.BerthError:
-    if isinstance(e, gzip.BadGzipFile) or e.errno is None:
+    if e.errno is None:
         return _layer_corrupt(e)
     return InvalidLayer(f"invalid layer tar: {e.strerror}: {e.filename or ''}".rstrip(": "))
 
@@ -322,10 +397,6 @@ def _within(path: str, root: str) -> bool:
     return root in ("/", path) or path.startswith(root + "/")
 
 
-def _ns(value: float) -> int:
-    return value * 1_000_000_000 if isinstance(value, int) else int(value * 1_000_000_000)
-
-
 class _Extractor:
     def __init__(
         self,
@@ -365,6 +436,7 @@ class _Extractor:
         parent_rel, base = posixpath.split(rel)
         parent = self.fs.open_dir(go_join(self.dest, parent_rel), create=True)
         e = self.fs.lookup(parent, base)
+        at = _Place(e.dir_fd, e.name, e.proc_path())
         try:
             st: os.stat_result | None = e.lstat()
         except FileNotFoundError:
@@ -389,56 +461,45 @@ class _Extractor:
                         f"cannot replace {e.path}: it is a mount point of the container"
                     )
                 self.fs.check_writable(e.mount)
-                if is_dir:
-                    shutil.rmtree(e.name, dir_fd=e.dir_fd)
-                else:
-                    os.unlink(e.name, dir_fd=e.dir_fd)
+                _remove(at, is_dir)
                 self.fs.forget(e.path)
                 st = None
         self.fs.check_writable(e.mount)
-        mode = m.mode & 0o7777
-        if m.isreg():
-            self._regular(tf, m, e, mode)
-            return
-        if m.isdir():
-            if st is None:
-                os.mkdir(e.name, 0o700, dir_fd=e.dir_fd)
-        elif m.issym():
+        source = None
+        if m.issym():
             target = go_join(posixpath.dirname(go_join(self.dest, rel)), m.linkname)
             if not _within(target, self.dest):
                 raise errdefs.InvalidParameter(
                     f'invalid symlink "{e.path}" -> "{m.linkname}": it points outside "{self.dest}"'
                 )
-            os.symlink(m.linkname, e.name, dir_fd=e.dir_fd)
         elif m.islnk():
-            self._hardlink(m, e)
-        elif m.ischr() or m.isblk():
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(e.name, kind | mode, os.makedev(m.devmajor, m.devminor), dir_fd=e.dir_fd)
-        elif m.isfifo():
-            os.mkfifo(e.name, mode, dir_fd=e.dir_fd)
-        else:
-            raise errdefs.InvalidParameter(f"unhandled tar header type {m.type!r} of {m.name!r}")
-        self._attrs(m, e, mode)
-        if m.isdir():
-            self.dirs.append((e.path, *self._times(m)))
-
-    def _regular(self, tf: tarfile.TarFile, m: tarfile.TarInfo, e: Entry, mode: int) -> None:
-        fd = os.open(e.name, _O_CREATE, 0o600, dir_fd=e.dir_fd)
+            source = self._link_source(m, e)
+        times = _times(m, pax_atime=True)
         try:
-            src = tf.extractfile(m)
-            if src is not None:
-                while chunk := src.read(COPY_CHUNK):
-                    write_all(fd, chunk)
-            uid, gid = self.chown or (m.uid, m.gid)
-            os.fchown(fd, uid, gid)
-            self._xattrs(m, e)
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=self._times(m))
-        finally:
-            os.close(fd)
+            created = _create(
+                tf,
+                m,
+                at,
+                owner=self.chown or (m.uid, m.gid),
+                times=times,
+                dir_exists=st is not None,
+                source=source,
+            )
+        except FileNotFoundError:
+            if not m.islnk():
+                raise
+            raise self._bad_link(m, e) from None
+        if not created:
+            raise errdefs.InvalidParameter(f"unhandled tar header type {m.type!r} of {m.name!r}")
+        if m.isdir():
+            self.dirs.append((e.path, *times))
 
-    def _hardlink(self, m: tarfile.TarInfo, e: Entry) -> None:
+    def _bad_link(self, m: tarfile.TarInfo, e: Entry) -> errdefs.BerthError:
+        return errdefs.InvalidParameter(
+            f'invalid hardlink "{e.path}" -> "{m.linkname}": the target does not exist'
+        )
+
+    def _link_source(self, m: tarfile.TarInfo, e: Entry) -> _Place:
         target = go_join(self.dest, m.linkname)
         if not _within(target, self.dest):
             raise errdefs.InvalidParameter(
@@ -447,55 +508,9 @@ class _Extractor:
         parent, base = posixpath.split(target)
         try:
             source = self.fs.lookup(self.fs.open_dir(parent), base)
-            os.link(
-                source.name,
-                e.name,
-                src_dir_fd=source.dir_fd,
-                dst_dir_fd=e.dir_fd,
-                follow_symlinks=False,
-            )
         except FileNotFoundError:
-            raise errdefs.InvalidParameter(
-                f'invalid hardlink "{e.path}" -> "{m.linkname}": the target does not exist'
-            ) from None
-
-    def _times(self, m: tarfile.TarInfo) -> tuple[int, int]:
-        mtime = _ns(m.mtime)
-        atime = mtime
-        raw = m.pax_headers.get("atime")
-        if raw:
-            with contextlib.suppress(ValueError):
-                atime = max(mtime, _ns(float(raw)))
-        return atime, mtime
-
-    def _xattrs(self, m: tarfile.TarInfo, e: Entry) -> None:
-        for key, value in m.pax_headers.items():
-            if not key.startswith(XATTR_PREFIX):
-                continue
-            try:
-                os.setxattr(
-                    e.proc_path(),
-                    key[len(XATTR_PREFIX) :],
-                    value.encode("utf-8", "surrogateescape"),
-                    follow_symlinks=False,
-                )
-            except OSError as err:
-                if err.errno not in (errno.EPERM, errno.ENOTSUP):
-                    raise
-
-    def _attrs(self, m: tarfile.TarInfo, e: Entry, mode: int) -> None:
-        """Owner, xattrs, mode and times, never through a symlink (chown first: it clears
-        set-id bits)."""
-        uid, gid = self.chown or (m.uid, m.gid)
-        os.chown(e.name, uid, gid, dir_fd=e.dir_fd, follow_symlinks=False)
-        self._xattrs(m, e)
-        fd = os.open(e.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.dir_fd)
-        try:
-            if not stat.S_ISLNK(os.fstat(fd).st_mode):
-                os.chmod(f"/proc/self/fd/{fd}", mode)
-        finally:
-            os.close(fd)
-        os.utime(e.name, ns=self._times(m), dir_fd=e.dir_fd, follow_symlinks=False)
+            raise self._bad_link(m, e) from None
+        return _Place(source.dir_fd, source.name, source.proc_path(), source.dir)
 
     def finish(self) -> None:
         """Directory times last: creating their entries changed them."""
