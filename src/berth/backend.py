@@ -14,10 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from berth.container.stream import AttachInfo
-from berth.daemon.archive import Archive
-from berth.daemon.exec import Exec
-from berth.daemon.stats import Sampler
+from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
 from berth.types.container import (
@@ -33,6 +30,53 @@ from berth.types.container import (
 from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem
 from berth.types.image import Summary as ImageSummary
+
+
+class ExecInstance(Protocol):
+    """An exec as ``POST /exec/{id}/start`` drives it: attach to its streams, wait for
+    its exit, report a detach.  Read-only here; the daemon's exec store owns the state."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def options(self) -> ExecOptions: ...
+
+    @property
+    def detach_keys(self) -> bytes:
+        """What detaches a client of a terminal (DetachKeys, parsed)."""
+
+    @property
+    def streams(self) -> Streams: ...
+
+    async def wait_exit(self) -> None:
+        """Return once the exit is recorded (so /exec/{id}/json has the code)."""
+
+    def detached(self) -> None:
+        """A client left with the detach keys; the process runs on."""
+
+
+class PathArchive(Protocol):
+    """``GET /containers/{name}/archive``: the stat of the path and, once, its tar."""
+
+    @property
+    def stat(self) -> PathStat: ...
+
+    def write_to(self, fd: int) -> None:
+        """Write the tar to *fd* (blocking), then release the container's files."""
+
+    def close(self) -> None:
+        """Release the container's files without writing (idempotent)."""
+
+
+class StatsSampler(Protocol):
+    """Successive ``docker stats`` objects of one container (blocking; run off the loop)."""
+
+    def sample(self) -> dict[str, Any] | None:
+        """The next Engine API object, or None once the container has been removed."""
+
+    def empty(self) -> dict[str, Any]:
+        """The answer for a container that is not running."""
 
 
 class StateBackend(Protocol):
@@ -74,9 +118,9 @@ class AttachBackend(Protocol):
 class ExecBackend(Protocol):
     def exec_create(self, ref: str, options: ExecOptions) -> str: ...
 
-    def exec_get(self, exec_id: str) -> Exec: ...
+    def exec_get(self, exec_id: str) -> ExecInstance: ...
 
-    def exec_start(self, exec_id: str) -> Exec: ...
+    def exec_start(self, exec_id: str) -> ExecInstance: ...
 
     def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
 
@@ -88,7 +132,7 @@ class CopyBackend(Protocol):
 
     def container_stat_path(self, ref: str, path: str) -> PathStat: ...
 
-    def container_archive_path(self, ref: str, path: str) -> Archive:
+    def container_archive_path(self, ref: str, path: str) -> PathArchive:
         """The stat of *path* and a one-shot writer of its tar; holds the container's
         files until the writer ends or the archive is closed."""
 
@@ -116,7 +160,7 @@ class MonitorBackend(Protocol):
 
     def inspect_container(self, ref: str, size: bool) -> dict[str, Any]: ...
 
-    def container_stats(self, ref: str) -> Sampler:
+    def container_stats(self, ref: str) -> StatsSampler:
         """Samples of the container's resource usage (blocking; run off the loop)."""
 
 

@@ -138,6 +138,7 @@ class Archive:
     """``GET /containers/{name}/archive``: the stat of the path and, once, its tar.
 
     Holds the container's files open until :meth:`write_to` ends or :meth:`close`.
+    The API sees it as :class:`berth.backend.PathArchive`.
     """
 
     def __init__(self, session: _Session, resolved: Resolved, stat: PathStat) -> None:

@@ -31,6 +31,8 @@ EXEC_EXIT_GRACE = 2.0
 
 @dataclass(eq=False)
 class Exec:
+    """One exec instance; what the API sees of it is :class:`berth.backend.ExecInstance`."""
+
     id: str
     container: Container
     options: ExecOptions

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from berth import errdefs
 from berth.daemon import delete as _delete
 from berth.daemon import health as _health
+from berth.daemon.start import start_locked
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -107,9 +108,7 @@ def _restart_later(d: Daemon, container: Container, delay: float) -> None:
             return  # stopped or removed meanwhile
         container.cancel_restart()
         try:
-            from berth.daemon.start import _start_locked
-
-            _start_locked(d, container)
+            start_locked(d, container)
         except errdefs.BerthError as e:
             log.error("restarting %s failed: %s", container.id[:12], e)
             d.checkpoint(container, host_config=False)

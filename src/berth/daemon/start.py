@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -94,8 +95,6 @@ def _prepare_mounts(d: Daemon, container: Container) -> list[MountPoint]:
 
 
 def _host_rlimits() -> dict[str, tuple[int, int]]:
-    import resource
-
     out = {}
     for name in dir(resource):
         if name.startswith("RLIMIT_"):
@@ -141,7 +140,7 @@ def start_container(d: Daemon, ref: str) -> None:
         if st.removal_in_progress or st.dead:
             raise errdefs.Conflict("container is marked for removal and cannot be started")
         try:
-            _start_locked(d, container)
+            start_locked(d, container)
             return
         except errdefs.BerthError:
             if not container.host_config.auto_remove:
@@ -154,7 +153,12 @@ def start_container(d: Daemon, ref: str) -> None:
     raise error
 
 
-def _start_locked(d: Daemon, container: Container) -> None:
+def start_locked(d: Daemon, container: Container) -> None:
+    """Start *container*, whose lock the caller holds and whose state it checked.
+
+    Public for the restart policy (``monitor``), which starts a container again
+    under the lock it took to see that the container is still to be restarted.
+    """
     cid = container.id
     rec = container.record
     layers = d.images.layers

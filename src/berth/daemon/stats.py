@@ -228,7 +228,8 @@ Probe: TypeAlias = Callable[[], tuple[str, Mapping[str, Any] | None] | None]
 
 class Sampler:
     """Successive samples of one container, each carrying the one before it, as a
-    subscription to moby's collector does.  Blocking; call from a worker thread."""
+    subscription to moby's collector does.  Blocking; call from a worker thread.
+    The API sees it as :class:`berth.backend.StatsSampler`."""
 
     def __init__(
         self,

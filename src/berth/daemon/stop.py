@@ -7,6 +7,7 @@ import signal as signals
 from typing import TYPE_CHECKING
 
 from berth import errdefs
+from berth.daemon.start import start_container
 from berth.utils.signals import parse_signal
 
 if TYPE_CHECKING:
@@ -118,8 +119,6 @@ def stop_and_wait(d: Daemon, container: Container, timeout: int | None, sig: str
 
 
 def restart_container(d: Daemon, ref: str, timeout: int | None, sig: str = "") -> None:
-    from berth.daemon.start import start_container
-
     container = d.get_container(ref)
     if container.state.running:
         try:
