@@ -11,13 +11,11 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from berth import __version__, errdefs
+from berth.api.server import ApiServer
 from berth.config import Config, ConfigError, load, parse_host
-
-if TYPE_CHECKING:
-    from berth.api.server import ApiServer
+from berth.daemon.daemon import Daemon
 
 log = logging.getLogger("berthd")
 
@@ -111,9 +109,6 @@ async def _listen(server: ApiServer, cfg: Config) -> list[str]:
 
 
 async def _serve(cfg: Config) -> None:
-    from berth.api.server import ApiServer
-    from berth.daemon.daemon import Daemon
-
     loop = asyncio.get_running_loop()
     daemon = await asyncio.to_thread(Daemon, cfg.options)
     await asyncio.to_thread(daemon.start_runtime, loop)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from berth.graphdriver.mount import mounts_under
 from berth.runtime import _strays
 
 DOCKER = os.environ.get("BERTH_TEST_DOCKER", "/usr/local/bin/docker")
@@ -245,14 +246,13 @@ class Berthd:
             conn.close()
 
     def client(self) -> Any:
+        # docker-py is a dev extra: only the tests that use a client need it installed
         import docker  # type: ignore[import-untyped]
 
         return docker.DockerClient(base_url=self.host, timeout=60)
 
     def mounts(self) -> list[str]:
         """Mount points under this daemon's roots (there should be none after stop)."""
-        from berth.graphdriver.mount import mounts_under
-
         return mounts_under(str(self.root))
 
     def cleanup(self) -> None:

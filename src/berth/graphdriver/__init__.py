@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from berth import errdefs
+from berth.graphdriver import overlay2, vfs
 from berth.graphdriver.base import Driver
 
 DRIVERS = ("overlay2", "vfs")
@@ -12,8 +13,6 @@ DRIVERS = ("overlay2", "vfs")
 
 def new_driver(name: str, data_root: Path) -> Driver:
     """Open the driver *name* under *data_root*; "" picks overlay2 when the kernel has it."""
-    from berth.graphdriver import overlay2, vfs
-
     if name == "":
         name = "overlay2" if overlay2.supported(data_root) else "vfs"
     if name == "overlay2":

@@ -14,12 +14,16 @@ from typing import IO, Any
 
 from berth import errdefs
 from berth.graphdriver import Driver
+from berth.image.importer import import_image
+from berth.image.load import load_archive
 from berth.image.reference import Reference, parse_any, parse_normalized_named, repo_tag_reference
 from berth.image.store import Image, ImageStore, ReferenceStore
-from berth.layer import LayerStore, ROLayer, RWLayer
+from berth.layer import LayerStore, ROLayer, RWLayer, chain_id
 from berth.layer.store import InitFunc
+from berth.types.container import Config
 from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem, Summary
+from berth.types.wire import to_wire
 from berth.utils.pathmatch import path_match
 from berth.utils.stringid import truncate_id
 from berth.utils.timefmt import ZERO_TIME, parse_rfc3339, parse_timestamp
@@ -187,8 +191,6 @@ class ImageService:
         Those two are gone from API 1.45 on; as in moby, the router drops them
         and adds what other older versions show (``api/_versions.py``).
         """
-        from berth.types.wire import to_wire
-
         img = self.get_image(ref_or_id)
         cfg = img.config
         tags, digests = self.repo_tags(img.id)
@@ -231,8 +233,6 @@ class ImageService:
         items: list[HistoryItem] = []
         chain: str | None = None
         layer_index = 0
-        from berth.layer.chain import chain_id
-
         for h in img.config.history:
             size = 0
             if not h.empty_layer:
@@ -414,13 +414,9 @@ class ImageService:
         changes: list[str],
         platform: str,
     ) -> str:
-        from berth.image.importer import import_image
-
         return import_image(self, stream, repo, tag, message, changes, platform)
 
     def load(self, path: Path) -> list[str]:
-        from berth.image.load import load_archive
-
         return load_archive(self, path)
 
     def release_layers(self, layers: Iterable[ROLayer]) -> None:
@@ -457,8 +453,6 @@ def _familiar_match(pattern: str, ref: Reference) -> bool:
 
 
 def _empty_config() -> Any:
-    from berth.types.container import Config
-
     return Config()
 
 
@@ -491,8 +485,6 @@ _OCI_CONFIG_FIELDS = (
 
 def _image_config_view(cfg: Any) -> dict[str, Any]:
     """The image's ``Config`` as dockerd 28 shows it: OCI fields over legacy defaults."""
-    from berth.types.wire import to_wire
-
     out: dict[str, Any] = dict(_LEGACY_CURRENT)
     if cfg.config is not None:
         wire = to_wire(cfg.config)

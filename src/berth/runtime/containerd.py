@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2
+from google.protobuf.json_format import MessageToDict
 
 from berth import errdefs
 from berth.runtime import _strays
@@ -26,7 +27,9 @@ from berth.runtime._api.api.events import task_pb2 as task_events
 from berth.runtime._api.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from berth.runtime._api.api.services.events.v1 import events_pb2, events_pb2_grpc
 from berth.runtime._api.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
 from berth.runtime._api.api.types.task import task_pb2
+from berth.runtime._api.cgroups.stats.v1 import metrics_pb2
 from berth.runtime._api.runtime.v2.runc.options import oci_pb2
 from berth.runtime.base import (
     EventHandler,
@@ -309,10 +312,6 @@ class ContainerdRuntime:
         return [int(p.pid) for p in resp.processes]
 
     def stats(self, container_id: str) -> dict[str, Any]:
-        from google.protobuf.json_format import MessageToDict
-
-        from berth.runtime._api.cgroups.stats.v1 import metrics_pb2
-
         resp = self._call(
             self._tasks.Metrics,
             tasks_pb2.MetricsRequest(filters=[f"id=={container_id}"]),
@@ -496,8 +495,6 @@ class ContainerdRuntime:
                 log.exception("runtime event handler failed for %s", topic)
 
     def ping(self, timeout: float = 2.0) -> bool:
-        from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
-
         try:
             version_pb2_grpc.VersionStub(self._channel).Version(empty_pb2.Empty(), timeout=timeout)
             return True

@@ -22,7 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+from google.protobuf import empty_pb2
+
 from berth import errdefs
+from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
 from berth.utils.atomic import write_file
 
 log = logging.getLogger(__name__)
@@ -174,15 +178,9 @@ class Supervisor:
         log.info("started containerd (pid %d)", self._pid)
 
     def _answers(self, timeout: float) -> bool:
-        import grpc
-
-        from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
-
         channel = grpc.insecure_channel("unix://" + self.socket)
         try:
             stub = version_pb2_grpc.VersionStub(channel)
-            from google.protobuf import empty_pb2
-
             stub.Version(empty_pb2.Empty(), timeout=timeout)
             return True
         except grpc.RpcError:
