@@ -21,23 +21,21 @@ from typing import IO, Any
 
 from berth import errdefs
 from berth.container.container import (
-    CONFIG_FILE,
     Container,
     decode_host_config,
     decode_record,
 )
-from berth.container.fifos import HeldReaders
 from berth.container.stream import AttachInfo
 from berth.container.view import Snapshot, ViewDB
 from berth.daemon import archive as _archive
 from berth.daemon import create as _create
 from berth.daemon import delete as _delete
-from berth.daemon import health as _health
 from berth.daemon import info as _info
 from berth.daemon import inspect as _inspect
 from berth.daemon import list as _list
 from berth.daemon import prune as _prune
 from berth.daemon import rename as _rename
+from berth.daemon import restore as _restore
 from berth.daemon import start as _start
 from berth.daemon import stop as _stop
 from berth.daemon.exec import Exec, ExecStore
@@ -50,7 +48,7 @@ from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
 from berth.logger import LogMessage
-from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskState, TaskStatus
+from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
 from berth.runtime.seccomp import kernel_runs_x32
 from berth.types.container import (
     Config,
@@ -73,8 +71,6 @@ log = logging.getLogger(__name__)
 
 #: How long shutdown waits for exits still being handled (task deletes, unmounts).
 SHUTDOWN_GRACE = 30.0
-#: How long start-up waits for containers being restored before it serves the API.
-RESTORE_WAIT = 10.0
 
 
 #: (condition, future) of one ``POST /containers/{id}/wait``
@@ -92,7 +88,7 @@ class Daemon:
         self._waiters: dict[str, list[Waiter]] = {}
         self._workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="berth-monitor")
         self._inflight: set[Future[None]] = set()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self.execs = ExecStore(self)
         self.cgroup_parent = options.cgroup_parent
         root = options.data_root
@@ -110,7 +106,7 @@ class Daemon:
         self.view = ViewDB()
         self.containers: dict[str, Container] = {}
         self._lock = threading.Lock()
-        self._restore()
+        _restore.load_containers(self)
 
     # -- start-up --------------------------------------------------------------
     @staticmethod
@@ -125,47 +121,6 @@ class Daemon:
         value = str(uuid.uuid4())
         write_file(path, value.encode(), 0o600)
         return value
-
-    def _restore(self) -> None:
-        layers = self.images.layers
-        rw_names = set(layers.rw_layer_names())
-        for entry in os.scandir(self.repository):
-            if not entry.is_dir():
-                continue
-            root = Path(entry.path)
-            if not (root / CONFIG_FILE).exists():
-                log.info("removing half-created container %s", entry.name)
-                self.images.release_rw_layer(entry.name)
-                shutil.rmtree(root, ignore_errors=True)
-                continue
-            try:
-                container = Container.from_disk(root)
-            except Exception as e:
-                log.error("cannot load container %s: %s", entry.name, e)
-                continue
-            if container.id != entry.name or container.id not in rw_names:
-                log.error("container %s has no RW layer; removing it", entry.name)
-                self.images.release_rw_layer(entry.name)
-                shutil.rmtree(root, ignore_errors=True)
-                continue
-            if container.state.removal_in_progress:
-                _delete.cleanup(self, container)
-                continue
-            try:
-                self.view.reserve_name(container.name, container.id)
-            except errdefs.Conflict:
-                log.error(
-                    "container %s: name %s is taken; it is not loaded", container.id, container.name
-                )
-                continue
-            self.containers[container.id] = container
-            self.checkpoint(container, write=False)
-        for name in set(layers.rw_layer_names()) - set(self.containers):
-            log.info("releasing RW layer of unknown container %s", name)
-            self.images.release_rw_layer(name)
-        layers.release_unreferenced()
-        layers.sweep_orphans()
-        self.images.drop_dangling_references()
 
     # -- the runtime -------------------------------------------------------------
     @property
@@ -200,217 +155,11 @@ class Daemon:
         threading.Thread(target=kernel_runs_x32, name="berth-x32-probe", daemon=True).start()
         resync = getattr(self._runtime, "on_resync", None)
         if resync is not None:
-            resync(self._resync_exits)
+            resync(lambda: _restore.resync_exits(self))
         self._runtime.subscribe(self._on_runtime_event)
-        self._restore_running()
+        _restore.restore_running(self)
 
-    def _restore_running(self) -> None:
-        """moby's ``restore``: adopt live tasks (live-restore) or stop them; record exits.
-
-        Containers are restored concurrently, and start-up waits for them only up to
-        :data:`RESTORE_WAIT`: one that is slower finishes in the background, shown as it
-        was persisted meanwhile (its lock held, so operations on it wait).  A container is
-        marked exited only when containerd says its task stopped or is gone; a task that
-        does not answer is taken as alive and asked again until it does.
-        """
-        held = HeldReaders(self.options.exec_root / "containerd")
-        try:
-            running = [c for c in self.containers.values() if c.state.running]
-            # Before any restore remounts: the mounts of the containers that ran stay.
-            self.driver.unmount_all(except_ids=self._mount_ids(running))
-            futures = [self._workers.submit(self._restore_container, c) for c in running]
-            _, pending = wait_futures(futures, timeout=RESTORE_WAIT)
-            if pending:
-                log.warning(
-                    "%d containers are still being restored; serving meanwhile", len(pending)
-                )
-            for container in list(self.containers.values()):
-                if container not in running and self._should_restart_on_boot(container):
-                    self.submit(self._boot_restart, container)
-            # Whatever still counts as running is kept: a pending restore decides it.
-            live = {c.id for c in self.containers.values() if c.state.running}
-            self._sweep_runtime(live)
-        finally:
-            held.release({c.id for c in self.containers.values() if c.state.running})
-
-    def _mount_ids(self, containers: list[Container]) -> set[str]:
-        ids = set()
-        for container in containers:
-            try:
-                ids.add(self.images.layers.get_rw_layer(container.id).mount_id)
-            except errdefs.NotFound:
-                pass
-        return ids
-
-    def _restore_container(self, container: Container) -> None:
-        """Restore one container that was running when berthd stopped."""
-        # Under the lock: the exit event of a task killed here is then seen as stale
-        # by the monitor instead of being handled a second time.
-        with container.lock:
-            alive, known = self._restore_locked(container)
-        if not alive:
-            if container.host_config.auto_remove:
-                self.auto_remove(container)
-            elif self._should_restart_on_boot(container):
-                self._boot_restart(container)
-            return
-        if not known:
-            self._settle(container)
-        if not self.options.live_restore:
-            self._stop_at_boot(container)
-
-    def _restore_locked(self, container: Container) -> tuple[bool, bool]:
-        """(alive, known): adopt the task unless containerd says it stopped or is gone."""
-        try:
-            task = self.runtime.state(container.id)
-            known = task is None or task.status != TaskStatus.UNKNOWN
-        except errdefs.BerthError as e:
-            log.warning("cannot query task of %s: %s", container.id[:12], e)
-            task, known = None, False
-        dead = known and (task is None or task.status == TaskStatus.STOPPED)
-        if dead:
-            try:
-                status = self.runtime.delete(container.id)
-            except errdefs.Conflict as e:
-                # It is running after all (the state raced a start): adopt it.
-                log.warning("task of %s is not stopped: %s", container.id[:12], e)
-                dead = known = False
-            except errdefs.BerthError as e:
-                log.warning("deleting task of %s: %s", container.id[:12], e)
-                status = None
-        if not dead:
-            self._reattach(container, task is not None and task.status == TaskStatus.PAUSED)
-            return True, known
-        exit_code = 255
-        if status is not None and task is not None:
-            exit_code = status
-        # The FIFOs of the dead run (a new run makes its own).
-        shutil.rmtree(self.fifo_dir(container.id), ignore_errors=True)
-        self._release_mount(container)
-        container.set_stopped(exit_code)
-        self.checkpoint(container, host_config=False)
-        return False, True
-
-    def _release_mount(self, container: Container) -> None:
-        """Unmount the root filesystem a container that died while we were away kept."""
-        try:
-            rw = self.images.layers.get_rw_layer(container.id)
-            self.images.layers.mount(rw)  # adopts the mount left behind, or makes one
-            self.images.layers.unmount(rw)
-        except errdefs.BerthError as e:
-            log.warning("unmounting %s: %s", container.id[:12], e)
-
-    def _settle(self, container: Container) -> None:
-        """Ask again about a task whose state containerd could not tell, until it can;
-        its exit is then handled as if its event had come."""
-
-        def ask() -> None:
-            delay = 0.5
-            while not self._stopping.wait(delay):
-                if not container.state.running or self.containers.get(container.id) is None:
-                    return
-                try:
-                    task = self.runtime.state(container.id)
-                except errdefs.BerthError:
-                    task = TaskState(0, TaskStatus.UNKNOWN)
-                if task is None or task.status == TaskStatus.STOPPED:
-                    code = task.exit_code if task is not None else 255
-                    handle_exit(self, container, code, now_ns(), container.state.pid)
-                    return
-                if task.status != TaskStatus.UNKNOWN:
-                    log.info("task of %s answers again: %s", container.id[:12], task.status.value)
-                    return
-                delay = min(delay * 2, 10.0)
-
-        self.submit(ask)
-
-    def _stop_at_boot(self, container: Container) -> None:
-        """Without live-restore, a container found running is killed; its exit is then
-        handled as any other (restart policy, auto-removal)."""
-        log.info("stopping container %s left running (live-restore is off)", container.id[:12])
-        try:
-            if container.state.paused:
-                self.runtime.resume(container.id)
-            self.runtime.kill(container.id, 9, all_procs=True)
-        except errdefs.NotFound:
-            self.reconcile(container)
-        except errdefs.BerthError as e:
-            log.warning("cannot stop %s at start-up: %s", container.id[:12], e)
-            return
-        if not container.exited.wait(RESTORE_WAIT):
-            log.warning("container %s did not exit at start-up yet", container.id[:12])
-
-    def _sweep_runtime(self, adopted: set[str]) -> None:
-        """End what containerd holds that no running container owns: the leftovers of a
-        start or a removal cut short by a crash (dockerd leaks these shims and cgroups)."""
-        try:
-            removed = self.runtime.remove_leftovers(adopted, known=list(self.containers))
-        except errdefs.BerthError as e:
-            log.warning("cannot remove what containerd holds for no container: %s", e)
-        else:
-            if removed:
-                log.info("removed the runtime's leftovers of %d containers", len(removed))
-        fifo_root = self.options.exec_root / "containerd"
-        for entry in os.scandir(fifo_root) if fifo_root.is_dir() else ():
-            if len(entry.name) == 64 and entry.is_dir() and entry.name not in adopted:
-                shutil.rmtree(entry.path, ignore_errors=True)
-
-    def _should_restart_on_boot(self, container: Container) -> bool:
-        policy = container.host_config.restart_policy.name
-        rec = container.record
-        if not rec.has_been_started_before or container.host_config.auto_remove:
-            return False
-        if policy == "always":
-            return True
-        if policy == "unless-stopped":
-            return not rec.has_been_manually_stopped
-        if policy == "on-failure":
-            return container.state.exit_code != 0 and not rec.has_been_manually_stopped
-        return False
-
-    def _boot_restart(self, container: Container) -> None:
-        try:
-            _start.start_container(self, container.id)
-        except errdefs.BerthError as e:
-            log.error("restarting %s at start-up failed: %s", container.id[:12], e)
-
-    def _reattach(self, container: Container, paused: bool) -> None:
-        """Pick up a container that kept running while berthd was away."""
-        from berth.container.stream import ProcessIO
-
-        rec = container.record
-        rw = self.images.layers.get_rw_layer(container.id)
-        rootfs = self.images.layers.mount(rw)
-        container.rootfs = rootfs
-        container.spec_process = _start.container_spec(self, container, rootfs)["process"]
-        logger = self.open_logger(container)
-        io = ProcessIO(
-            self.fifo_dir(container.id),
-            "init",
-            stdin=rec.config.open_stdin,
-            tty=rec.config.tty,
-            hub=container.streams,
-            close_io=lambda: self.runtime.close_stdin(container.id),
-            sink=logger.sink if logger is not None else None,
-        )
-        io.open()
-        assert self.loop is not None
-        io.start(self.loop)
-        io.connected()
-        container.io = io
-        container.logger = logger
-        container.exited.clear()
-        container.set_paused(paused)
-        _health.init_monitor(self, container)  # as moby's restore: probing starts over
-        self.checkpoint(container, host_config=False)
-        log.info("restored running container %s", container.id[:12])
-
-    def _resync_exits(self) -> None:
-        """containerd came back: exits it saw while we were not listening are lost, so ask."""
-        for container in list(self.containers.values()):
-            self.reconcile(container)
-
-    def submit(self, fn: Callable[..., object], *args: object) -> None:
+    def submit(self, fn: Callable[..., object], *args: object) -> Future[None]:
         """Run *fn* on the daemon's workers; failures are logged, never lost."""
 
         def run() -> None:
@@ -422,6 +171,7 @@ class Daemon:
         fut = self._workers.submit(run)
         self._inflight.add(fut)
         fut.add_done_callback(self._inflight.discard)
+        return fut
 
     def reconcile(self, container: Container) -> None:
         """Record the exit of a task that stopped without our hearing of it."""
@@ -456,7 +206,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Stop containers (unless live-restore), containerd, and every mount."""
-        self._stopping.set()
+        self.stopping.set()
         if self._runtime is not None and not self.options.live_restore:
             running = [c for c in self.containers.values() if c.state.running]
             futures = [self._workers.submit(self._shutdown_container, c) for c in running]
