@@ -11,7 +11,7 @@ class Driver(Protocol):
 
     IDs are opaque (cache-ids and mount-ids of the layer store).  A layer is
     created empty on top of *parent*; its changes are written by
-    :meth:`apply_target` users (see :mod:`berth.layer.tarapply`) before it is
+    :meth:`apply_target` users (see :mod:`berth.archive`) before it is
     used as a parent.
     """
 
