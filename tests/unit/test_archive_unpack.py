@@ -782,3 +782,10 @@ def test_layers_and_docker_cp_create_entries_alike(tmp_path: Path) -> None:
     assert owners(layer) == owners(copied)
     assert os.getxattr(layer / "d" / "x", "user.berth") == b"v"
     assert os.getxattr(copied / "d" / "x", "user.berth") == b"v"
+
+
+def test_corrupt_deflate_data_is_refused(target: Path, outside: Path) -> None:
+    """A valid gzip header over damaged deflate data is the client's fault, not a 500."""
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    err = apply_hostile(header + b"\xff" * 2000, target, outside)  # invalid block type
+    assert "invalid or truncated layer tar" in str(err)
