@@ -28,7 +28,7 @@ from berth.types.container import (
     Summary,
 )
 from berth.types.filters import Filters
-from berth.types.image import DeleteItem, HistoryItem
+from berth.types.image import DeleteItem, HistoryItem, ImportOptions
 from berth.types.image import Summary as ImageSummary
 
 
@@ -169,35 +169,35 @@ class ContainerSystemBackend(Protocol):
 
 
 class ImageBackend(Protocol):
+    """The image routes' service (the image service itself, not relayed by the Daemon);
+    it publishes the image events (tag, untag, delete, import, load) itself."""
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where an upload waits, spooled, for ``load`` to read it."""
+
     def list_images(
         self, filters: Filters, all_images: bool, shared_size: bool
     ) -> list[ImageSummary]: ...
 
-    def inspect_image(self, ref: str) -> dict[str, Any]: ...
+    def inspect(self, ref_or_id: str) -> dict[str, Any]: ...
 
-    def image_history(self, ref: str) -> list[HistoryItem]: ...
+    def history(self, ref_or_id: str) -> list[HistoryItem]: ...
 
-    def tag_image(self, ref: str, repo: str, tag: str) -> None: ...
+    def tag(self, ref_or_id: str, repo: str, tag: str) -> None: ...
 
-    def delete_image(self, ref: str, force: bool, prune: bool) -> list[DeleteItem]: ...
+    def delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]: ...
 
-    def check_import(self, repo: str, tag: str, changes: list[str], platform: str) -> None: ...
+    def check_import(self, options: ImportOptions) -> None:
+        """Refuse a bad import before its body is read."""
 
-    def import_image(
-        self,
-        stream: IO[bytes],
-        repo: str,
-        tag: str,
-        message: str,
-        changes: list[str],
-        platform: str,
-    ) -> str: ...
+    def import_image(self, stream: IO[bytes], options: ImportOptions) -> str: ...
 
-    def load_images(self, path: Path) -> list[str]: ...
+    def load(self, path: Path) -> list[str]:
+        """The messages of ``docker load``, one per image loaded or tagged."""
 
 
 class SystemBackend(Protocol):
-    tmp_dir: Path
     events: Events
 
     def system_info(self) -> dict[str, Any]: ...
@@ -212,8 +212,9 @@ class Backend(
     CopyBackend,
     MonitorBackend,
     ContainerSystemBackend,
-    ImageBackend,
     SystemBackend,
     Protocol,
 ):
-    """Everything the API serves."""
+    """The container side of what the API serves: the Daemon.  The services (images;
+    volumes, networks, distribution and build next) reach their routers on their own,
+    through the API's Context."""

@@ -112,7 +112,7 @@ async def _serve(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     daemon = await asyncio.to_thread(Daemon, cfg.options)
     await asyncio.to_thread(daemon.start_runtime, loop)
-    server = ApiServer(daemon)
+    server = ApiServer(daemon, images=daemon.images)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

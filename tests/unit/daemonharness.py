@@ -22,6 +22,7 @@ from berth.container.stream import Subscription
 from berth.daemon.daemon import Daemon
 from berth.daemon.options import DaemonOptions
 from berth.types.container import Config, HostConfig, RestartPolicy
+from berth.types.image import ImportOptions
 from tests.unit.fakeruntime import FakeRuntime, Program
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ class Harness:
             self.d = Daemon(self.options, runtime=fake)
             if image_tar is not None:
                 with open(image_tar, "rb") as f:
-                    self.d.import_image(f, "rootfs", "latest", "", [], "")
+                    self.d.images.import_image(f, ImportOptions(repo="rootfs", tag="latest"))
             # From this (non-loop) thread: it blocks on the loop while restoring.
             self.d.start_runtime(self.loop)
         except BaseException:

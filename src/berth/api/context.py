@@ -1,4 +1,4 @@
-"""What handler modules receive: the backend, and a way to run blocking calls."""
+"""What handler modules receive: the backends they serve, and a way to run blocking calls."""
 
 from __future__ import annotations
 
@@ -7,15 +7,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from berth.backend import Backend
+from berth.backend import Backend, ImageBackend
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class Context:
-    def __init__(self, backend: Backend, workers: int = 32) -> None:
+    """The container side (*backend*, the Daemon) and, beside it, each service that
+    its routers call directly rather than through the Daemon."""
+
+    def __init__(self, backend: Backend, *, images: ImageBackend, workers: int = 32) -> None:
         self.backend = backend
+        self.images = images
+        # volumes, networks, distribution and builder join images here, each typed
+        # by its Protocol in berth.backend and handed over by the ApiServer.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -1,4 +1,4 @@
-"""Image routes."""
+"""Image routes, served by the image service itself (``ctx.images``)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from berth.api.httputils import (
 )
 from berth.api.router import Route
 from berth.backend import ImageBackend
+from berth.types.image import ImportOptions
 from berth.types.wire import encode as wire_encode
 
 
@@ -47,7 +48,7 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 
 def routes(ctx: Context) -> list[Route]:
-    backend = ctx.backend
+    images = ctx.images
 
     async def list_(req: Request) -> Response:
         flt = filters(req)
@@ -55,24 +56,24 @@ def routes(ctx: Context) -> list[Route]:
         if legacy and req.api_version < (1, 41):
             flt = flt.with_values("reference", [legacy])
         shared = bool_value(req, "shared-size") and req.api_version >= (1, 42)
-        result = await ctx.run(backend.list_images, flt, bool_value(req, "all"), shared)
+        result = await ctx.run(images.list_images, flt, bool_value(req, "all"), shared)
         result = _versions.image_summaries(result, req.api_version)
         return Response(200, wire_encode(result) + b"\n", "application/json")
 
     async def inspect(req: Request) -> Response:
-        doc = await ctx.run(backend.inspect_image, req.params["name"])
+        doc = await ctx.run(images.inspect, req.params["name"])
         return json_response(_versions.image_inspect(doc, req.api_version))
 
     async def history(req: Request) -> Response:
-        return json_response(await ctx.run(backend.image_history, req.params["name"]))
+        return json_response(await ctx.run(images.history, req.params["name"]))
 
     async def tag(req: Request) -> Response:
-        await ctx.run(backend.tag_image, req.params["name"], query(req, "repo"), query(req, "tag"))
+        await ctx.run(images.tag, req.params["name"], query(req, "repo"), query(req, "tag"))
         return Response(201)
 
     async def delete(req: Request) -> Response:
         items = await ctx.run(
-            backend.delete_image,
+            images.delete,
             req.params["name"],
             bool_value(req, "force"),
             not bool_value(req, "noprune"),
@@ -87,20 +88,21 @@ def routes(ctx: Context) -> list[Route]:
                 "bring images in with `docker load` or `docker import`"
             )
         src = query(req, "fromSrc")
-        repo, tag, message = query(req, "repo"), query(req, "tag"), query(req, "message")
-        changes = query_all(req, "changes")
-        platform = query(req, "platform")
         if not src:
             raise errdefs.InvalidParameter("either fromImage or fromSrc must be given")
-        await ctx.run(backend.check_import, repo, tag, changes, platform)
-        comment = message or f"Imported from {src}"
+        options = ImportOptions(
+            repo=query(req, "repo"),
+            tag=query(req, "tag"),
+            message=query(req, "message") or f"Imported from {src}",
+            changes=query_all(req, "changes"),
+            platform=query(req, "platform"),
+        )
+        await ctx.run(images.check_import, options)
         if src == "-":
             pipe = BodyPipe()
             feeder = asyncio.ensure_future(pipe.feed(req.stream()))
             try:
-                image_id = await ctx.run(
-                    _import_body, backend, pipe, repo, tag, comment, changes, platform
-                )
+                image_id = await ctx.run(_import_body, images, pipe, options)
             finally:
                 pipe.close_reader()
                 await feeder
@@ -108,9 +110,7 @@ def routes(ctx: Context) -> list[Route]:
             url = src if "://" in src else "http://" + src
             if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
                 raise errdefs.InvalidParameter(f"unsupported import source {src!r}")
-            image_id = await ctx.run(
-                _import_url, backend, url, repo, tag, comment, changes, platform
-            )
+            image_id = await ctx.run(_import_url, images, url, options)
         return Response(200, _json_lines([{"status": image_id}]), "application/json")
 
     async def load(req: Request) -> StreamingResponse:
@@ -121,9 +121,9 @@ def routes(ctx: Context) -> list[Route]:
         progress messages, which berth does not send.
         """
         try:
-            path = Path(await _spool(req.stream(), backend.tmp_dir))
+            path = Path(await _spool(req.stream(), images.tmp_dir))
             try:
-                messages = await ctx.run(backend.load_images, path)
+                messages = await ctx.run(images.load, path)
             finally:
                 await ctx.run(_unlink, path)
             body = _json_lines([{"stream": m} for m in messages])
@@ -144,39 +144,23 @@ def routes(ctx: Context) -> list[Route]:
     ]
 
 
-def _import_body(
-    backend: ImageBackend,
-    pipe: BodyPipe,
-    repo: str,
-    tag: str,
-    message: str,
-    changes: list[str],
-    platform: str,
-) -> str:
+def _import_body(images: ImageBackend, pipe: BodyPipe, options: ImportOptions) -> str:
     """Import from the request body; the read end is closed at once so that a
     refused tarball stops the feeder instead of leaving it blocked."""
     try:
-        return backend.import_image(pipe.reader, repo, tag, message, changes, platform)
+        return images.import_image(pipe.reader, options)
     finally:
         pipe.close_reader()
 
 
-def _import_url(
-    backend: ImageBackend,
-    url: str,
-    repo: str,
-    tag: str,
-    message: str,
-    changes: list[str],
-    platform: str,
-) -> str:
+def _import_url(images: ImageBackend, url: str, options: ImportOptions) -> str:
     try:
         resp = urllib.request.urlopen(url, timeout=60)
     except OSError as e:
         raise errdefs.InvalidParameter(f"cannot download {url}: {e}") from None
     with resp:
         stream: IO[bytes] = resp
-        return backend.import_image(stream, repo, tag, message, changes, platform)
+        return images.import_image(stream, options)
 
 
 async def _spool(chunks: AsyncIterator[bytes], directory: os.PathLike[str] | str) -> str:

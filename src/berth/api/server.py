@@ -7,13 +7,14 @@ import logging
 import re
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
-from berth.api import archive, containers, events, execs, images, lifecycle, system
+from berth.api import archive, containers, events, execs, lifecycle, system
+from berth.api import images as image_routes
 from berth.api._http import AnyResponse, ClientGone, HTTPServer, Request, Response
 from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
-from berth.backend import Backend
+from berth.backend import Backend, ImageBackend
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,13 @@ def error_response(status: int, message: str) -> Response:
 
 
 class ApiServer:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, images: ImageBackend) -> None:
+        """*backend* serves the container routes; each service serves its own routes
+        (the volume, network, distribution and build services will follow *images*)."""
         self.backend = backend
         self.router = Router()
-        self.context = Context(backend)
-        for module in (system, events, containers, lifecycle, archive, execs, images):
+        self.context = Context(backend, images=images)
+        for module in (system, events, containers, lifecycle, archive, execs, image_routes):
             self.router.extend(module.routes(self.context))
         self.http = HTTPServer(
             self.handle,

@@ -1,8 +1,11 @@
-"""The Daemon: owns the stores and implements the Backend the API calls.
+"""The Daemon: the composition root.  It owns and wires the services, and is
+itself the container side of the Backend the API calls.
 
-Operations live in sibling modules, one per family (``create``, ``delete``,
-``list``...); this class holds the state they share and the start-up
-restore that makes a crashed daemon's leftovers disappear.
+The services (images today) are attributes that the API server hands to their
+routers directly, as moby's daemon hands its ImageService to the image router;
+whatever a service needs of containers is injected when it is built here.
+Container operations live in sibling modules, one per family (``create``,
+``delete``, ``list``...); this class holds the state they share.
 """
 
 from __future__ import annotations
@@ -62,8 +65,6 @@ from berth.types.container import (
     Summary,
 )
 from berth.types.filters import Filters
-from berth.types.image import DeleteItem, HistoryItem
-from berth.types.image import Summary as ImageSummary
 from berth.utils.atomic import write_file
 from berth.utils.timefmt import now_ns
 
@@ -102,8 +103,18 @@ class Daemon:
         self.engine_id = self._engine_id(root)
         self.cgroup_version = _info.cgroup_version()
         self.driver = new_driver(options.storage_driver, root)
-        self.images = ImageService(root, self.driver)
         self.view = ViewDB()
+        # -- services: built and wired here, handed to their routers by the API server.
+        # The volume service, the network controller, the distribution client and the
+        # builder join the image service here, each given what it needs of the container
+        # side (the events bus, the containers that use what it owns) as images is.
+        self.images = ImageService(
+            root,
+            self.driver,
+            events=self.events,
+            image_users=self.image_users,
+            tmp_dir=self.tmp_dir,
+        )
         self.containers: dict[str, Container] = {}
         self._lock = threading.Lock()
         _restore.load_containers(self)
@@ -390,9 +401,13 @@ class Daemon:
     def kill_for_removal(self, container: Container) -> None:
         _stop.stop_and_wait(self, container, 0, "SIGKILL")
 
-    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
-        snaps = sorted(self.view.snapshot().all(), key=lambda s: s.created_ns)
-        return [(s.id, s.record.state.running) for s in snaps if s.record.image == image_id]
+    def image_users(self) -> dict[str, list[tuple[str, bool]]]:
+        """Each image in use → its containers (id, running), oldest first: what the
+        image service asks before a delete and when listing."""
+        users: dict[str, list[tuple[str, bool]]] = {}
+        for s in sorted(self.view.snapshot().all(), key=lambda s: s.created_ns):
+            users.setdefault(s.record.image, []).append((s.id, s.record.state.running))
+        return users
 
     def exec_ids(self, container_id: str) -> list[str] | None:
         return self.execs.ids(container_id)
@@ -602,64 +617,6 @@ class Daemon:
         content: IO[bytes],
     ) -> None:
         _archive.extract_to_dir(self, ref, path, copy_uid_gid, no_overwrite_dir_non_dir, content)
-
-    # -- Backend: images -----------------------------------------------------
-    def list_images(
-        self, filters: Filters, all_images: bool, shared_size: bool
-    ) -> list[ImageSummary]:
-        counts: dict[str, int] = {}
-        for snap in self.view.snapshot():
-            counts[snap.record.image] = counts.get(snap.record.image, 0) + 1
-        return self.images.list_images(filters, all_images, shared_size, counts)
-
-    def inspect_image(self, ref: str) -> dict[str, Any]:
-        return self.images.inspect(ref)
-
-    def image_history(self, ref: str) -> list[HistoryItem]:
-        return self.images.history(ref)
-
-    def emit_image(self, action: str, ident: str, name: str = "") -> None:
-        self.events.publish("image", action, ident, {"name": name or ident})
-
-    def tag_image(self, ref: str, repo: str, tag: str) -> None:
-        tagged = self.images.tag(ref, repo, tag)
-        if tagged is not None:
-            self.emit_image("tag", self.images.get_image(ref).id, tagged.familiar())
-
-    def delete_image(self, ref: str, force: bool, prune: bool) -> list[DeleteItem]:
-        items = self.images.delete(ref, force, prune, self.containers_using)
-        for item in items:
-            if item.Untagged:
-                self.emit_image("untag", item.Untagged)
-            elif item.Deleted:
-                self.emit_image("delete", item.Deleted)
-        return items
-
-    def import_image(
-        self,
-        stream: IO[bytes],
-        repo: str,
-        tag: str,
-        message: str,
-        changes: list[str],
-        platform: str,
-    ) -> str:
-        ident = self.images.import_image(stream, repo, tag, message, changes, platform)
-        self.emit_image("import", ident)
-        return ident
-
-    def check_import(self, repo: str, tag: str, changes: list[str], platform: str) -> None:
-        from berth.image.importer import prepare
-
-        prepare(repo, tag, changes, platform)
-
-    def load_images(self, path: Path) -> list[str]:
-        messages = self.images.load(path)
-        for line in messages:
-            name = line.split(": ", 1)[-1].strip()
-            if line.startswith("Loaded image"):
-                self.emit_image("load", name, name)
-        return messages
 
     # -- Backend: system -------------------------------------------------------
     def system_info(self) -> dict[str, Any]:

@@ -2,19 +2,22 @@
 
 It owns the layer store, the image store and the reference store of one
 graph driver, resolves what users type (``busybox``, an ID prefix, a digest)
-to images, and answers the image endpoints.
+to images, and answers the image routes itself: the Daemon builds it and hands
+it to them.  What it needs of the container side (the events bus, which
+containers use an image) is injected, so it never imports the daemon.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from berth import errdefs
+from berth.events import Events
 from berth.graphdriver import Driver
-from berth.image.importer import import_image
+from berth.image.importer import import_image, prepare
 from berth.image.load import load_archive
 from berth.image.reference import Reference, parse_any, parse_normalized_named, repo_tag_reference
 from berth.image.store import Image, ImageStore, ReferenceStore
@@ -22,7 +25,7 @@ from berth.layer import LayerStore, ROLayer, RWLayer, chain_id
 from berth.layer.store import InitFunc
 from berth.types.container import Config
 from berth.types.filters import Filters
-from berth.types.image import DeleteItem, HistoryItem, Summary
+from berth.types.image import DeleteItem, HistoryItem, ImportOptions, Summary
 from berth.types.wire import to_wire
 from berth.utils.pathmatch import path_match
 from berth.utils.stringid import truncate_id
@@ -33,6 +36,11 @@ log = logging.getLogger(__name__)
 #: ``containers_using(image_id)`` → ``[(container_id, running)]`` in creation order.
 ContainersUsing = Callable[[str], list[tuple[str, bool]]]
 
+#: ``image_users()`` → ``{image_id: [(container_id, running)]}``, each list in creation
+#: order: one snapshot of the containers, for ``docker rmi``'s conflicts and the
+#: ``Containers`` count of ``docker images``.
+ImageUsers = Callable[[], Mapping[str, list[tuple[str, bool]]]]
+
 IMAGE_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
 
 
@@ -42,8 +50,20 @@ class ImageNotFound(errdefs.NotFound):
 
 
 class ImageService:
-    def __init__(self, data_root: Path, driver: Driver) -> None:
+    def __init__(
+        self,
+        data_root: Path,
+        driver: Driver,
+        *,
+        events: Events,
+        image_users: ImageUsers,
+        tmp_dir: Path,
+    ) -> None:
         self.driver = driver
+        self.events = events
+        self._image_users = image_users
+        #: where ``docker load`` spools its upload (the daemon's, emptied at start-up)
+        self.tmp_dir = tmp_dir
         root = data_root / "image" / driver.name
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
@@ -100,7 +120,6 @@ class ImageService:
         filters: Filters,
         all_images: bool,
         shared_size: bool,
-        container_counts: dict[str, int] | None,
     ) -> list[Summary]:
         filters.validate(IMAGE_FILTERS)
         dangling_only = (
@@ -123,6 +142,7 @@ class ImageService:
                 raise errdefs.InvalidParameter(f"invalid filter 'until={value}'") from None
             before = t if before is None else min(before, t)
         patterns = filters.get("reference")
+        users = self._image_users()
 
         shared: dict[str, int] = {}
         if shared_size:
@@ -163,7 +183,7 @@ class ImageService:
                 continue
             size = img.size
             summary = Summary(
-                Containers=(container_counts or {}).get(img.id, 0),
+                Containers=len(users.get(img.id, ())),
                 Created=created // 1_000_000_000,
                 Id=img.id,
                 Labels=labels,
@@ -261,10 +281,11 @@ class ImageService:
         return items
 
     # -- tag / delete ----------------------------------------------------------------
-    def tag(self, ref_or_id: str, repo: str, tag: str) -> Reference | None:
+    def tag(self, ref_or_id: str, repo: str, tag: str) -> None:
+        """``docker tag``; an empty *repo* tags nothing, as dockerd answers it."""
         ref = repo_tag_reference(repo, tag)
         if ref is None:
-            return None
+            return
         if ref.familiar_name() == "sha256":
             raise errdefs.InvalidParameter(
                 "refusing to create an ambiguous tag using digest algorithm as name"
@@ -274,19 +295,31 @@ class ImageService:
         except errdefs.InvalidParameter as e:
             raise errdefs.NotFound(str(e)) from None
         self.tag_image(img.id, ref)
-        return ref
+        self._emit("tag", img.id, ref.familiar())
 
     def tag_image(self, ident: str, ref: Reference) -> str | None:
         previous = self.references.add(ref, ident)
         self.images.set_last_updated(ident)
         return previous
 
-    def delete(
-        self, ref_or_id: str, force: bool, prune: bool, containers_using: ContainersUsing
-    ) -> list[DeleteItem]:
+    def delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]:
         """``docker rmi``: untag, and delete the image when nothing else names it."""
+        items = self._delete(ref_or_id, force, prune)
+        for item in items:
+            if item.Untagged:
+                self._emit("untag", item.Untagged)
+            elif item.Deleted:
+                self._emit("delete", item.Deleted)
+        return items
+
+    def _delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]:
         if not ref_or_id.strip():
             raise errdefs.InvalidParameter("image name cannot be blank")
+        in_use = self._image_users()  # one look at the containers for the whole delete
+
+        def containers_using(image_id: str) -> list[tuple[str, bool]]:
+            return in_use.get(image_id, [])
+
         img = self.get_image(ref_or_id)
         records: list[DeleteItem] = []
         repo_refs = self.references.references(img.id)
@@ -405,19 +438,25 @@ class ImageService:
         self.layers.release_rw_layer(rw)
 
     # -- import / load ---------------------------------------------------------
-    def import_image(
-        self,
-        stream: IO[bytes],
-        repo: str,
-        tag: str,
-        message: str,
-        changes: list[str],
-        platform: str,
-    ) -> str:
-        return import_image(self, stream, repo, tag, message, changes, platform)
+    def check_import(self, options: ImportOptions) -> None:
+        """Refuse a bad import before its body is read."""
+        prepare(options)
+
+    def import_image(self, stream: IO[bytes], options: ImportOptions) -> str:
+        ident = import_image(self, stream, options)
+        self._emit("import", ident)
+        return ident
 
     def load(self, path: Path) -> list[str]:
-        return load_archive(self, path)
+        messages = load_archive(self, path)
+        for line in messages:
+            name = line.split(": ", 1)[-1].strip()
+            if line.startswith("Loaded image"):
+                self._emit("load", name, name)
+        return messages
+
+    def _emit(self, action: str, ident: str, name: str = "") -> None:
+        self.events.publish("image", action, ident, {"name": name or ident})
 
     def release_layers(self, layers: Iterable[ROLayer]) -> None:
         for layer in layers:

@@ -76,3 +76,17 @@ class HistoryItem(msgspec.Struct):
 class DeleteItem(msgspec.Struct, omit_defaults=True):
     Untagged: str = ""
     Deleted: str = ""
+
+
+class ImportOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /images/create?fromSrc=``'s query, decoded once by the router and handed
+    whole to the check (before the body is read) and to the import (moby's
+    ``image.ImportOptions``)."""
+
+    repo: str = ""
+    tag: str = ""
+    #: the image's comment; the router puts "Imported from <src>" when none is given
+    message: str = ""
+    #: Dockerfile-like instructions (``CMD``, ``ENV``...) applied to the image's config
+    changes: list[str] = msgspec.field(default_factory=list)
+    platform: str = ""
