@@ -304,15 +304,18 @@ class ImageService:
 
     def delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]:
         """``docker rmi``: untag, and delete the image when nothing else names it."""
-        items = self._delete(ref_or_id, force, prune)
+        deleted: set[str] = set()
+        items = self._delete(ref_or_id, force, prune, deleted)
         for item in items:
             if item.Untagged:
                 self._emit("untag", item.Untagged)
-            elif item.Deleted:
+            elif item.Deleted in deleted:  # images, as dockerd: not the layers that went too
                 self._emit("delete", item.Deleted)
         return items
 
-    def _delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]:
+    def _delete(
+        self, ref_or_id: str, force: bool, prune: bool, deleted: set[str]
+    ) -> list[DeleteItem]:
         if not ref_or_id.strip():
             raise errdefs.InvalidParameter("image name cannot be blank")
         in_use = self._image_users()  # one look at the containers for the whole delete
@@ -356,7 +359,9 @@ class ImageService:
             for r in repo_refs:
                 self.references.delete(r)
                 records.append(DeleteItem(Untagged=r.familiar()))
-        self._delete_helper(img, records, force, prune, removed_repository_ref, containers_using)
+        self._delete_helper(
+            img, records, force, prune, removed_repository_ref, containers_using, deleted
+        )
         return records
 
     def _conflict(
@@ -402,6 +407,7 @@ class ImageService:
         prune: bool,
         quiet: bool,
         containers_using: ContainersUsing,
+        deleted: set[str],
     ) -> None:
         conflict = self._conflict(
             img, hard_only=force, check_refs=True, users=containers_using(img.id)
@@ -418,12 +424,15 @@ class ImageService:
             records.append(DeleteItem(Untagged=r.familiar()))
         removed = self.images.delete(img.id)
         records.append(DeleteItem(Deleted=img.id))
+        deleted.add(img.id)
         records.extend(DeleteItem(Deleted=layer.chain_id) for layer in removed)
         if not prune or not parent:
             return
         parent_img = self.images.get(parent)
         if parent_img is not None:
-            self._delete_helper(parent_img, records, False, True, True, containers_using)
+            self._delete_helper(
+                parent_img, records, False, True, True, containers_using, deleted
+            )
 
     # -- layers for containers -------------------------------------------------
     def create_rw_layer(self, container_id: str, img: Image | None, init: InitFunc) -> RWLayer:
