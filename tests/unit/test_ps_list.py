@@ -91,3 +91,13 @@ def test_empty_volume_and_network_filters_match_nothing(h: Harness) -> None:
     assert _names(h, volume=[]) == []
     assert _names(h, network=[]) == []
     assert _names(h, isolation=[]) == ["/c4", "/c3", "/c2", "/c1"]
+
+
+def test_since_names_a_container_before_an_id_prefix(h: Harness) -> None:
+    """A name wins over an ID that starts with the same characters (moby's GetContainer)."""
+    ids = {name: h.d.get_container(name).id for name in ("c1", "c2", "c3", "c4")}
+    named = h.create("server", name=ids["c4"][:6])  # a name that is c4's ID prefix
+    try:
+        assert _names(h, before=[ids["c4"][:6]]) == ["/c4", "/c3", "/c2", "/c1"]
+    finally:
+        h.d.remove_container(named.id, True, False, False)

@@ -60,19 +60,9 @@ def _port_set(filters: Filters, key: str) -> set[tuple[int, str]]:
 
 
 def _find_by_id_or_name(view: View, value: str) -> Snapshot:
-    snap = view.get(value)
-    if snap is None:
-        ident = None
-        try:
-            ident = view.get_by_prefix(value)
-        except errdefs.InvalidParameter:
-            ident = None
-        if ident is None:
-            ident = view.get_id(value)
-        snap = view.get(ident) if ident else None
-    if snap is None:
-        raise errdefs.NotFound(f"No such container: {value}")
-    return snap
+    """As moby's ``GetContainer``: full ID, then name, then ID prefix (a name that looks
+    like a prefix of another container's ID is still that name)."""
+    return view.find(value)
 
 
 def health_status(state: State) -> str:
