@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from berth.logger._codec import format_time, parse_time
+from berth.logger._fdio import write_all
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,6 @@ _FEXTRA = 0x04
 _FNAME = 0x08
 _FCOMMENT = 0x10
 _FHCRC = 0x02
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def gzip_header(last_time_ns: int) -> bytes:
@@ -57,12 +51,12 @@ def compress_file(src: Path, last_time_ns: int, mode: int = 0o640) -> None:
             comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
             crc = 0
             size = 0
-            _write_all(out_fd, gzip_header(last_time_ns))
+            write_all(out_fd, gzip_header(last_time_ns))
             while chunk := os.read(in_fd, _CHUNK):
                 crc = zlib.crc32(chunk, crc)
                 size += len(chunk)
-                _write_all(out_fd, comp.compress(chunk))
-            _write_all(out_fd, comp.flush() + struct.pack("<II", crc, size & 0xFFFFFFFF))
+                write_all(out_fd, comp.compress(chunk))
+            write_all(out_fd, comp.flush() + struct.pack("<II", crc, size & 0xFFFFFFFF))
         except BaseException:
             os.close(out_fd)
             try:
@@ -130,7 +124,7 @@ def decompress_to_temp(fd: int, tmpdir: Path | None) -> tuple[int, int]:
             offset += len(chunk)
             while chunk:
                 data = dec.decompress(chunk)
-                _write_all(out, data)
+                write_all(out, data)
                 size += len(data)
                 chunk = b""
                 if dec.eof:
@@ -138,7 +132,7 @@ def decompress_to_temp(fd: int, tmpdir: Path | None) -> tuple[int, int]:
                     chunk = dec.unused_data
                     dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
         tail = dec.flush()
-        _write_all(out, tail)
+        write_all(out, tail)
         size += len(tail)
     except zlib.error as e:
         log.warning("corrupt compressed log file (using what could be read): %s", e)

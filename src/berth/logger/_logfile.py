@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import NamedTuple, Self
 
 from berth import errdefs
+from berth.logger._fdio import write_all
 from berth.logger._files import (
     JSON_LINES,
     LogFormat,
@@ -65,21 +66,6 @@ class LogPosition(NamedTuple):
 
     rotation: int
     size: int
-
-
-def _write_all(fd: int, data: bytes) -> int:
-    """Write all of *data*; on error, raise with ``written`` set to what got out."""
-    view = memoryview(data)
-    total = 0
-    while view:
-        try:
-            n = os.write(fd, view)
-        except OSError as e:
-            e.written = total  # type: ignore[attr-defined]
-            raise
-        total += n
-        view = view[n:]
-    return total
 
 
 def _unlink_quiet(path: str) -> None:
@@ -179,7 +165,7 @@ class FileLogger:
             if self._fd < 0:
                 raise errdefs.System(f"log file {self.path} is not open after a failed rotation")
             try:
-                self._size += _write_all(self._fd, data)
+                self._size += write_all(self._fd, data)
             except OSError as e:
                 written: int = getattr(e, "written", 0)
                 if written:

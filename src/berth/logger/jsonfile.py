@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from berth.logger._codec import encode_attrs, encode_entry, escape_json_bytes
+from berth.logger._fdio import write_all
 from berth.logger._files import JSON_LINES, LogFormat
-from berth.logger._logfile import FileLogger, LogPosition, LogReader, _write_all, read_logs
+from berth.logger._logfile import FileLogger, LogPosition, LogReader, read_logs
 from berth.logger.message import LogMessage
 
 __all__ = ["JSONFileLogger", "LogPosition", "LogReader", "read_logs"]
@@ -50,7 +51,7 @@ class JSONFileLogger(FileLogger):
         if not ends_line:
             # A line cut short by a crash: end it, so that it stays one
             # corrupt line (skipped by readers) and does not swallow the next.
-            size += _write_all(fd, b"\n")
+            size += write_all(fd, b"\n")
         return size
 
     def _repair_torn(self, fd: int, size: int, written: int) -> int:
@@ -58,7 +59,7 @@ class JSONFileLogger(FileLogger):
         # terminated so later lines stay whole.
         size += written
         try:
-            size += _write_all(fd, b"\n")
+            size += write_all(fd, b"\n")
         except OSError:
             pass
         return size
