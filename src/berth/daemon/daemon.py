@@ -36,6 +36,7 @@ from berth.daemon import delete as _delete
 from berth.daemon import info as _info
 from berth.daemon import inspect as _inspect
 from berth.daemon import list as _list
+from berth.daemon import logs as _logs
 from berth.daemon import prune as _prune
 from berth.daemon import rename as _rename
 from berth.daemon import restore as _restore
@@ -47,6 +48,7 @@ from berth.daemon.monitor import handle_exit
 from berth.daemon.options import DaemonOptions
 from berth.daemon.restart_policy import RestartManager
 from berth.daemon.stats import Sampler
+from berth.daemon.top import top
 from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
@@ -147,6 +149,8 @@ class Daemon:
         """
         self.loop = loop
         if self._runtime is None:
+            # grpc and the generated stubs only when berthd talks to containerd (the unit
+            # tests hand in a fake runtime)
             from berth.runtime.containerd import ContainerdRuntime
             from berth.runtime.supervisor import Supervisor
 
@@ -529,8 +533,6 @@ class Daemon:
         self.emit_container(container, "resize", {"height": str(height), "width": str(width)})
 
     def top_container(self, ref: str, ps_args: str) -> dict[str, Any]:
-        from berth.daemon.top import top
-
         container = self.get_container(ref)
         if not container.state.running:
             raise errdefs.Conflict(f"Container {container.id} is not running")
@@ -581,8 +583,6 @@ class Daemon:
     def container_logs(
         self, ref: str, since_ns: int, until_ns: int, tail: int, follow: bool
     ) -> tuple[bool, Callable[[threading.Event], Iterator[LogMessage]]]:
-        from berth.daemon import logs as _logs
-
         container = self.get_container(ref)
         path = self.log_path(container)
 
