@@ -140,6 +140,13 @@ class Container:
     def set_oom_killed(self) -> None:
         self.state.oom_killed = True
 
+    def set_removal_in_progress(self) -> None:
+        self.state.removal_in_progress = True
+
+    def reset_removal_in_progress(self) -> None:
+        """A removal that failed (the kill did not take): the container stays."""
+        self.state.removal_in_progress = False
+
     def set_start_failed(self, error: str, exit_code: int = 0) -> None:
         """A start that failed: the error, and *exit_code* (dockerd's 126/127) or 128."""
         st = self.state

@@ -37,7 +37,7 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
                 f'cannot remove container "{container.name}": container is {st.status()}: '
                 "stop the container before removing or force remove"
             )
-        st.removal_in_progress = True
+        container.set_removal_in_progress()
         container.record.has_been_manually_stopped = True
         if st.restarting:
             # Waiting out its back-off: no process to kill, and no restart to come.
@@ -49,7 +49,7 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
             d.kill_for_removal(container)
         except errdefs.BerthError:
             with container.lock:
-                container.state.removal_in_progress = False
+                container.reset_removal_in_progress()
                 d.checkpoint(container, host_config=False)
             raise
     cleanup(d, container, remove_volumes)

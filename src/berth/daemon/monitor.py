@@ -67,7 +67,7 @@ def handle_exit(
         if remove:
             # Not persisted: the record goes in a moment, and should berthd die
             # first, the boot finds no task and removes the container then.
-            st.removal_in_progress = True
+            container.set_removal_in_progress()
             d.checkpoint(container, host_config=False, write=False)
         else:
             d.checkpoint(container, host_config=False)
