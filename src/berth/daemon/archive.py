@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from berth import errdefs
-from berth.archive import ContainerFS, Mount, Resolved, go_clean
+from berth.archive import ContainerFS, Mount, Resolved
 from berth.runtime.userdb import resolve_user
 from berth.types.container import PathStat
+from berth.volume.plan import MountPlan, NetworkFiles, container_mounts
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -29,34 +29,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _clean(path: str) -> str:
-    return go_clean("/" + path)
+def mount_plan(container: Container) -> MountPlan:
+    """The container's mount plan from its record, for ``docker cp`` and, to come, commit,
+    export and diff; ``start`` hands the same record to the spec, which plans alike."""
+    rec = container.record
+    files = NetworkFiles(rec.hostname_path, rec.hosts_path, rec.resolv_conf_path)
+    return container_mounts(rec.mount_points.values(), container.host_config, files)
 
 
 def fs_mounts(d: Daemon, container: Container) -> list[Mount]:
     """The binds, volumes and network files the container's processes see (not tmpfs)."""
-    rec = container.record
-    hc = container.host_config
-    tmpfs = {_clean(dest) for dest in hc.tmpfs or {}}
-    net = {
-        "/etc/resolv.conf": (rec.resolv_conf_path, not hc.readonly_rootfs),
-        "/etc/hostname": (rec.hostname_path, not hc.readonly_rootfs),
-        "/etc/hosts": (rec.hosts_path, not hc.readonly_rootfs),
-    }
     out: list[Mount] = []
-    for mp in rec.mount_points.values():
-        dest = _clean(mp.destination)
-        if mp.type == "tmpfs" or dest in tmpfs or not mp.source:
-            continue
-        if dest in net:
-            net[dest] = (mp.source, mp.rw)  # a user mount over a network file replaces it
-            continue
-        if mp.type == "volume":
-            d.volumes_prepare(mp)
-        out.append(Mount(dest, mp.source, mp.rw))
-    for dest, (source, rw) in net.items():
-        if source and os.path.exists(source):
-            out.append(Mount(dest, source, rw))
+    for m in mount_plan(container).files():
+        if m.origin == "user" and m.point is not None and m.point.type == "volume":
+            d.volumes_prepare(m.point)
+        out.append(Mount(m.destination, m.source, m.writable))
     return out
 
 

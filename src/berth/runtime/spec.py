@@ -32,9 +32,16 @@ from berth.runtime import caps as _caps
 from berth.runtime import devices as _devices
 from berth.runtime import seccomp as _seccomp
 from berth.runtime.userdb import ResolvedUser, resolve_user
-from berth.types.container import Config, HostConfig, Mount, MountPoint, TmpfsOptions
+from berth.types.container import Config, HostConfig, MountPoint
 from berth.utils.gostr import go_quote as _go_quote
 from berth.utils.mountinfo import unescape as unescape_mountinfo
+from berth.volume.plan import (
+    DEFAULT_PROPAGATION,
+    ContainerMount,
+    NetworkFiles,
+    container_mounts,
+    convert_tmpfs_options,
+)
 
 __all__ = [
     "DEFAULT_PATH_ENV",
@@ -54,7 +61,6 @@ __all__ = [
 OCI_VERSION = "1.0.2-dev"  # what the installed runc (1.1.5) implements
 DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_PATH_IN_CONTAINER = "/sbin/docker-init"
-DEFAULT_PROPAGATION = "rprivate"
 MOUNTINFO = "/proc/self/mountinfo"
 # Where the seccomp profile goes: spec["linux"]["seccomp"] (see berth.runtime.seccomp).
 SECCOMP_HOOK = "seccomp"
@@ -81,7 +87,6 @@ DEFAULT_READONLY_PATHS = (
     "/proc/sysrq-trigger",
 )
 
-_NET_FILES = ("/etc/resolv.conf", "/etc/hostname", "/etc/hosts")
 _PROPAGATIONS = frozenset({"private", "rprivate", "shared", "rshared", "slave", "rslave"})
 # Default mounts that stay writable on a read-only rootfs.
 _RO_ROOTFS_EXEMPT = frozenset({"/proc", "/dev/pts", "/dev/shm", "/dev/mqueue", "/dev"})
@@ -95,6 +100,7 @@ class SpecOptions:
     config: Config  # merged container config
     host_config: HostConfig
     mounts: list[MountPoint]  # binds, volumes and --mount tmpfs; Source is the host path
+    # (the mount plan, berth.volume.plan, is made of these, the files below and shm_path)
     user: ResolvedUser
     hostname_path: str = ""  # host files bind-mounted at /etc/hostname, /etc/hosts,
     hosts_path: str = ""  # /etc/resolv.conf (skipped if "" or missing)
@@ -126,10 +132,6 @@ def _clean(path: str) -> str:
     if cleaned.startswith("//"):
         cleaned = "/" + cleaned.lstrip("/")
     return cleaned
-
-
-def _depth(destination: str) -> int:
-    return _clean(destination).count("/")
 
 
 def _is_container(mode: str) -> bool:
@@ -275,21 +277,6 @@ def _process(opts: SpecOptions, nnp: bool) -> dict[str, Any]:
 # -- mounts ------------------------------------------------------------------------------
 
 
-@dataclass
-class _Mount:
-    """moby's container.Mount: one entry of the user side, before it becomes a spec mount."""
-
-    source: str
-    destination: str
-    writable: bool = True
-    propagation: str = ""
-    data: str = ""
-    tmpfs: bool = False
-    non_recursive: bool = False
-    ro_non_recursive: bool = False
-    ro_force_recursive: bool = False
-
-
 def _default_mounts() -> list[dict[str, Any]]:
     return [
         {
@@ -386,107 +373,7 @@ def merge_tmpfs_options(options: list[str]) -> list[str]:
     return out
 
 
-def convert_tmpfs_options(opt: TmpfsOptions | None, read_only: bool) -> str:
-    """``--mount type=tmpfs`` options as a ``--tmpfs`` data string (size with a g/m/k suffix)."""
-    raw = []
-    if read_only:
-        raw.append("ro")
-    if opt is not None and opt.mode != 0:
-        raw.append(f"mode={opt.mode:o}")
-    if opt is not None and opt.size_bytes != 0:
-        size, suffix = opt.size_bytes, ""
-        for unit, divisor in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
-            if size % divisor == 0:
-                size, suffix = size // divisor, unit
-                break
-        raw.append(f"size={size}{suffix}")
-    if opt is not None:
-        raw.extend("=".join(o) for o in opt.options or [] if o)
-    return ",".join(raw)
-
-
-def _find_mount_spec(hc: HostConfig, kind: str, destination: str) -> Mount | None:
-    for m in hc.mounts or []:
-        if m.type == kind and _clean(m.target) == destination:
-            return m
-    return None
-
-
-def _tmpfs_mounts(hc: HostConfig, points: list[MountPoint]) -> list[_Mount]:
-    out = [
-        _Mount(source="tmpfs", destination=_clean(dest), data=data, tmpfs=True)
-        for dest, data in sorted((hc.tmpfs or {}).items())
-    ]
-    for mp in points:
-        if mp.type != "tmpfs":
-            continue
-        dest = _clean(mp.destination)
-        spec = _find_mount_spec(hc, "tmpfs", dest)
-        read_only = spec.read_only if spec is not None else not mp.rw
-        data = convert_tmpfs_options(spec.tmpfs_options if spec else None, read_only)
-        out.append(_Mount(source="tmpfs", destination=dest, data=data, tmpfs=True))
-    return out
-
-
-def _user_mounts(opts: SpecOptions) -> list[_Mount]:
-    """moby's setupMounts + IpcMounts + TmpfsMounts, sorted parents first."""
-    hc = opts.host_config
-    tmpfs = _tmpfs_mounts(hc, opts.mounts)
-    tmpfs_dests = {m.destination for m in tmpfs}
-    net: dict[str, tuple[str, bool]] = {
-        "/etc/resolv.conf": (opts.resolv_conf_path, not hc.readonly_rootfs),
-        "/etc/hostname": (opts.hostname_path, not hc.readonly_rootfs),
-        "/etc/hosts": (opts.hosts_path, not hc.readonly_rootfs),
-    }
-    binds: list[_Mount] = []
-    for mp in opts.mounts:
-        dest = _clean(mp.destination)
-        if mp.type == "tmpfs" or dest in tmpfs_dests:
-            continue
-        if mp.type not in ("bind", "volume", ""):
-            raise errdefs.NotImplementedFeature(
-                f'mount type "{mp.type}" at {dest} is not supported by berth'
-            )
-        if not mp.source:
-            raise errdefs.InvalidParameter(f"mount at {dest} has no source")
-        if dest in net:
-            # A user mount over a network file replaces the daemon's file (TrySetNetworkMount).
-            net[dest] = (mp.source, mp.rw)
-            continue
-        bo = None
-        if mp.type == "bind":
-            spec = _find_mount_spec(hc, "bind", dest)
-            bo = spec.bind_options if spec is not None else None
-        binds.append(
-            _Mount(
-                source=mp.source,
-                destination=dest,
-                writable=mp.rw,
-                propagation=mp.propagation,
-                non_recursive=bool(bo and bo.non_recursive),
-                ro_non_recursive=bool(bo and bo.read_only_non_recursive),
-                ro_force_recursive=bool(bo and bo.read_only_force_recursive),
-            )
-        )
-    ms = sorted(binds, key=lambda m: _depth(m.destination))
-    for dest in _NET_FILES:
-        source, writable = net[dest]
-        if source and os.path.exists(source):
-            ms.append(_Mount(source, dest, writable, DEFAULT_PROPAGATION))
-    ipc = hc.ipc_mode
-    if ipc not in ("", "private", "none"):
-        has_shm = "/dev/shm" in tmpfs_dests or any(
-            _clean(mp.destination) == "/dev/shm" for mp in opts.mounts
-        )
-        source = opts.shm_path or ("/dev/shm" if ipc == "host" else "")
-        if source and not has_shm:
-            ms.append(_Mount(source, "/dev/shm", True, DEFAULT_PROPAGATION))
-    ms.extend(tmpfs)
-    ms.sort(key=lambda m: _depth(m.destination))
-    return ms
-
-
-def _bind_options(m: _Mount, recursive_readonly: bool) -> list[str]:
+def _bind_options(m: ContainerMount, recursive_readonly: bool) -> list[str]:
     options = ["bind" if m.non_recursive else "rbind"]
     if not m.writable:
         if m.ro_non_recursive and m.ro_force_recursive:
@@ -533,7 +420,7 @@ def _has_mountinfo_option(optional: str, *prefixes: str) -> bool:
     return any(opt.startswith(prefixes) for opt in optional.split(" "))
 
 
-def _rootfs_propagation(m: _Mount, current: str) -> str:
+def _rootfs_propagation(m: ContainerMount, current: str) -> str:
     """Check that a shared/slave bind's source propagates; the rootfs propagation it needs."""
     if m.propagation in ("shared", "rshared"):
         mountpoint, optional = _source_mount(m.source)
@@ -559,10 +446,12 @@ def _clear_readonly(mount: dict[str, Any]) -> None:
 
 
 def _mounts(opts: SpecOptions, writable_cgroups: bool | None) -> tuple[list[dict[str, Any]], str]:
-    """All mounts in dockerd's order and the rootfs propagation they need ("" = default)."""
+    """The container's mount plan over the kernel filesystems, in dockerd's order, and the
+    rootfs propagation its binds need ("" = default)."""
     hc = opts.host_config
-    ms = _user_mounts(opts)
-    user_dests = {m.destination for m in ms}
+    files = NetworkFiles(opts.hostname_path, opts.hosts_path, opts.resolv_conf_path)
+    plan = container_mounts(opts.mounts, hc, files, opts.shm_path)
+    user_dests = plan.destinations
 
     defaults = _default_mounts()
     if hc.init and opts.init_path and _pid_private(hc):
@@ -587,8 +476,8 @@ def _mounts(opts: SpecOptions, writable_cgroups: bool | None) -> tuple[list[dict
         out.append(m)
 
     propagation = ""
-    for um in ms:
-        if um.tmpfs:
+    for um in plan.mounts:
+        if um.type == "tmpfs":
             options = ["noexec", "nosuid", "nodev", DEFAULT_PROPAGATION]
             if um.data:
                 options.extend(um.data.split(","))
