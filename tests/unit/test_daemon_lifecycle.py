@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -376,10 +375,11 @@ def test_on_failure_retries_then_stops(h: Harness, fake: FakeRuntime) -> None:
     # The first exit wakes it though the policy restarts the container (moby's
     # SetRestarting notifies the waiters as SetStopped does).
     assert fut.result(TIMEOUT) == (1, None)
-    deadline = time.monotonic() + TIMEOUT
-    while fake.starts[c.id] < 3 or c.state.running:
-        assert time.monotonic() < deadline, "the retries did not end"
-        time.sleep(0.01)
+    def retries_over() -> bool:
+        with c.lock:  # a restart holds it from the start to the running state
+            return fake.starts[c.id] >= 3 and not c.state.running
+
+    wait_until(retries_over, "the retries to end")
     h.wait_exited(c)
     assert fake.starts[c.id] == 3  # the start and two retries
     cfg = read_config(c)

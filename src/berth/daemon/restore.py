@@ -217,6 +217,9 @@ def _stop_at_boot(d: Daemon, container: Container) -> None:
         return
     if not container.exited.wait(RESTORE_WAIT):
         log.warning("container %s did not exit at start-up yet", container.id[:12])
+        return
+    with container.lock:  # the exit's tail (task delete, unmount) is done under it
+        pass
 
 
 def _sweep_runtime(d: Daemon, adopted: set[str]) -> None:
