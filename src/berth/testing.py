@@ -131,6 +131,16 @@ class Berthd:
         return self.root / "exec"
 
     @property
+    def cgroup_parent(self) -> str:
+        """Where this daemon's containers' cgroups are (``--cgroup-parent``, or berthd's
+        default), so that cleanup finds them after a failure too."""
+        args = self.extra_args
+        for i, arg in enumerate(args[:-1]):
+            if arg == "--cgroup-parent":
+                return args[i + 1]
+        return "/berth"
+
+    @property
     def log_path(self) -> Path:
         return self.root / "berthd.log"
 
@@ -265,7 +275,7 @@ class Berthd:
             containers = set(os.listdir(self.data_root / "containers"))
         self._kill_matching(str(self.root))  # containerd and the shims name our paths
         for cid in containers:
-            for cg in Path("/sys/fs/cgroup").glob(f"*/berth/{cid}"):
+            for cg in Path("/sys/fs/cgroup").glob(f"*{self.cgroup_parent}/{cid}"):
                 with contextlib.suppress(OSError):
                     for pid in (cg / "cgroup.procs").read_text().split():
                         with contextlib.suppress(ProcessLookupError):
