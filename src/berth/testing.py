@@ -12,6 +12,7 @@ import io
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -308,6 +309,27 @@ class Berthd:
                 if shim_socket is not None:  # a shim killed leaves its socket
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(shim_socket)
+
+
+def read_pty_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
+    """Read a terminal's output (the parent side of ``pty.fork``) until *marker* shows up
+    or the terminal closes; what was read, for the caller's assertions."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{marker!r} not seen; got {out!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
 
 
 def inspect_container(d: Berthd, ref: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from berth.testing import DOCKER, Berthd
+from berth.testing import DOCKER, Berthd, read_pty_until
 from berth.testing import inspect_container as inspect
 
 OUT_ERR = "echo out; echo err >&2"
@@ -297,25 +297,6 @@ def test_invalid_detach_keys_are_refused_at_create(berthd: Berthd, box: str) -> 
     assert inspect(berthd, box)["ExecIDs"] is None
 
 
-def _pty_read_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
-    out = b""
-    deadline = time.monotonic() + timeout
-    while marker not in out:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"{marker!r} not seen; got {out!r}")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
-
-
 def _pty_drain(fd: int, pid: int, timeout: float = 15) -> tuple[bytes, int]:
     """The rest of the CLI's output and its exit status."""
     out = b""
@@ -361,10 +342,10 @@ def test_cli_exec_it_detaches(
     if pid == 0:
         os.execve(DOCKER, [*args, box, "sh"], env)
     try:
-        _pty_read_until(fd, b"#")
+        read_pty_until(fd, b"#")
         (exec_id,) = inspect(berthd, box)["ExecIDs"]
         os.write(fd, b"echo ready-$((6*7))\r")
-        _pty_read_until(fd, b"ready-42")
+        read_pty_until(fd, b"ready-42")
         os.write(fd, keys)
         out, status = _pty_drain(fd, pid)
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import shutil
 import signal
 import subprocess
@@ -14,7 +13,15 @@ import time
 from pathlib import Path
 
 from berth.runtime.supervisor import Supervisor
-from berth.testing import DOCKER, Berthd, running_berthd, wait_for
+from berth.testing import (
+    DOCKER,
+    Berthd,
+    read_pty_until,
+    running_berthd,
+    unique_name,
+    wait_for,
+    wait_for_log,
+)
 from berth.testing import inspect_container as inspect
 
 
@@ -114,114 +121,88 @@ def test_containerd_is_restarted_when_it_dies(busybox_tar: Path) -> None:
         d.docker("rm", "through-crash")
 
 
-def _read_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
-    out = b""
-    deadline = time.monotonic() + timeout
-    while marker not in out:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"{marker!r} not seen; got {out!r}")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
-
-
-def test_interactive_tty_and_detach_keys(berthd: Berthd) -> None:
+def test_interactive_tty_and_detach_keys(berthd: Berthd, cleanup: list[str]) -> None:
+    name = unique_name("interactive")
+    cleanup.append(name)
     pid, fd = pty.fork()
     if pid == 0:
-        os.execve(
-            DOCKER, [DOCKER, "run", "-it", "--name", "interactive", "busybox", "sh"], berthd.env()
-        )
+        os.execve(DOCKER, [DOCKER, "run", "-it", "--name", name, "busybox", "sh"], berthd.env())
     try:
-        _read_until(fd, b"#")
+        read_pty_until(fd, b"#")
         os.write(fd, b"echo $((40+2))\r")
-        assert b"42" in _read_until(fd, b"42")
+        assert b"42" in read_pty_until(fd, b"42")
         os.write(fd, b"\x10\x11")  # ctrl-p ctrl-q: detach, leave it running
-        _read_until(fd, b"read escape sequence")
+        read_pty_until(fd, b"read escape sequence")
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     finally:
         os.close(fd)
-    assert inspect(berthd, "interactive")["State"]["Running"]
+    assert inspect(berthd, name)["State"]["Running"]
     # Attach again and leave through the shell this time.
     pid, fd = pty.fork()
     if pid == 0:
-        os.execve(DOCKER, [DOCKER, "attach", "interactive"], berthd.env())
+        os.execve(DOCKER, [DOCKER, "attach", name], berthd.env())
     try:
         os.write(fd, b"echo attached-again\r")
-        _read_until(fd, b"attached-again")
+        read_pty_until(fd, b"attached-again")
         os.write(fd, b"exit 9\r")
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 9
     finally:
         os.close(fd)
-    assert inspect(berthd, "interactive")["State"]["ExitCode"] == 9
-    logs = berthd.docker("logs", "interactive").stdout
+    assert inspect(berthd, name)["State"]["ExitCode"] == 9
+    logs = berthd.docker("logs", name).stdout
     assert "attached-again" in logs  # a TTY's output is logged raw
-    berthd.docker("rm", "interactive")
 
 
-def test_log_rotation(berthd: Berthd) -> None:
+def test_log_rotation(berthd: Berthd, cleanup: list[str]) -> None:
+    name = unique_name("rotating")
+    cleanup.append(name)
     berthd.docker(
-        "run", "--name", "rotating", "--log-opt", "max-size=10k", "--log-opt", "max-file=3",
+        "run", "--name", name, "--log-opt", "max-size=10k", "--log-opt", "max-file=3",
         "busybox", "sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
     )  # fmt: skip
     try:
-        c = inspect(berthd, "rotating")
+        c = inspect(berthd, name)
         log = Path(c["LogPath"])
         rotated = sorted(p.name for p in log.parent.iterdir() if p.name.startswith(log.name))
         assert rotated == [log.name, log.name + ".1", log.name + ".2"]
         for p in log.parent.iterdir():
             if p.name.startswith(log.name):
                 assert p.stat().st_size < 12 * 1024
-        lines = berthd.docker("logs", "rotating").stdout.split()
+        lines = berthd.docker("logs", name).stdout.split()
         assert lines[-1] == "line-1999"
         numbers = [int(x.split("-")[1]) for x in lines]
         assert numbers == list(range(numbers[0], 2000))  # contiguous across the rotated files
-        assert berthd.docker("logs", "--tail", "3", "rotating").stdout.split() == [
+        assert berthd.docker("logs", "--tail", "3", name).stdout.split() == [
             "line-1997",
             "line-1998",
             "line-1999",
         ]
     finally:
-        berthd.docker("rm", "rotating")
+        berthd.docker("rm", "-f", name)
 
 
 def test_stop_uses_the_stop_signal(berthd: Berthd) -> None:
+    name = unique_name("graceful")
     berthd.docker(
-        "run",
-        "-d",
-        "--name",
-        "graceful",
-        "--stop-signal",
-        "SIGUSR2",
-        "busybox",
-        "sh",
-        "-c",
-        "trap 'echo bye; exit 0' USR2; while true; do sleep 0.1; done",
-    )
+        "run", "-d", "--name", name, "--stop-signal", "SIGUSR2", "busybox", "sh", "-c",
+        "trap 'echo bye; exit 0' USR2; echo trap-set; while true; do sleep 0.1; done",
+    )  # fmt: skip
     try:
-        time.sleep(0.5)
-        t0 = time.monotonic()
-        berthd.docker("stop", "graceful")
-        assert time.monotonic() - t0 < 9  # did not need the 10 s SIGKILL fallback
-        st = inspect(berthd, "graceful")["State"]
-        assert st["ExitCode"] == 0
-        assert "bye" in berthd.docker("logs", "graceful").stdout
+        wait_for_log(berthd, name, "trap-set")
+        berthd.docker("stop", name)
+        st = inspect(berthd, name)["State"]
+        assert st["ExitCode"] == 0  # the trap ran: no SIGKILL fallback (that would be 137)
+        assert "bye" in berthd.docker("logs", name).stdout
     finally:
-        berthd.docker("rm", "-f", "graceful")
+        berthd.docker("rm", "-f", name)
 
 
 def test_events_stream(berthd: Berthd) -> None:
     since = str(int(time.time()) - 1)
-    berthd.docker("run", "--rm", "--name", "eventful", "busybox", "true")
+    name = unique_name("eventful")
+    berthd.docker("run", "--rm", "--name", name, "busybox", "true")
     out = berthd.docker(
         "events",
         "--since",
@@ -229,7 +210,7 @@ def test_events_stream(berthd: Berthd) -> None:
         "--until",
         str(int(time.time()) + 1),
         "--filter",
-        "container=eventful",
+        f"container={name}",
         "--format",
         "{{.Action}}",
     ).stdout.split()
@@ -256,37 +237,39 @@ def test_events_stream(berthd: Berthd) -> None:
     assert first["Type"] in ("container", "image") and "timeNano" in first
 
 
-def test_logs_since_and_until(berthd: Berthd) -> None:
-    berthd.docker(
-        "run", "--name", "timed", "busybox", "sh", "-c", "echo early; sleep 1.5; echo late"
-    )
+def test_logs_since_and_until(berthd: Berthd, cleanup: list[str]) -> None:
+    name = unique_name("timed")
+    cleanup.append(name)
+    berthd.docker("run", "--name", name, "busybox", "sh", "-c", "echo early; sleep 1.5; echo late")
     try:
-        lines = berthd.docker("logs", "-t", "timed").stdout.splitlines()
+        lines = berthd.docker("logs", "-t", name).stdout.splitlines()
         assert [line.split(" ", 1)[1] for line in lines] == ["early", "late"]
         late_at = lines[1].split(" ", 1)[0]
-        assert berthd.docker("logs", "--since", late_at, "timed").stdout == "late\n"
-        assert berthd.docker("logs", "--until", late_at[:19] + "Z", "timed").stdout == "early\n"
-        assert berthd.docker("logs", "--since", "1h", "timed").stdout == "early\nlate\n"
+        assert berthd.docker("logs", "--since", late_at, name).stdout == "late\n"
+        assert berthd.docker("logs", "--until", late_at[:19] + "Z", name).stdout == "early\n"
+        assert berthd.docker("logs", "--since", "1h", name).stdout == "early\nlate\n"
     finally:
-        berthd.docker("rm", "timed")
+        berthd.docker("rm", "-f", name)
 
 
-def test_exec_with_a_terminal(berthd: Berthd) -> None:
-    berthd.docker("run", "-d", "--name", "exec-tty", "busybox", "sleep", "60")
+def test_exec_with_a_terminal(berthd: Berthd, cleanup: list[str]) -> None:
+    name = unique_name("exec-tty")
+    cleanup.append(name)
+    berthd.docker("run", "-d", "--name", name, "busybox", "sleep", "60")
     try:
         pid, fd = pty.fork()
         if pid == 0:
-            os.execve(DOCKER, [DOCKER, "exec", "-it", "exec-tty", "sh"], berthd.env())
+            os.execve(DOCKER, [DOCKER, "exec", "-it", name, "sh"], berthd.env())
         try:
-            _read_until(fd, b"#")
+            read_pty_until(fd, b"#")
             os.write(fd, b"tty; exit 3\r")
-            assert b"/dev/pts/" in _read_until(fd, b"/dev/pts/")
+            assert b"/dev/pts/" in read_pty_until(fd, b"/dev/pts/")
             _, status = os.waitpid(pid, 0)
             assert os.WEXITSTATUS(status) == 3
         finally:
             os.close(fd)
     finally:
-        berthd.docker("rm", "-f", "exec-tty")
+        berthd.docker("rm", "-f", name)
 
 
 def test_an_external_containerd_is_used_not_started(busybox_tar: Path) -> None:
