@@ -22,7 +22,6 @@ from berth.archive._gopath import (
     GO_MODE_SYMLINK,
     container_abs_path,
     go_base,
-    go_clean,
     go_file_mode,
     go_join,
     go_split,
@@ -39,7 +38,7 @@ from berth.archive._unpack import (
     digest_stream,
     unpack,
 )
-from berth.utils.gostr import go_quote
+from berth.utils.gostr import go_clean, go_quote
 from berth.utils.symlink import MAX_SYMLINKS, Link, follow_in_root, resolve_in_root
 
 __all__ = [

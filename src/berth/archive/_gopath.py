@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import posixpath
 import stat
+
+from berth.utils.gostr import go_clean
 
 # Go's os.FileMode type and mode bits.
 GO_MODE_DIR = 1 << 31
@@ -40,14 +41,6 @@ def go_file_mode(st_mode: int) -> int:
     if st_mode & stat.S_ISVTX:
         mode |= GO_MODE_STICKY
     return mode
-
-
-def go_clean(path: str) -> str:
-    """``filepath.Clean``: unlike ``posixpath.normpath``, ``//x`` becomes ``/x``."""
-    cleaned = posixpath.normpath(path) if path else "."
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
 
 
 def go_join(*parts: str) -> str:

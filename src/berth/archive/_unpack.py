@@ -45,8 +45,9 @@ from typing import IO, TYPE_CHECKING, BinaryIO
 from berth import errdefs
 from berth.archive._compress import COPY_CHUNK, DigestReader, decompress
 from berth.archive._errors import InvalidLayer, Wording, tar_errors
-from berth.archive._gopath import go_clean, go_join
+from berth.archive._gopath import go_join
 from berth.archive._pack import XATTR_PREFIX, write_all
+from berth.utils.gostr import go_clean
 from berth.utils.symlink import resolve_in_root
 
 if TYPE_CHECKING:

@@ -33,6 +33,7 @@ from berth.runtime import devices as _devices
 from berth.runtime import seccomp as _seccomp
 from berth.runtime.userdb import ResolvedUser, resolve_user
 from berth.types.container import Config, HostConfig, MountPoint
+from berth.utils.gostr import go_clean
 from berth.utils.gostr import go_quote as _go_quote
 from berth.utils.mountinfo import unescape as unescape_mountinfo
 from berth.volume.plan import (
@@ -124,14 +125,6 @@ def security_options(opts: list[str] | None) -> tuple[bool, bool | None]:
     """``(no_new_privileges, writable_cgroups)`` from ``--security-opt`` (moby's rules)."""
     parsed = _seccomp.parse_security_opts(opts)
     return parsed.no_new_privileges, parsed.writable_cgroups
-
-
-def _clean(path: str) -> str:
-    """Go's filepath.Clean for absolute paths."""
-    cleaned = posixpath.normpath(path)
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
 
 
 def _is_container(mode: str) -> bool:
@@ -717,7 +710,7 @@ def _cgroups_path(opts: SpecOptions) -> str:
     parent = opts.host_config.cgroup_parent or opts.cgroup_parent
     if not parent:
         return opts.container_id
-    return _clean(posixpath.join(parent, opts.container_id))
+    return go_clean(posixpath.join(parent, opts.container_id))
 
 
 def default_masked_paths() -> list[str]:

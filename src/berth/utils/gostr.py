@@ -1,4 +1,4 @@
-"""Go's string formatting where berth must print what dockerd prints.
+"""Go's string handling where berth must do what dockerd does.
 
 Error messages of moby and runc quote user input with ``%q``; clients and
 tests compare those messages byte for byte, so the quoting follows Go's
@@ -8,6 +8,7 @@ in ``utils`` (the bottom layer) because both ``runtime`` and ``archive`` use it.
 
 from __future__ import annotations
 
+import posixpath
 import unicodedata
 
 _ESCAPES = {
@@ -55,3 +56,11 @@ def go_quote(text: str) -> str:
             out.append(f"\\U{cp:08x}")
     out.append('"')
     return "".join(out)
+
+
+def go_clean(path: str) -> str:
+    """``filepath.Clean``: unlike ``posixpath.normpath``, ``//x`` becomes ``/x``."""
+    cleaned = posixpath.normpath(path) if path else "."
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned

@@ -14,13 +14,13 @@ sources exist (bind directories, volumes) is the daemon's business, before.
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from berth import errdefs
 from berth.types.container import HostConfig, Mount, MountPoint, TmpfsOptions
+from berth.utils.gostr import go_clean
 
 __all__ = [
     "DEFAULT_PROPAGATION",
@@ -90,11 +90,8 @@ class MountPlan:
 
 
 def clean_destination(path: str) -> str:
-    """Go's ``filepath.Clean`` for an absolute path: ``//x`` is ``/x`` too."""
-    cleaned = posixpath.normpath(path)
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
+    """A mount destination as Go's ``filepath.Clean`` leaves it (``//x`` is ``/x``)."""
+    return go_clean(path)
 
 
 def _depth(m: ContainerMount) -> int:
