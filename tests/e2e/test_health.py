@@ -151,3 +151,26 @@ def test_image_healthcheck_and_none(berthd: Berthd, busybox_tar: Path, cleanup: 
     finally:
         berthd.docker("rm", "-f", with_hc, without, check=False)
         berthd.docker("rmi", image, check=False)
+
+
+def test_pause_stops_probing_and_unpause_resumes_it(berthd: Berthd, cleanup: list[str]) -> None:
+    """moby's updateHealthMonitor: a paused container is not probed and reads unhealthy;
+    unpaused, its probes go on (the status is not reset to starting)."""
+    name = unique_name("health-pause")
+    cleanup.append(name)
+    berthd.docker(
+        "run", "-d", "--name", name, "--health-cmd", "true", "--health-interval", "1s",
+        "--health-start-interval", "1s", "busybox", "sleep", "600",
+    )  # fmt: skip
+    wait_health(berthd, name, "healthy")
+    berthd.docker("pause", name)
+    paused = health(berthd, name)
+    assert paused["Status"] == "unhealthy"
+    berthd.docker("unpause", name)
+    last = paused["Log"][-1]["End"]
+
+    def probed_after_unpause() -> Any:
+        h = health(berthd, name)
+        return h if h["Status"] == "healthy" and h["Log"][-1]["End"] > last else None
+
+    wait_for(probed_after_unpause, 30, "a probe after the unpause")

@@ -94,6 +94,25 @@ def init_monitor(d: Daemon, container: Container) -> None:
     mon.start()
 
 
+def update_monitor(d: Daemon, container: Container) -> None:
+    """After a pause or an unpause (moby's ``updateHealthMonitor``): probe only a running,
+    unpaused container.  Pausing stops the monitor (so the status reads ``unhealthy``);
+    unpausing starts it again without resetting the status, as moby does."""
+    cmd = probe_command(container)
+    st = container.state
+    if st.health is None or cmd is None:
+        return
+    if not st.running or st.paused:
+        stop_monitor(container)
+        return
+    with _monitors_lock:
+        if container in _monitors:
+            return
+        mon = _Monitor(d, container, cmd)
+        _monitors[container] = mon
+    mon.start()
+
+
 def stop_monitor(container: Container) -> None:
     """Stop probing (the container stopped or is starting over); as moby's
     ``CloseMonitorChannel``, a monitor that was running leaves the status ``unhealthy``."""

@@ -285,7 +285,8 @@ def _reattach(d: Daemon, container: Container, paused: bool) -> None:
     container.logger = logger
     container.exited.clear()
     container.set_paused(paused)
-    _health.init_monitor(d, container)  # as moby's restore: probing starts over
+    if not paused:  # as moby's restore: probing starts over (a paused one waits for unpause)
+        _health.init_monitor(d, container)
     d.checkpoint(container, host_config=False)
     log.info("restored running container %s", container.id[:12])
 

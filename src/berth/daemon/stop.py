@@ -7,6 +7,7 @@ import signal as signals
 from typing import TYPE_CHECKING
 
 from berth import errdefs
+from berth.daemon import health as _health
 from berth.daemon.start import start_container
 from berth.utils.signals import parse_signal
 
@@ -143,6 +144,7 @@ def pause_container(d: Daemon, ref: str) -> None:
             )
         d.runtime.pause(container.id)
         container.set_paused(True)
+        _health.update_monitor(d, container)
         d.checkpoint(container, host_config=False)
     d.emit_container(container, "pause")
 
@@ -155,5 +157,6 @@ def unpause_container(d: Daemon, ref: str) -> None:
             raise errdefs.Conflict(f"Container {container.id} is not paused")
         d.runtime.resume(container.id)
         container.set_paused(False)
+        _health.update_monitor(d, container)
         d.checkpoint(container, host_config=False)
     d.emit_container(container, "unpause")
