@@ -16,6 +16,7 @@ import pytest
 from berth import errdefs
 from berth.archive import MAX_SYMLINKS, InvalidLayer, Link, follow_in_root, resolve_in_root
 from berth.archive._unpack import secure_join
+from berth.utils.symlink import mkdir_all_in_root
 
 
 def test_secure_join(tmp_path: Path) -> None:
@@ -89,3 +90,51 @@ def test_follow_in_root_allows_max_symlinks_and_no_more() -> None:
     chain[f"l{MAX_SYMLINKS}"] = "end"
     with pytest.raises(OSError):
         follow_in_root("l0", "", _tree(chain))
+
+
+def test_mkdir_all_in_root_follows_links_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root\n")
+    os.symlink("/missing", root / "d")
+    os.symlink("../../../../" + str(tmp_path / "host").lstrip("/"), root / "e")
+    os.symlink("etc/passwd", root / "f")
+    os.chmod(root / "etc", 0o700)
+    uid, gid = os.getuid(), os.getgid()
+    old = os.umask(0o077)
+    try:
+        assert mkdir_all_in_root(str(root), "/d/work", 0o755, uid, gid) == "/missing/work"
+        assert mkdir_all_in_root(str(root), "e/a/../b", 0o755, uid, gid) == f"{tmp_path}/host/b"
+        assert mkdir_all_in_root(str(root), "/etc", 0o755, uid, gid) == "/etc"
+    finally:
+        os.umask(old)
+    for made in ("missing", "missing/work", f"{tmp_path}/host/b".lstrip("/")):
+        st = os.lstat(root / made)
+        assert (oct(st.st_mode), st.st_uid, st.st_gid) == (oct(0o40755), uid, gid)
+    assert not (root / tmp_path.relative_to("/") / "host" / "a").exists()  # `..` is lexical
+    assert not (tmp_path / "host").exists()
+    assert os.lstat(root / "etc").st_mode & 0o777 == 0o700  # an existing one is left alone
+    for path in ("/etc/passwd", "/f", "/etc/passwd/x"):
+        with pytest.raises(NotADirectoryError):
+            mkdir_all_in_root(str(root), path, 0o755, uid, gid)
+
+
+def test_mkdir_all_in_root_never_follows_a_link_it_did_not_resolve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link put in place between the resolution and the mkdir is refused, not followed."""
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real_mkdir = os.mkdir
+
+    def racing_mkdir(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if name == "a":
+            os.symlink(str(outside), root / "a")
+        real_mkdir(name, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    with pytest.raises(FileExistsError):
+        mkdir_all_in_root(str(root), "/a/b", 0o755, os.getuid(), os.getgid())
+    assert list(outside.iterdir()) == []

@@ -24,6 +24,8 @@ from berth.daemon import logs as _logs
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
 from berth.types.container import MountPoint
+from berth.utils.gostr import go_clean
+from berth.utils.symlink import mkdir_all_in_root
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -92,6 +94,22 @@ def _prepare_mounts(d: Daemon, container: Container) -> list[MountPoint]:
             d.volumes_prepare(mp)
         out.append(mp)
     return out
+
+
+def setup_working_dir(rootfs: Path, working_dir: str) -> None:
+    """moby's ``SetupWorkingDirectory``: make the working directory in the container's root
+    (0755, owned by its root) before the runtime starts, following links as the kernel would
+    there; runc's own mkdir fails on a link to a missing directory (``mkdir /d: file exists``).
+    """
+    if not working_dir:
+        return
+    wd = go_clean(working_dir)
+    try:
+        mkdir_all_in_root(str(rootfs), wd, 0o755, 0, 0)
+    except NotADirectoryError:
+        raise errdefs.System(f"Cannot mkdir: {wd} is not a directory") from None
+    except OSError as e:  # the host path stays out of the message
+        raise errdefs.System(f"Cannot mkdir: {wd}: {e.strerror}") from None
 
 
 def _host_rlimits() -> dict[str, tuple[int, int]]:
@@ -168,6 +186,7 @@ def start_locked(d: Daemon, container: Container) -> None:
     logger = None
     created = False
     try:
+        setup_working_dir(rootfs, rec.config.working_dir)
         spec = container_spec(d, container, rootfs)
         logger = d.open_logger(container)
         io = ProcessIO(

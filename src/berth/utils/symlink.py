@@ -68,13 +68,8 @@ def follow_in_root(
     return stack
 
 
-def resolve_in_root(root: str, rel: str) -> str:
-    """The host path of *rel* under the directory *root*, every symlink followed inside it.
-
-    The last component is followed too; missing components are kept as
-    written (a dangling final link gives its target).  ENOTDIR on the way is
-    raised; too many links is InvalidParameter.
-    """
+def _resolve_names(root: str, rel: str) -> list[str]:
+    """The names under *root* that *rel* resolves to (see :func:`resolve_in_root`)."""
 
     def step(stack: list[str], part: str) -> str | Link:
         candidate = os.path.join(root, *stack[1:], part)
@@ -94,4 +89,44 @@ def resolve_in_root(root: str, rel: str) -> str:
         raise errdefs.InvalidParameter(
             f"too many levels of symbolic links resolving {rel!r}"
         ) from None
-    return os.path.join(root, *names[1:])
+    return names[1:]
+
+
+def resolve_in_root(root: str, rel: str) -> str:
+    """The host path of *rel* under the directory *root*, every symlink followed inside it.
+
+    The last component is followed too; missing components are kept as
+    written (a dangling final link gives its target).  ENOTDIR on the way is
+    raised; too many links is InvalidParameter.
+    """
+    return os.path.join(root, *_resolve_names(root, rel))
+
+
+def mkdir_all_in_root(root: str, rel: str, mode: int, uid: int, gid: int) -> str:
+    """``mkdir -p`` of *rel* as a process chrooted to *root* would do it: moby's
+    ``MkdirAllAndChownNew`` over ``GetResourcePath``; the path inside the root it made.
+
+    *rel* is resolved first (links followed in the root, a dangling one to
+    its target); then each missing component is made under its parent's
+    descriptor and opened with O_NOFOLLOW, so that a link met after the
+    resolution is an error rather than a way out.  New directories get *mode*
+    and *uid*:*gid*; existing ones are left alone.  A component that is not
+    a directory raises NotADirectoryError.
+    """
+    names = _resolve_names(root, rel)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for name in names:
+            try:
+                child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(name, mode, dir_fd=fd)
+                child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
+                os.fchown(child, uid, gid)
+                os.fchmod(child, mode)  # not the umask's
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    return "/" + "/".join(names)
