@@ -188,17 +188,19 @@ class Daemon:
         fut.add_done_callback(self._inflight.discard)
         return fut
 
-    def reconcile(self, container: Container) -> None:
-        """Record the exit of a task that stopped without our hearing of it."""
+    def reconcile(self, container: Container) -> bool:
+        """Record the exit of a task that stopped without our hearing of it.  False when
+        containerd could not tell (no answer, or a task state of "unknown")."""
         if not container.state.running or container.state.restarting:
-            return
+            return True
         try:
             task = self.runtime.state(container.id)
         except errdefs.BerthError:
-            return
+            return False
         if task is None or task.status == TaskStatus.STOPPED:
             code = task.exit_code if task is not None else 255
             self.submit(handle_exit, self, container, code, now_ns(), container.state.pid)
+        return task is None or task.status != TaskStatus.UNKNOWN
 
     def _on_runtime_event(self, event: Event) -> None:
         if isinstance(event, OOMEvent):

@@ -23,9 +23,7 @@ from berth.container.stream import ProcessIO
 from berth.daemon import delete as _delete
 from berth.daemon import health as _health
 from berth.daemon import start as _start
-from berth.daemon.monitor import handle_exit
-from berth.runtime.base import TaskState, TaskStatus
-from berth.utils.timefmt import now_ns
+from berth.runtime.base import TaskStatus
 
 if TYPE_CHECKING:
     from berth.daemon.daemon import Daemon
@@ -184,18 +182,7 @@ def _settle(d: Daemon, container: Container) -> None:
     def ask() -> None:
         delay = 0.5
         while not d.stopping.wait(delay):
-            if not container.state.running or d.containers.get(container.id) is None:
-                return
-            try:
-                task = d.runtime.state(container.id)
-            except errdefs.BerthError:
-                task = TaskState(0, TaskStatus.UNKNOWN)
-            if task is None or task.status == TaskStatus.STOPPED:
-                code = task.exit_code if task is not None else 255
-                handle_exit(d, container, code, now_ns(), container.state.pid)
-                return
-            if task.status != TaskStatus.UNKNOWN:
-                log.info("task of %s answers again: %s", container.id[:12], task.status.value)
+            if d.containers.get(container.id) is None or d.reconcile(container):
                 return
             delay = min(delay * 2, 10.0)
 
@@ -261,7 +248,6 @@ def _boot_restart(d: Daemon, container: Container) -> None:
 
 def _reattach(d: Daemon, container: Container, paused: bool) -> None:
     """Pick up a container that kept running while berthd was away."""
-
     rec = container.record
     rw = d.images.layers.get_rw_layer(container.id)
     rootfs = d.images.layers.mount(rw)
@@ -283,7 +269,6 @@ def _reattach(d: Daemon, container: Container, paused: bool) -> None:
     io.connected()
     container.io = io
     container.logger = logger
-    container.exited.clear()
     container.set_paused(paused)
     if not paused:  # as moby's restore: probing starts over (a paused one waits for unpause)
         _health.init_monitor(d, container)
