@@ -118,7 +118,7 @@ def test_parse_bind(raw: str, expected: MountPoint) -> None:
 
 
 def test_parse_bind_volume_driver_applies_to_volumes_only() -> None:
-    vol = parse_bind("v:/d", ROOT, "nfs")
+    vol = parse_bind("vol:/d", ROOT, "nfs")
     assert (vol.type, vol.driver) == ("volume", "nfs")
     bind = parse_bind("/h:/d", ROOT, "nfs")
     assert (bind.type, bind.driver) == ("bind", "")
@@ -343,11 +343,11 @@ def test_mount_point_bind() -> None:
 
 
 def test_mount_point_volume() -> None:
-    mp = mount_point(Mount(type="volume", source="v", target="/d"), ROOT)
+    mp = mount_point(Mount(type="volume", source="vol", target="/d"), ROOT)
     assert mp == MountPoint(
         type="volume",
-        name="v",
-        source=f"{ROOT}/volumes/v/_data",
+        name="vol",
+        source=f"{ROOT}/volumes/vol/_data",
         destination="/d",
         driver="local",
         mode="z",
@@ -355,7 +355,7 @@ def test_mount_point_volume() -> None:
     mp = mount_point(
         Mount(
             type="volume",
-            source="v",
+            source="vol",
             target="/d",
             read_only=True,
             volume_options=VolumeOptions(driver_config=VolumeDriverConfig(name="nfs")),
@@ -371,3 +371,17 @@ def test_mount_point_volume() -> None:
 def test_mount_point_tmpfs() -> None:
     mp = mount_point(Mount(type="tmpfs", target="/t/"), ROOT)
     assert mp == MountPoint(type="tmpfs", source="", destination="/t")
+
+
+@pytest.mark.parametrize("name", ["..", ".x", "a/b", "a b", "-v"])
+def test_volume_names_are_one_safe_path_component(name: str) -> None:
+    """``-v ..:/d`` would mount <data-root>/volumes/../_data: the data root's neighbour."""
+    with pytest.raises(errdefs.InvalidParameter, match="invalid characters for a local volume"):
+        parse_bind(f"{name}:/d", "/var/lib/berth")
+    with pytest.raises(errdefs.InvalidParameter, match="invalid characters for a local volume"):
+        mount_point(Mount(type="volume", source=name, target="/d"), "/var/lib/berth")
+
+
+def test_volume_name_too_short() -> None:
+    with pytest.raises(errdefs.InvalidParameter, match="too short"):
+        parse_bind("a:/d", "/var/lib/berth")

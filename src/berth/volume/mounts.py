@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import secrets
 
 from berth import errdefs
@@ -55,6 +56,25 @@ def _mode_has(mode: str, opts: set[str]) -> str:
         if opt in opts:
             return opt
     return ""
+
+
+#: moby's ``names.RestrictedNamePattern``, which the local volume driver requires
+_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+def validate_volume_name(name: str) -> None:
+    """moby's local driver ``validateName``: a name is one safe path component (``..`` or
+    ``a/b`` would put the volume's directory outside ``<data-root>/volumes``)."""
+    if len(name) == 1:
+        raise MountError(
+            "volume name is too short, names should be at least two alphanumeric characters"
+        )
+    if not _VOLUME_NAME.fullmatch(name):
+        raise MountError(
+            f'"{name}" includes invalid characters for a local volume name, only '
+            '"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
+            "directory, use absolute path"
+        )
 
 
 def volume_source(data_root: str, name: str) -> str:
@@ -121,6 +141,8 @@ def parse_bind(raw: str, data_root: str, volume_driver: str = "") -> MountPoint:
             rw=rw,
             propagation=_mode_has(mode, _PROPAGATION) or "rprivate",
         )
+    if source:
+        validate_volume_name(source)
     name = source or secrets.token_hex(32)
     return MountPoint(
         type="volume",
@@ -218,6 +240,8 @@ def mount_point(m: Mount, data_root: str) -> MountPoint:
             propagation=propagation,
         )
     if m.type == "volume":
+        if m.source:
+            validate_volume_name(m.source)
         name = m.source or secrets.token_hex(32)
         driver = ""
         if m.volume_options and m.volume_options.driver_config:
