@@ -120,6 +120,12 @@ class Request:
     def body_consumed(self) -> bool:
         return self._body_done
 
+    @property
+    def bodyless(self) -> bool:
+        """No body follows the head (no Content-Length above 0, no chunked encoding)."""
+        h = self.headers
+        return "transfer-encoding" not in h and h.get("content-length", "0").strip() == "0"
+
     # -- hijack support ------------------------------------------------------
     @property
     def reader(self) -> asyncio.StreamReader:
@@ -233,10 +239,15 @@ class _Connection:
             events.append(h11.EndOfMessage())
             await self.send(*events)
         else:
-            await self._stream(response)
+            await self._stream(response, request)
         return await self._finish_cycle(request)
 
-    async def _stream(self, response: StreamingResponse) -> None:
+    async def _stream(self, response: StreamingResponse, request: Request) -> None:
+        if request.bodyless and not request.body_consumed:
+            # Its end is already here: taken now, the stream can watch for the client
+            # going away (logs -f, stats, events, wait) instead of finding out at the
+            # next write.
+            await request.body()
         headers = self._headers(response.headers, response.content_type)
         try:
             await self.send(h11.Response(status_code=response.status, headers=headers))

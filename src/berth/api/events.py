@@ -69,10 +69,6 @@ def routes(ctx: Context) -> list[Route]:
     backend = ctx.backend
 
     async def events(req: Request) -> StreamingResponse:
-        # Read the (empty) body first: only then does the stream watch for the client
-        # going away, which ends the subscription (NEventsListener) without waiting
-        # for the next event to fail its write.
-        await req.body()
         now = time.time_ns()
         try:
             since = parse_timestamp(query(req, "since"), now) if query(req, "since") else None
