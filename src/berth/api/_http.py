@@ -291,7 +291,10 @@ class _Connection:
     async def _watch_disconnect(self) -> None:
         """Return when the peer closes; anything it sends meanwhile is kept for h11."""
         while True:
-            data = await self.reader.read(_READ_SIZE)
+            try:
+                data = await self.reader.read(_READ_SIZE)
+            except ConnectionError:  # reset rather than closed: gone all the same
+                return
             if not data:
                 return
             self.h11.receive_data(data)
