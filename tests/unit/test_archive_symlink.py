@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 
 from berth import errdefs
-from berth.archive import MAX_SYMLINKS, InvalidLayer, Link, follow_in_root, resolve_in_root
+from berth.archive import (
+    MAX_SYMLINKS,
+    ContainerFS,
+    InvalidLayer,
+    Link,
+    follow_in_root,
+    resolve_in_root,
+)
 from berth.archive._unpack import secure_join
-from berth.utils.symlink import mkdir_all_in_root
+from berth.utils.gostr import go_clean
 
 
 def test_secure_join(tmp_path: Path) -> None:
@@ -92,7 +99,13 @@ def test_follow_in_root_allows_max_symlinks_and_no_more() -> None:
         follow_in_root("l0", "", _tree(chain))
 
 
-def test_mkdir_all_in_root_follows_links_inside_the_root(tmp_path: Path) -> None:
+def _mkdir_all(root: Path, path: str) -> str:
+    """As start makes a working directory: the path cleaned as Go does, then made."""
+    with ContainerFS(str(root)) as fs:
+        return fs.open_dir(go_clean(path), create=True, check=False).path
+
+
+def test_open_dir_creating_follows_links_inside_the_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "passwd").write_text("root\n")
@@ -100,12 +113,12 @@ def test_mkdir_all_in_root_follows_links_inside_the_root(tmp_path: Path) -> None
     os.symlink("../../../../" + str(tmp_path / "host").lstrip("/"), root / "e")
     os.symlink("etc/passwd", root / "f")
     os.chmod(root / "etc", 0o700)
-    uid, gid = os.getuid(), os.getgid()
+    uid, gid = 0, 0  # the container's root, as moby's SetupWorkingDirectory makes them
     old = os.umask(0o077)
     try:
-        assert mkdir_all_in_root(str(root), "/d/work", 0o755, uid, gid) == "/missing/work"
-        assert mkdir_all_in_root(str(root), "e/a/../b", 0o755, uid, gid) == f"{tmp_path}/host/b"
-        assert mkdir_all_in_root(str(root), "/etc", 0o755, uid, gid) == "/etc"
+        assert _mkdir_all(root, "/d/work") == "/missing/work"
+        assert _mkdir_all(root, "e/a/../b") == f"{tmp_path}/host/b"
+        assert _mkdir_all(root, "/etc") == "/etc"
     finally:
         os.umask(old)
     for made in ("missing", "missing/work", f"{tmp_path}/host/b".lstrip("/")):
@@ -116,13 +129,13 @@ def test_mkdir_all_in_root_follows_links_inside_the_root(tmp_path: Path) -> None
     assert os.lstat(root / "etc").st_mode & 0o777 == 0o700  # an existing one is left alone
     for path in ("/etc/passwd", "/f", "/etc/passwd/x"):
         with pytest.raises(NotADirectoryError):
-            mkdir_all_in_root(str(root), path, 0o755, uid, gid)
+            _mkdir_all(root, path)
 
 
-def test_mkdir_all_in_root_never_follows_a_link_it_did_not_resolve(
+def test_open_dir_creating_never_follows_a_link_out_of_the_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A link put in place between the resolution and the mkdir is refused, not followed."""
+    """A link swapped in for a directory just made is followed inside the root, never out."""
     root = tmp_path / "root"
     root.mkdir()
     outside = tmp_path / "outside"
@@ -130,11 +143,13 @@ def test_mkdir_all_in_root_never_follows_a_link_it_did_not_resolve(
     real_mkdir = os.mkdir
 
     def racing_mkdir(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
-        if name == "a":
-            os.symlink(str(outside), root / "a")
         real_mkdir(name, mode, dir_fd=dir_fd)
+        if name == "a":  # replaced by a link to the host once made
+            os.rmdir(root / "a")
+            os.symlink(str(outside), root / "a")
 
     monkeypatch.setattr(os, "mkdir", racing_mkdir)
-    with pytest.raises(FileExistsError):
-        mkdir_all_in_root(str(root), "/a/b", 0o755, os.getuid(), os.getgid())
+    made = _mkdir_all(root, "/a/b")
+    assert made == f"{outside}/b"  # the link's target, taken inside the root
     assert list(outside.iterdir()) == []
+    assert (root / str(outside).lstrip("/") / "b").is_dir()

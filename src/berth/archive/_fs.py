@@ -242,6 +242,7 @@ class ContainerFS:
                     self.check_writable(entry.mount)
                 os.mkdir(entry.name, 0o755, dir_fd=entry.dir_fd)
                 os.chown(entry.name, 0, 0, dir_fd=entry.dir_fd, follow_symlinks=False)
+                os.chmod(entry.name, 0o755, dir_fd=entry.dir_fd)  # not the umask's
                 st = entry.lstat()
             if stat.S_ISLNK(st.st_mode):
                 return Link(os.readlink(entry.name, dir_fd=entry.dir_fd))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from berth import errdefs
+from berth.archive import ContainerFS
 from berth.container.stream import ProcessIO
 from berth.daemon import health as _health
 from berth.daemon import logs as _logs
@@ -25,7 +26,6 @@ from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
 from berth.types.container import MountPoint
 from berth.utils.gostr import go_clean
-from berth.utils.symlink import mkdir_all_in_root
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -105,7 +105,8 @@ def setup_working_dir(rootfs: Path, working_dir: str) -> None:
         return
     wd = go_clean(working_dir)
     try:
-        mkdir_all_in_root(str(rootfs), wd, 0o755, 0, 0)
+        with ContainerFS(str(rootfs)) as fs:
+            fs.open_dir(wd, create=True, check=False)
     except NotADirectoryError:
         raise errdefs.System(f"Cannot mkdir: {wd} is not a directory") from None
     except OSError as e:  # the host path stays out of the message

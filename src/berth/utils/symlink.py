@@ -100,33 +100,3 @@ def resolve_in_root(root: str, rel: str) -> str:
     raised; too many links is InvalidParameter.
     """
     return os.path.join(root, *_resolve_names(root, rel))
-
-
-def mkdir_all_in_root(root: str, rel: str, mode: int, uid: int, gid: int) -> str:
-    """``mkdir -p`` of *rel* as a process chrooted to *root* would do it: moby's
-    ``MkdirAllAndChownNew`` over ``GetResourcePath``; the path inside the root it made.
-
-    *rel* is resolved first (links followed in the root, a dangling one to
-    its target); then each missing component is made under its parent's
-    descriptor and opened with O_NOFOLLOW, so that a link met after the
-    resolution is an error rather than a way out.  New directories get *mode*
-    and *uid*:*gid*; existing ones are left alone.  A component that is not
-    a directory raises NotADirectoryError.
-    """
-    names = _resolve_names(root, rel)
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    fd = os.open(root, flags)
-    try:
-        for name in names:
-            try:
-                child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                os.mkdir(name, mode, dir_fd=fd)
-                child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
-                os.fchown(child, uid, gid)
-                os.fchmod(child, mode)  # not the umask's
-            os.close(fd)
-            fd = child
-    finally:
-        os.close(fd)
-    return "/" + "/".join(names)
