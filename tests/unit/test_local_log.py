@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from berth.daemon.validate import local_log_options
 from berth.logger import LocalLogger, LogMessage, read_logs
 from berth.logger.copier import MAX_MESSAGE_SIZE, Copier
 from berth.logger.local import LOCAL_FORMAT, decode_entry, encode_entry
@@ -156,6 +157,8 @@ def test_defaults_rotate_and_compress(log_path: Path) -> None:
     lg = LocalLogger(log_path)
     assert (lg.max_size, lg.max_file, lg.compress) == (20 * 1024 * 1024, 5, True)
     lg.close()
+    # and what the daemon passes for a container that sets no option
+    assert local_log_options({}) == (20 * 1024 * 1024, 5, True)
 
 
 def test_rotation_with_compression_and_reads(log_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from berth import errdefs
 from berth.daemon.validate import (
+    json_log_options,
     parse_size,
     refuse_unsupported,
     split_proto_port,
@@ -424,3 +425,12 @@ def test_kernel_memory_tcp_is_discarded_with_a_warning() -> None:
     warnings = validate_resources(hc, 1)
     assert any("kernel memory TCP limit" in w for w in warnings)
     assert hc.kernel_memory_tcp == 0
+
+
+def test_json_file_options_parse_compress_as_go_does() -> None:
+    """The json-file driver took only "1"/"true" for compress; Go's ParseBool takes "t" too,
+    and an unparsable value is refused at create instead of read as false."""
+    assert json_log_options({}) == (-1, 1, False)
+    assert json_log_options({"max-size": "1k", "max-file": "3", "compress": "t"}) == (1024, 3, True)
+    with pytest.raises(errdefs.InvalidParameter, match="invalid boolean value for compress"):
+        json_log_options({"compress": "yes"})

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from berth import errdefs
-from berth.daemon.validate import local_log_options, parse_size
+from berth.daemon.validate import json_log_options, local_log_options
 from berth.logger import Copier, FileLogger, JSONFileLogger, LocalLogger, LogMessage, read_logs
 from berth.logger.attrs import LogInfo, extra_attributes
 
@@ -59,12 +59,12 @@ def _file_logger(
         max_size, max_file, compress = local_log_options(options)
         path.parent.mkdir(mode=0o700, exist_ok=True)
         return LocalLogger(path, max_size=max_size, max_file=max_file, compress=compress)
-    max_size_opt = options.get("max-size", "-1")
+    max_size, max_file, compress = json_log_options(options)
     return JSONFileLogger(
         path,
-        max_size=-1 if max_size_opt in ("", "-1") else parse_size(max_size_opt),
-        max_file=int(options.get("max-file", "1") or "1"),
-        compress=options.get("compress", "false").lower() in ("1", "true"),
+        max_size=max_size,
+        max_file=max_file,
+        compress=compress,
         attrs=extra_attributes(options, info) if info is not None else None,
     )
 

@@ -13,6 +13,7 @@ import re
 
 from berth import errdefs
 from berth.logger import attrs as log_attrs
+from berth.logger import local as local_driver
 from berth.runtime.seccomp import validate_security_opts
 from berth.types.container import (
     Config,
@@ -22,6 +23,7 @@ from berth.types.container import (
     NetworkingConfig,
     RestartPolicy,
 )
+from berth.utils.gostr import go_parse_bool
 from berth.utils.signals import parse_signal
 from berth.volume.mounts import validate_mount
 
@@ -474,22 +476,37 @@ def validate_log_config(hc: HostConfig, default_driver: str, default_opts: dict[
         for key in lc.config:
             if key not in JSON_FILE_OPTS:
                 raise invalid(f"unknown log opt '{key}' for json-file log driver")
-        _size_opt(lc.config.get("max-size"))
         problem = log_attrs.check_options(lc.config)
         if problem is not None:
             raise invalid(problem)
-        if "max-file" in lc.config:
-            try:
-                n = int(lc.config["max-file"])
-            except ValueError:
-                raise invalid(f"invalid max-file: {lc.config['max-file']!r}") from None
-            if n < 1:
-                raise invalid("max-file cannot be less than 1")
+        json_log_options(lc.config)
     elif lc.type == "local":
         for key in lc.config:
             if key not in LOCAL_OPTS:
                 raise invalid(f"unknown log opt '{key}' for log driver local")
         local_log_options(lc.config)
+
+
+def json_log_options(opts: dict[str, str]) -> tuple[int, int, bool]:
+    """(max size or -1, max files, compress) of the json-file driver; refuses bad values."""
+    raw_size = opts.get("max-size", "-1")
+    _size_opt(raw_size)
+    max_size = -1 if raw_size in ("", "-1") else parse_size(raw_size)
+    try:
+        max_file = int(opts.get("max-file", "1") or "1")
+    except ValueError:
+        raise invalid(f"invalid max-file: {opts['max-file']!r}") from None
+    if max_file < 1:
+        raise invalid("max-file cannot be less than 1")
+    compress = _compress_opt(opts["compress"]) if "compress" in opts else False
+    return max_size, max_file, compress
+
+
+def _compress_opt(value: str) -> bool:
+    parsed = go_parse_bool(value)
+    if parsed is None:
+        raise invalid(f"invalid boolean value for compress: {value!r}")
+    return parsed
 
 
 #: moby's local driver options (the common attribute options are not kept by berth's local
@@ -500,9 +517,9 @@ LOCAL_OPTS = {"max-file", "max-size", "compress", "mode", "max-buffer-size"}
 def local_log_options(opts: dict[str, str]) -> tuple[int, int, bool]:
     """(max size, max files, compress) of the local driver, defaults as moby's (20 MiB, 5,
     compressed); refuses what moby's ``newConfig`` refuses."""
-    max_size = 20 * 1024 * 1024
-    max_file = 5
-    compress = True
+    max_size = local_driver.DEFAULT_MAX_SIZE
+    max_file = local_driver.DEFAULT_MAX_FILE
+    compress = local_driver.DEFAULT_COMPRESS
     if "max-size" in opts:
         try:
             max_size = from_human_size(opts["max-size"])
@@ -518,20 +535,11 @@ def local_log_options(opts: dict[str, str]) -> tuple[int, int, bool]:
         if max_file < 0:
             raise invalid("max-file must not be negative")
     if "compress" in opts:
-        value = _GO_BOOLS.get(opts["compress"])
-        if value is None:
-            raise invalid(f"invalid boolean value for compress: {opts['compress']!r}")
-        compress = value
+        compress = _compress_opt(opts["compress"])
     if compress and max_file <= 1:
         raise invalid("compression cannot be enabled when max file count is 1")
     return max_size, max(max_file, 1), compress
 
-
-#: Go's ``strconv.ParseBool``.
-_GO_BOOLS = {
-    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
-    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
-}
 
 _HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 

@@ -67,6 +67,7 @@ from berth.runtime._seccomp_profile import (
     default_profile_document,
     socket_rules,
 )
+from berth.utils.gostr import go_parse_bool
 from berth.utils.gostr import go_quote as _go_quote
 
 __all__ = [
@@ -112,14 +113,6 @@ def security_options_info() -> list[str]:
 # -- --security-opt -----------------------------------------------------------------------
 
 
-def _parse_bool(value: str) -> bool | None:
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    return None
-
-
 @dataclass
 class SecurityOptions:
     """What ``--security-opt`` asks for (moby's parseSecurityOpt)."""
@@ -162,7 +155,7 @@ def parse_security_opts(opts: Iterable[str] | None) -> SecurityOptions:
         elif key == "seccomp":
             out.seccomp_profile = value
         elif key in ("no-new-privileges", "writable-cgroups"):
-            flag = _parse_bool(value)
+            flag = go_parse_bool(value)
             if flag is None:
                 raise errdefs.InvalidParameter(f"invalid --security-opt 2: {_go_quote(opt)}")
             if key == "no-new-privileges":

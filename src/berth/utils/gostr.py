@@ -64,3 +64,14 @@ def go_clean(path: str) -> str:
     if cleaned.startswith("//"):
         cleaned = "/" + cleaned.lstrip("/")
     return cleaned
+
+
+_BOOLS = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
+
+
+def go_parse_bool(value: str) -> bool | None:
+    """``strconv.ParseBool``; None where Go returns an error."""
+    return _BOOLS.get(value)
