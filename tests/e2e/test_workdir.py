@@ -74,7 +74,7 @@ def test_workdir_onto_a_file(
 ) -> None:
     img = load_image(layer_tar({}, symlinks={"f": "etc/group"}))
     rc, out, err = run(berthd, cleanup, "-w", workdir, img, "pwd")
-    assert rc in (125, 126), (rc, out, err)
+    assert rc == 125, (rc, out, err)  # the CLI's code for a start the daemon refused
     assert out == ""
     assert f"Cannot mkdir: {workdir} is not a directory" in err
 

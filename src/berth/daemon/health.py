@@ -216,8 +216,6 @@ class _Monitor:
 
     def _run(self) -> None:
         while not self.stop.wait(self._interval_ns() / SEC):
-            if self.container.state.paused:
-                continue  # moby stops probing a paused container
             started = now_ns()
             try:
                 result = self._probe()

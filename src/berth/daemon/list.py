@@ -59,12 +59,6 @@ def _port_set(filters: Filters, key: str) -> set[tuple[int, str]]:
     return out
 
 
-def _find_by_id_or_name(view: View, value: str) -> Snapshot:
-    """As moby's ``GetContainer``: full ID, then name, then ID prefix (a name that looks
-    like a prefix of another container's ID is still that name)."""
-    return view.find(value)
-
-
 def health_status(state: State) -> str:
     if state.health is None or not state.health.status:
         return "none"
@@ -193,8 +187,9 @@ def fold_filters(
             is_task = False
         else:
             raise errdefs.InvalidParameter(f"invalid filter 'is-task=[{' '.join(values)}]'")
-    before = [_find_by_id_or_name(view, v) for v in filters.get("before")]
-    since = [_find_by_id_or_name(view, v) for v in filters.get("since")]
+    # moby's GetContainer: full ID, then name, then ID prefix
+    before = [view.find(v) for v in filters.get("before")]
+    since = [view.find(v) for v in filters.get("since")]
     ancestors = _ancestors(d, filters.get("ancestor")) if filters.contains("ancestor") else None
     return FilterContext(
         filters=filters,
