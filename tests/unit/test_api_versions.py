@@ -168,3 +168,10 @@ def test_container_inspect_before_145_default_hostname_listed_once() -> None:
 def test_container_inspect_without_networks() -> None:
     doc = {"Id": CID, "Config": {"Hostname": "h"}, "NetworkSettings": {"Networks": {}}}
     assert _versions.container_inspect(doc, (1, 24)) is doc
+
+
+def test_container_inspect_before_145_on_builtin_networks_only_is_the_shared_document() -> None:
+    """Nothing to add (no user-defined network): older clients get the memo, not a copy."""
+    doc = _container_doc("h")
+    del doc["NetworkSettings"]["Networks"]["mynet"]
+    assert _versions.container_inspect(doc, (1, 41)) is doc

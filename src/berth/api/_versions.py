@@ -89,11 +89,19 @@ def container_inspect(doc: dict[str, Any], version: Version) -> dict[str, Any]:
     networks: dict[str, Any] = settings.get("Networks") or {}
     if not networks:
         return doc
+    user = [
+        name
+        for name, ep in networks.items()
+        if ep is not None
+        and name not in _USER_NETWORKS_EXCLUDED
+        and not name.startswith("container:")
+    ]
+    if not user:  # the common case: nothing to add, so no copy
+        return doc
     extras = [e for e in (doc["Id"][:12], (doc.get("Config") or {}).get("Hostname", "")) if e]
     new_networks = dict(networks)
-    for name, ep in networks.items():
-        if name in _USER_NETWORKS_EXCLUDED or name.startswith("container:") or ep is None:
-            continue
+    for name in user:
+        ep = networks[name]
         aliases = list(ep.get("Aliases") or [])
         for extra in extras:
             if extra not in aliases:
