@@ -1,0 +1,1 @@
+"""Networks: bridges, endpoints, IPAM, port publishing, DNS, firewall."""
