@@ -20,6 +20,7 @@ from berth.logger import LogMessage
 from berth.types.container import (
     Config,
     CreateResponse,
+    EndpointSettings,
     ExecOptions,
     HostConfig,
     NetworkingConfig,
@@ -30,6 +31,7 @@ from berth.types.container import (
 from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem, ImportOptions
 from berth.types.image import Summary as ImageSummary
+from berth.types.network import NetworkCreateRequest, NetworkCreateResponse, NetworkResource
 
 
 class ExecInstance(Protocol):
@@ -168,6 +170,19 @@ class ContainerSystemBackend(Protocol):
     def prune_containers(self, filters: Filters) -> PruneReport: ...
 
 
+class NetworkAttachBackend(Protocol):
+    """``POST /networks/{id}/connect`` and ``/disconnect``: the container side (the
+    Daemon), which resolves both references, updates the container's endpoint
+    settings and publishes the network connect/disconnect events."""
+
+    def connect_network(
+        self, network_ref: str, container_ref: str, endpoint: EndpointSettings | None
+    ) -> None:
+        """*endpoint* is the client's ``EndpointConfig`` as sent (None when absent)."""
+
+    def disconnect_network(self, network_ref: str, container_ref: str, force: bool) -> None: ...
+
+
 class ImageBackend(Protocol):
     """The image routes' service (the image service itself, not relayed by the Daemon);
     it publishes the image events (tag, untag, delete, import, load) itself."""
@@ -197,6 +212,33 @@ class ImageBackend(Protocol):
         """The messages of ``docker load``, one per image loaded or tagged."""
 
 
+class NetworkBackend(Protocol):
+    """The network routes' service (the network controller itself, not relayed by
+    the Daemon); it publishes the network events (create, destroy, prune) itself.
+
+    A *ref* is a full ID, a unique ID prefix or a name, resolved as dockerd does:
+    full ID first, then an exact name, then a unique prefix; NotFound "network
+    <ref> not found", InvalidParameter "network <ref> is ambiguous (...)".
+    """
+
+    def list_networks(self, filters: Filters) -> list[NetworkResource]:
+        """Networks matching *filters* (keys already checked by the router: dangling,
+        driver, id, label, name, scope, type), each with ``Containers`` empty (``{}``):
+        since API 1.28 the list does not show endpoints."""
+
+    def inspect_network(self, ref: str, verbose: bool, scope: str) -> NetworkResource:
+        """One network with its ``Containers``; *scope* ("" for any) restricts the
+        search ("local", "swarm", "global"), *verbose* adds swarm services."""
+
+    def create_network(self, req: NetworkCreateRequest) -> NetworkCreateResponse: ...
+
+    def remove_network(self, ref: str) -> None: ...
+
+    def prune_networks(self, filters: Filters) -> list[str]:
+        """Remove unused user-defined networks matching *filters* (keys already
+        checked by the router: label, label!, until); the names removed."""
+
+
 class SystemBackend(Protocol):
     events: Events
 
@@ -212,9 +254,10 @@ class Backend(
     CopyBackend,
     MonitorBackend,
     ContainerSystemBackend,
+    NetworkAttachBackend,
     SystemBackend,
     Protocol,
 ):
-    """The container side of what the API serves: the Daemon.  The services (images;
-    volumes, networks, distribution and build next) reach their routers on their own,
+    """The container side of what the API serves: the Daemon.  The services (images,
+    networks; volumes, distribution and build next) reach their routers on their own,
     through the API's Context."""

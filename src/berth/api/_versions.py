@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from berth.types.image import Summary as ImageSummary
+from berth.types.network import NetworkCreateRequest
 from berth.utils.timefmt import ZERO_TIME
 
 Version = tuple[int, int]
@@ -108,6 +109,14 @@ def container_inspect(doc: dict[str, Any], version: Version) -> dict[str, Any]:
                 aliases.append(extra)
         new_networks[name] = {**ep, "Aliases": aliases}
     return {**doc, "NetworkSettings": {**settings, "Networks": new_networks}}
+
+
+def network_create(req: NetworkCreateRequest, version: Version) -> NetworkCreateRequest:
+    """``POST /networks/create``: ``EnableIPv4`` came with API 1.48; an older client's
+    value (it could not mean one) is dropped, so the daemon's default applies."""
+    if version < (1, 48):
+        req.enable_ipv4 = None
+    return req
 
 
 def _insert_after(doc: dict[str, Any], anchor: str, key: str, value: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from berth.backend import Backend, ImageBackend
+from berth.backend import Backend, ImageBackend, NetworkBackend
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -17,11 +17,20 @@ class Context:
     """The container side (*backend*, the Daemon) and, beside it, each service that
     its routers call directly rather than through the Daemon."""
 
-    def __init__(self, backend: Backend, *, images: ImageBackend, workers: int = 32) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        images: ImageBackend,
+        networks: NetworkBackend | None = None,
+        workers: int = 32,
+    ) -> None:
         self.backend = backend
         self.images = images
-        # volumes, networks, distribution and builder join images here, each typed
-        # by its Protocol in berth.backend and handed over by the ApiServer.
+        # None until the Daemon hands its network controller over: no network routes.
+        self.networks = networks
+        # volumes, distribution and builder join them here, each typed by its
+        # Protocol in berth.backend and handed over by the ApiServer.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -9,12 +9,13 @@ import re
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
 from berth.api import archive, containers, events, execs, lifecycle, system
 from berth.api import images as image_routes
+from berth.api import networks as network_routes
 from berth.api._http import AnyResponse, ClientGone, HTTPServer, Request, Response
 from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
-from berth.backend import Backend, ImageBackend
+from berth.backend import Backend, ImageBackend, NetworkBackend
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,23 @@ def error_response(status: int, message: str) -> Response:
 
 
 class ApiServer:
-    def __init__(self, backend: Backend, *, images: ImageBackend) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        images: ImageBackend,
+        networks: NetworkBackend | None = None,
+    ) -> None:
         """*backend* serves the container routes; each service serves its own routes
-        (the volume, network, distribution and build services will follow *images*)."""
+        (the volume, distribution and build services will follow *images* and
+        *networks*).  Without *networks* there are no network routes (404)."""
         self.backend = backend
         self.router = Router()
-        self.context = Context(backend, images=images)
+        self.context = Context(backend, images=images, networks=networks)
         for module in (system, events, containers, lifecycle, archive, execs, image_routes):
             self.router.extend(module.routes(self.context))
+        if networks is not None:
+            self.router.extend(network_routes.routes(self.context, networks))
         self.http = HTTPServer(
             self.handle,
             [
