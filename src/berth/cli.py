@@ -115,11 +115,12 @@ async def _serve(cfg: Config) -> None:
     # loading the daemon (0.1 s instead of 0.3 s).
     from berth.api.server import ApiServer
     from berth.daemon.daemon import Daemon
+    from berth.network.service import NetworkService
 
     loop = asyncio.get_running_loop()
     daemon = await asyncio.to_thread(Daemon, cfg.options)
     await asyncio.to_thread(daemon.start_runtime, loop)
-    server = ApiServer(daemon, images=daemon.images)
+    server = ApiServer(daemon, images=daemon.images, networks=NetworkService(daemon.networks))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

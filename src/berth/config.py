@@ -8,13 +8,17 @@ naming it — a typo must never be silently ignored.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berth import errdefs
 from berth.daemon.options import DaemonOptions
 from berth.daemon.validate import parse_size
+from berth.network.ipam import PoolSpec
 
 DEFAULT_HOST = "unix:///run/berth.sock"
 DEFAULT_DATA_ROOT = "/var/lib/berth"
@@ -58,6 +62,17 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "containerd": (str, "containerd"),
     "containerd-namespace": (str, "containerd_namespace"),
     "cgroup-parent": (str, "cgroup_parent"),
+    "bridge": (str, "bridge"),
+    "bip": (str, "bip"),
+    "fixed-cidr": (str, "fixed_cidr"),
+    "default-address-pools": (list, "default_address_pool"),
+    "iptables": (bool, "iptables"),
+    "ip-forward": (bool, "ip_forward"),
+    "ip-masq": (bool, "ip_masq"),
+    "icc": (bool, "icc"),
+    "mtu": (int, "mtu"),
+    "dns": (list, "dns"),
+    "firewall-table": (str, "firewall_table"),
 }
 
 
@@ -98,8 +113,63 @@ def build_parser() -> argparse.ArgumentParser:
         "--containerd-namespace", help="containerd namespace for containers (default berth)"
     )
     p.add_argument("--cgroup-parent", help="parent cgroup of every container (default /berth)")
+    net = p.add_argument_group("networking")
+    net.add_argument("-b", "--bridge", help="device of the default bridge network (default berth0)")
+    net.add_argument("--bip", help="address/prefix of the default bridge (default: a free /24)")
+    net.add_argument("--fixed-cidr", help="IPv4 range of the default bridge's containers")
+    net.add_argument(
+        "--default-address-pool",
+        action="append",
+        help="base=CIDR,size=N: where networks' subnets come from (default base=10.210.0.0/15,"
+        "size=24)",
+    )
+    for flag, what in (
+        ("iptables", "program berth's nftables rules (NAT, published ports, isolation)"),
+        ("ip-forward", "enable net.ipv4.ip_forward"),
+        ("ip-masq", "masquerade traffic leaving bridge networks"),
+        ("icc", "let containers on the default bridge talk to each other"),
+    ):
+        net.add_argument(
+            f"--{flag}", type=_flag_bool, metavar="BOOL", help=f"{what} (default true)"
+        )
+    net.add_argument("--mtu", type=int, help="MTU of containers' interfaces (default 1500)")
+    net.add_argument("--dns", action="append", help="DNS server for containers (repeatable)")
+    net.add_argument(
+        "--firewall-table",
+        help="name of berth's nftables tables (default berth; one per daemon on a host)",
+    )
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     return p
+
+
+def _flag_bool(value: str) -> bool:
+    low = value.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {value!r}")
+
+
+def _pools(raw: list[Any]) -> list[PoolSpec]:
+    """``--default-address-pool base=CIDR,size=N`` or daemon.json's objects."""
+    out = []
+    for item in raw:
+        if isinstance(item, str):
+            fields = dict(kv.split("=", 1) for kv in item.split(",") if "=" in kv)
+        elif isinstance(item, dict):
+            fields = {str(k): str(v) for k, v in item.items()}
+        else:
+            raise ConfigError(f"invalid default address pool: {item!r}")
+        try:
+            out.append(PoolSpec.parse(fields["base"], int(fields["size"])))
+        except (KeyError, ValueError):
+            raise ConfigError(
+                f"invalid default address pool {item!r}: expected base=CIDR,size=N"
+            ) from None
+        except errdefs.BerthError as e:
+            raise ConfigError(str(e)) from None
+    return out
 
 
 def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
@@ -217,6 +287,35 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
             f"invalid cgroup-parent {opts.cgroup_parent!r}: use an absolute cgroup path "
             "such as /berth"
         )
+    net = opts.network
+    net.bridge = pick("bridge", "bridge", "berth0")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", net.bridge):
+        raise ConfigError(f"invalid bridge name {net.bridge!r}")
+    net.bip = pick("bip", "bip", "")
+    net.fixed_cidr = pick("fixed-cidr", "fixed_cidr", "")
+    for key, value in (("bip", net.bip), ("fixed-cidr", net.fixed_cidr)):
+        if value:
+            try:
+                ipaddress.ip_interface(value)
+            except ValueError:
+                raise ConfigError(f"invalid {key} {value!r}: expected an address/prefix") from None
+    pools = pick("default-address-pools", "default_address_pool", None)
+    if pools:
+        net.default_address_pools = _pools(pools)
+    net.iptables = bool(pick("iptables", "iptables", True))
+    net.ip_forward = bool(pick("ip-forward", "ip_forward", True))
+    net.ip_masq = bool(pick("ip-masq", "ip_masq", True))
+    net.icc = bool(pick("icc", "icc", True))
+    net.mtu = int(pick("mtu", "mtu", 1500))
+    net.dns = [str(x) for x in pick("dns", "dns", []) or []]
+    for server in net.dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise ConfigError(f"invalid dns server {server!r}: expected an IP address") from None
+    net.firewall_table = pick("firewall-table", "firewall_table", "berth")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,30}", net.firewall_table):
+        raise ConfigError(f"invalid firewall-table {net.firewall_table!r}")
     opts.debug = debug
     opts.hosts = cfg.hosts
     for host in cfg.hosts:

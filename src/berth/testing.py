@@ -7,6 +7,7 @@ share one way to start a daemon and one way to build the test image.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import io
 import json
@@ -145,6 +146,39 @@ class Berthd:
     def log_path(self) -> Path:
         return self.root / "berthd.log"
 
+    @property
+    def net_tag(self) -> str:
+        """Names this daemon's host-wide network objects apart from every other's."""
+        return hashlib.sha1(str(self.root).encode()).hexdigest()[:6]
+
+    @property
+    def bridge(self) -> str:
+        """The default bridge's device (``--bridge``)."""
+        return self._flag("--bridge") or f"bt{self.net_tag}"
+
+    @property
+    def firewall_table(self) -> str:
+        return self._flag("--firewall-table") or f"berth_t{self.net_tag}"
+
+    def _flag(self, name: str) -> str:
+        args = self.extra_args
+        for i, arg in enumerate(args[:-1]):
+            if arg == name:
+                return args[i + 1]
+        return ""
+
+    def _network_args(self) -> list[str]:
+        """Own bridge and firewall tables, and a DNS server on loopback where nothing
+        answers: a test never sends a query to the host's resolvers."""
+        out = []
+        if not self._flag("--bridge"):
+            out += ["--bridge", self.bridge]
+        if not self._flag("--firewall-table"):
+            out += ["--firewall-table", self.firewall_table]
+        if not self._flag("--dns"):
+            out += ["--dns", "127.0.0.1"]
+        return out
+
     def args(self) -> list[str]:
         return [
             sys.executable,
@@ -160,6 +194,7 @@ class Berthd:
             str(self.root / "berthd.pid"),
             "--config-file",
             str(self.root / "daemon.json"),
+            *self._network_args(),
             *self.extra_args,
         ]
 
@@ -291,7 +326,30 @@ class Berthd:
                         time.sleep(0.02)
         for mp in sorted(self.mounts(), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], check=False)
+        self.remove_network_objects()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def bridges(self) -> list[str]:
+        """The bridge devices of this daemon's networks, as it recorded them."""
+        out = []
+        for path in (self.data_root / "network" / "networks").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                bridge = json.loads(path.read_text()).get("bridge", "")
+                if bridge:
+                    out.append(bridge)
+        return out
+
+    def remove_network_objects(self) -> None:
+        """What berthd leaves on the host on purpose (as dockerd leaves docker0 and its
+        rules): its bridges and its firewall tables."""
+        for bridge in {*self.bridges(), self.bridge}:
+            subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
+        with contextlib.suppress(Exception):
+            from berth.network.firewall import Firewall
+
+            fw = Firewall(self.firewall_table)
+            fw.teardown()
+            fw.close()
 
     @staticmethod
     def _kill_matching(needle: str) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import io
 import json
 import os
 import signal
+import subprocess
 import tarfile
 import threading
 import time
@@ -21,6 +23,8 @@ from berth.container.container import Container
 from berth.container.stream import Subscription
 from berth.daemon.daemon import Daemon
 from berth.daemon.options import DaemonOptions
+from berth.network.firewall import Firewall
+from berth.network.options import NetworkOptions
 from berth.types.container import Config, HostConfig, RestartPolicy
 from berth.types.image import ImportOptions
 from tests.unit.fakeruntime import FakeRuntime, Program
@@ -84,6 +88,11 @@ class Harness:
                 exec_root=root / "exec",
                 storage_driver="vfs",
                 live_restore=live_restore,
+                network=NetworkOptions(
+                    bridge=f"bu{self.net_tag}",
+                    firewall_table=f"berth_u{self.net_tag}",
+                    dns=["127.0.0.1"],
+                ),
             )
             self.d = Daemon(self.options, runtime=fake)
             if image_tar is not None:
@@ -200,6 +209,22 @@ class Harness:
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
 
+    @property
+    def net_tag(self) -> str:
+        return hashlib.sha1(str(self.root).encode()).hexdigest()[:6]
+
+    def remove_network_objects(self) -> None:
+        """The bridge and firewall tables the daemon leaves on the host on purpose."""
+        for net in self.d.networks.networks():
+            if net.bridge:
+                subprocess.run(
+                    ["ip", "link", "delete", net.bridge], check=False, capture_output=True
+                )
+        with contextlib.suppress(Exception):
+            fw = Firewall(self.options.network.firewall_table)
+            fw.teardown()
+            fw.close()
+
     def close(self) -> None:
         """Stop every container as the daemon does at exit, then everything else."""
         if self.closed:
@@ -213,6 +238,7 @@ class Harness:
                         self.d.kill_container(c.id, "SIGKILL")
             self.d.shutdown()
         finally:
+            self.remove_network_objects()
             self.d._workers.shutdown(wait=True)
             self._stop_loop()
 

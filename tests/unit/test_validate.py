@@ -23,7 +23,6 @@ from berth.daemon.validate import (
 from berth.types.container import (
     BindOptions,
     Config,
-    EndpointIPAMConfig,
     EndpointSettings,
     HealthConfig,
     HostConfig,
@@ -332,30 +331,13 @@ def test_defaults_are_not_refused(hc: HostConfig, net: NetworkingConfig | None) 
 @pytest.mark.parametrize(
     ("hc", "net", "kind", "expected"),
     [
-        (HostConfig(port_bindings=_PORTS), None, errdefs.NotImplementedFeature, "-p, "),
-        (
-            HostConfig(network_mode="bridge", publish_all_ports=True),
-            None,
-            errdefs.NotImplementedFeature,
-            "-P, ",
-        ),
         (
             HostConfig(network_mode="container:x", port_bindings=_PORTS),
             None,
             errdefs.InvalidParameter,
             "conflicting options: port publishing and the container type network mode",
         ),
-        (HostConfig(network_mode="mynet"), None, errdefs.NotImplementedFeature, "network mynet"),
-        (HostConfig(), _net("other"), errdefs.NotImplementedFeature, "network other not found"),
         (HostConfig(links=["a:b"]), None, errdefs.NotImplementedFeature, "--link"),
-        (HostConfig(), _net(aliases=["x"]), errdefs.InvalidParameter, "network-scoped alias"),
-        (
-            HostConfig(),
-            _net(ipam_config=EndpointIPAMConfig(i_pv4_address="10.0.0.2")),
-            errdefs.InvalidParameter,
-            "user specified IP address",
-        ),
-        (HostConfig(), _net(mac_address="02:42:ac:11:00:02"), errdefs.NotImplementedFeature, "MAC"),
         (
             HostConfig(network_mode="host"),
             _net("host", mac_address="02:42:ac:11:00:02"),

@@ -56,6 +56,12 @@ class Record(msgspec.Struct, rename="pascal"):
     process_label: str = ""
     app_armor_profile: str = ""
     managed: bool = False
+    #: berth's own: the interface of each endpoint in the sandbox, by network ID (a
+    #: restarted berthd disconnects an adopted endpoint by it)
+    net_ifaces: dict[str, str] = msgspec.field(default_factory=dict)
+    #: berth's own: the MAC address the user asked for, by network ID (moby's
+    #: DesiredMacAddress); EndpointSettings.MacAddress shows the one in use
+    desired_macs: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 _record_decoder = msgspec.json.Decoder(Record)

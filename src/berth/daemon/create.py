@@ -25,6 +25,7 @@ import msgspec
 from berth import errdefs
 from berth.container.container import Container, Record
 from berth.daemon import initlayer, names
+from berth.daemon import network as _network
 from berth.daemon.validate import (
     refuse_unsupported,
     validate_container_config,
@@ -37,12 +38,10 @@ from berth.runtime.spec import DEFAULT_READONLY_PATHS, default_masked_paths
 from berth.types.container import (
     Config,
     CreateResponse,
-    EndpointSettings,
     HealthConfig,
     HostConfig,
     MountPoint,
     NetworkingConfig,
-    NetworkSettings,
 )
 from berth.utils.platform import Platform, host_platform, parse_platform
 from berth.utils.stringid import generate_id
@@ -183,24 +182,6 @@ def _register_mount_points(d: Daemon, config: Config, hc: HostConfig) -> dict[st
     return points
 
 
-def _network_settings(
-    hc: HostConfig, net: NetworkingConfig | None, config: Config
-) -> NetworkSettings:
-    settings = NetworkSettings()
-    if config.network_disabled or hc.network_mode.startswith("container:"):
-        return settings
-    endpoints = dict((net.endpoints_config or {}) if net else {})
-    if "default" in endpoints:
-        endpoints["bridge" if hc.network_mode == "bridge" else hc.network_mode] = endpoints.pop(
-            "default"
-        )
-    if not endpoints:
-        endpoints = {hc.network_mode: EndpointSettings()}
-    for name, ep in endpoints.items():
-        settings.networks[name] = ep or EndpointSettings()
-    return settings
-
-
 def _check_platform(ref: str, img: Image, wanted: Platform) -> None:
     """``?platform=`` names the image wanted: one of another platform is not it (moby's
     ``GetImage`` with a platform; the 404 makes the CLI pull the platform asked for)."""
@@ -271,7 +252,7 @@ def create_container(
     if hc.readonly_paths is None and not hc.privileged:
         hc.readonly_paths = list(DEFAULT_READONLY_PATHS)
     mount_points = _register_mount_points(d, config, hc)
-    network_settings = _network_settings(hc, net, config)
+    network_settings = _network.network_settings(d, hc, net, config)
 
     ident = generate_id()
     reserved = names.reserve_name(d.view, ident, name)

@@ -37,6 +37,7 @@ from berth.daemon import info as _info
 from berth.daemon import inspect as _inspect
 from berth.daemon import list as _list
 from berth.daemon import logs as _logs
+from berth.daemon import network as _network
 from berth.daemon import prune as _prune
 from berth.daemon import rename as _rename
 from berth.daemon import restore as _restore
@@ -53,11 +54,13 @@ from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
 from berth.logger import LogMessage
+from berth.network.controller import NetworkController
 from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
 from berth.runtime.seccomp import kernel_runs_x32
 from berth.types.container import (
     Config,
     CreateResponse,
+    EndpointSettings,
     ExecOptions,
     HostConfig,
     MountPoint,
@@ -117,6 +120,8 @@ class Daemon:
             image_users=self.image_users,
             tmp_dir=self.tmp_dir,
         )
+        self.networks = NetworkController(root, options.exec_root, options.network, self.events)
+        self.networks.containers.upstreams = self._dns_upstreams
         self.containers: dict[str, Container] = {}
         self._lock = threading.Lock()
         _restore.load_containers(self)
@@ -172,7 +177,9 @@ class Daemon:
         if resync is not None:
             resync(lambda: _restore.resync_exits(self))
         self._runtime.subscribe(self._on_runtime_event)
+        self.networks.start(loop)
         _restore.restore_running(self)
+        self.networks.finish_restore({c.id for c in self.containers.values() if c.state.running})
 
     def submit(self, fn: Callable[..., object], *args: object) -> Future[None]:
         """Run *fn* on the daemon's workers; failures are logged, never lost."""
@@ -240,6 +247,7 @@ class Daemon:
             self._supervisor.stop()
         if not self.options.live_restore:
             self.driver.cleanup()
+        self.networks.close()
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     def _shutdown_container(self, container: Container) -> None:
@@ -267,10 +275,28 @@ class Daemon:
         return target.state.pid
 
     def network_namespace(self, container: Container) -> str:
+        """The network namespace the container's task joins ("" = its own, made by the
+        runtime: ``none``; or none at all: ``host``)."""
         mode = container.host_config.network_mode
         if mode.startswith("container:"):
-            return f"/proc/{self._running_pid(mode[10:], 'network')}/ns/net"
-        return ""
+            target = self.get_container(mode[10:])
+            pid = self._running_pid(mode[10:], "network")
+            key = target.record.network_settings.sandbox_key
+            return key if key else f"/proc/{pid}/ns/net"
+        return container.record.network_settings.sandbox_key
+
+    def _dns_upstreams(self, container_id: str) -> list[str]:
+        container = self.containers.get(container_id)
+        return list(container.host_config.dns or []) if container is not None else []
+
+    # -- networks: the container side of connect and disconnect -------------------
+    def connect_network(
+        self, network_ref: str, container_ref: str, endpoint: EndpointSettings | None
+    ) -> None:
+        _network.connect(self, network_ref, container_ref, endpoint)
+
+    def disconnect_network(self, network_ref: str, container_ref: str, force: bool) -> None:
+        _network.disconnect(self, network_ref, container_ref, force)
 
     def namespace_path(self, mode: str, kind: str) -> str:
         if mode.startswith("container:"):

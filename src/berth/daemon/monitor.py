@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from berth import errdefs
 from berth.daemon import delete as _delete
 from berth.daemon import health as _health
+from berth.daemon import network as _network
 from berth.daemon.start import start_locked
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ def handle_exit(
             container.logger.close()
             container.logger = None
         _health.stop_monitor(container)  # health: probing ends with the process
+        # Endpoints go before the exit is announced (~1 ms: the namespace is removed
+        # whole; its addresses come back once the kernel has deleted its veths).
+        _network.release(d, container, _network.clear_runtime(container))
         restart, delay = d.restart_manager.should_restart(container, exit_code)
         if restart:
             container.set_restarting(exit_code, exited_at_ns)

@@ -57,8 +57,14 @@ def _is_loopback(addr: str) -> bool:
         return False
 
 
-def resolv_conf_content(hc: HostConfig) -> str:
-    """The host's resolv.conf, minus loopback servers a container cannot reach."""
+def resolv_conf_content(
+    hc: HostConfig, resolver: str = "", daemon_dns: list[str] | None = None
+) -> str:
+    """The host's resolv.conf, minus loopback servers a container cannot reach.
+
+    On a user-defined network the one nameserver is berth's *resolver* (which forwards
+    to ``--dns`` or the host's servers), and search domains and options pass through.
+    """
     host = _host_file("/etc/resolv.conf")
     if hc.network_mode == "host" and not (hc.dns or hc.dns_search or hc.dns_options):
         return host
@@ -76,8 +82,12 @@ def resolv_conf_content(hc: HostConfig) -> str:
             searches = stripped.split()[1:]
         elif stripped.startswith("options"):
             options = stripped.split()[1:]
+    if daemon_dns:
+        servers = list(daemon_dns)
     if hc.dns:
         servers = list(hc.dns)
+    if resolver:
+        servers = [resolver]
     if hc.dns_search:
         searches = [] if hc.dns_search == ["."] else list(hc.dns_search)
     if hc.dns_options:
@@ -93,11 +103,17 @@ def resolv_conf_content(hc: HostConfig) -> str:
 
 
 def write_network_files(
-    root: Path, hostname: str, hc: HostConfig, ip: str = "", gateway: str = ""
+    root: Path,
+    hostname: str,
+    hc: HostConfig,
+    ip: str = "",
+    gateway: str = "",
+    resolver: str = "",
+    daemon_dns: list[str] | None = None,
 ) -> tuple[str, str, str]:
     """Write the three files under *root*; return (hostname, hosts, resolv.conf) paths."""
     paths = (root / "hostname", root / "hosts", root / "resolv.conf")
     write_file(paths[0], f"{hostname}\n".encode(), 0o644)
     write_file(paths[1], hosts_content(hostname, hc, ip, gateway).encode(), 0o644)
-    write_file(paths[2], resolv_conf_content(hc).encode(), 0o644)
+    write_file(paths[2], resolv_conf_content(hc, resolver, daemon_dns).encode(), 0o644)
     return str(paths[0]), str(paths[1]), str(paths[2])

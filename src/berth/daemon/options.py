@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from berth.network.options import NetworkOptions
+
 
 @dataclass
 class DaemonOptions:
@@ -26,3 +28,4 @@ class DaemonOptions:
     containerd_namespace: str = "berth"
     #: cgroupfs parent of containers without a HostConfig.CgroupParent of their own
     cgroup_parent: str = "/berth"
+    network: NetworkOptions = field(default_factory=NetworkOptions)

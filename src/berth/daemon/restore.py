@@ -22,6 +22,7 @@ from berth.container.fifos import HeldReaders
 from berth.container.stream import ProcessIO
 from berth.daemon import delete as _delete
 from berth.daemon import health as _health
+from berth.daemon import network as _network
 from berth.daemon import start as _start
 from berth.runtime.base import TaskStatus
 
@@ -67,7 +68,9 @@ def load_containers(d: Daemon) -> None:
             )
             continue
         d.containers[container.id] = container
-        d.checkpoint(container, write=False)
+        # A stopped container keeps no address (a crash may have left them recorded).
+        stale = not container.state.running and bool(_network.clear_runtime(container))
+        d.checkpoint(container, write=stale)
     for name in set(layers.rw_layer_names()) - set(d.containers):
         log.info("releasing RW layer of unknown container %s", name)
         d.images.release_rw_layer(name)
@@ -160,6 +163,7 @@ def _restore_locked(d: Daemon, container: Container) -> tuple[bool, bool]:
     # The FIFOs of the dead run (a new run makes its own).
     shutil.rmtree(d.fifo_dir(container.id), ignore_errors=True)
     _release_mount(d, container)
+    _network.clear_runtime(container)
     container.set_stopped(exit_code)
     d.checkpoint(container, host_config=False)
     return False, True
@@ -249,6 +253,7 @@ def _boot_restart(d: Daemon, container: Container) -> None:
 def _reattach(d: Daemon, container: Container, paused: bool) -> None:
     """Pick up a container that kept running while berthd was away."""
     rec = container.record
+    _network.adopt(d, container)
     rw = d.images.layers.get_rw_layer(container.id)
     rootfs = d.images.layers.mount(rw)
     container.rootfs = rootfs

@@ -22,6 +22,7 @@ from berth.archive import ContainerFS
 from berth.container.stream import ProcessIO
 from berth.daemon import health as _health
 from berth.daemon import logs as _logs
+from berth.daemon import network as _network
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
 from berth.types.container import MountPoint
@@ -125,8 +126,15 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
     """The OCI spec of *container* over *rootfs*, writing its network files."""
     rec = container.record
     hc = container.host_config
+    own_ip, host_gateway, resolver = _network.file_inputs(d, container)
     rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = write_network_files(
-        container.root, rec.config.hostname, hc
+        container.root,
+        rec.config.hostname,
+        hc,
+        own_ip,
+        host_gateway,
+        resolver,
+        d.options.network.dns,
     )
     opts = SpecOptions(
         container_id=container.id,
@@ -186,8 +194,11 @@ def start_locked(d: Daemon, container: Container) -> None:
     io: ProcessIO | None = None
     logger = None
     created = False
+    networked = False
     try:
         setup_working_dir(rootfs, rec.config.working_dir)
+        networked = True
+        _network.connect_at_start(d, container)
         spec = container_spec(d, container, rootfs)
         logger = d.open_logger(container)
         io = ProcessIO(
@@ -227,6 +238,8 @@ def start_locked(d: Daemon, container: Container) -> None:
             logger.close()
         container.logger = None
         layers.unmount(rw)
+        if networked:
+            _network.release(d, container, _network.clear_runtime(container))
         if isinstance(e, errdefs.BerthError):
             container.set_start_failed(str(e))
             d.checkpoint(container, host_config=False)

@@ -17,7 +17,6 @@ from berth.logger import local as local_driver
 from berth.runtime.seccomp import validate_security_opts
 from berth.types.container import (
     Config,
-    EndpointSettings,
     HealthConfig,
     HostConfig,
     NetworkingConfig,
@@ -211,17 +210,8 @@ def not_yet(what: str, why: str = "") -> errdefs.NotImplementedFeature:
     )
 
 
-#: Network modes berth has; anything else names a user-defined network, and berth has none.
-BUILTIN_NETWORKS = ("", "default", "bridge", "host", "none")
-
-
 def _is_container_mode(mode: str) -> bool:
     return mode.startswith("container:")
-
-
-def _private_network(mode: str) -> bool:
-    """A mode where berth would have to give the container an interface of its own."""
-    return mode in ("", "default", "bridge")
 
 
 def refuse_unsupported(config: Config, hc: HostConfig, net: NetworkingConfig | None) -> None:
@@ -230,7 +220,7 @@ def refuse_unsupported(config: Config, hc: HostConfig, net: NetworkingConfig | N
     Only non-default values are refused: what the docker CLI sends on every ``docker run``
     (empty lists, NetworkMode "default", ConsoleSize [0, 0]) always passes.
     """
-    _refuse_networking(config, hc, net)
+    _refuse_networking(hc, net)
     _refuse_storage(hc)
     if hc.userns_mode not in ("", "host"):
         raise not_yet(f"user namespace mode {hc.userns_mode!r} (--userns)")
@@ -238,63 +228,23 @@ def refuse_unsupported(config: Config, hc: HostConfig, net: NetworkingConfig | N
         raise not_yet(f"HostConfig.Cgroup {hc.cgroup!r} (joining another container's cgroup)")
 
 
-def _refuse_networking(config: Config, hc: HostConfig, net: NetworkingConfig | None) -> None:
+def _refuse_networking(hc: HostConfig, net: NetworkingConfig | None) -> None:
     mode = hc.network_mode
-    if mode not in BUILTIN_NETWORKS and not _is_container_mode(mode):
-        raise _no_network(mode)
     if _is_container_mode(mode) and (hc.port_bindings or hc.publish_all_ports):
         raise invalid("conflicting options: port publishing and the container type network mode")
-    if _private_network(mode):
-        # With host and none there is nothing to publish to: the bindings are discarded with
-        # a warning, as dockerd does (see validate_resources).
-        why = (
-            "a container's network namespace has only a loopback interface; with --network "
-            "host its ports are the host's"
-        )
-        if hc.port_bindings:
-            raise not_yet("publishing ports (-p, HostConfig.PortBindings)", why)
-        if hc.publish_all_ports:
-            raise not_yet("publishing ports (-P, HostConfig.PublishAllPorts)", why)
     if hc.links:
         raise not_yet("legacy container links (--link, HostConfig.Links)")
-    default = "bridge" if _private_network(mode) else mode
-    if config.mac_address:  # API < 1.44 keeps it in Config (later ones move it to the endpoint)
-        _refuse_endpoint(default, default, EndpointSettings(mac_address=config.mac_address))
     for name, ep in ((net.endpoints_config or {}) if net else {}).items():
-        if name not in ("default", default, mode):
-            raise _no_network(name)
-        if ep is not None:
-            _refuse_endpoint(name, default, ep)
-
-
-def _no_network(name: str) -> errdefs.NotImplementedFeature:
-    return errdefs.NotImplementedFeature(
-        f"network {name} not found: user-defined networks are not supported by berth yet; "
-        "use --network bridge, host, none or container:<name|id>"
-    )
-
-
-def _refuse_endpoint(name: str, mode: str, ep: EndpointSettings) -> None:
-    ipam = ep.ipam_config
-    if ep.aliases:
-        raise invalid(
-            "network-scoped alias is supported only for containers in user defined networks"
-        )
-    if ipam is not None and (ipam.i_pv4_address or ipam.i_pv6_address or ipam.link_local_i_ps):
-        raise invalid("user specified IP address is supported on user defined networks only")
-    if ep.mac_address:
-        if mode == "host" or _is_container_mode(mode):
+        if ep is None:
+            continue
+        if ep.mac_address and (mode == "host" or _is_container_mode(mode)):
             raise invalid("conflicting options: mac-address and the network mode")
-        raise not_yet(
-            f"setting a MAC address (--mac-address) on network {name}",
-            "a container's network namespace has only a loopback interface",
-        )
-    if ep.links:
-        raise not_yet("legacy container links (--link, EndpointSettings.Links)")
-    if ep.driver_opts:
-        raise not_yet(f"network driver options (--network {name},driver-opt=...)")
-    if ep.gw_priority:
-        raise not_yet(f"gateway priority (--network {name},gw-priority=...)")
+        if ep.links:
+            raise not_yet("legacy container links (--link, EndpointSettings.Links)")
+        if ep.driver_opts:
+            raise not_yet(f"network driver options (--network {name},driver-opt=...)")
+        if ep.gw_priority:
+            raise not_yet(f"gateway priority (--network {name},gw-priority=...)")
 
 
 def _refuse_storage(hc: HostConfig) -> None:

@@ -19,6 +19,7 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -670,3 +671,20 @@ def host_networks() -> list[IPNetwork]:
         n for n in nets if n.prefixlen and not (n.is_link_local or n.is_loopback or n.is_multicast)
     }
     return sorted(keep, key=lambda n: (n.version, n.network_address, n.prefixlen))
+
+
+def wait_links_gone(names: Sequence[str], timeout: float = 2.0) -> bool:
+    """Wait until no host device has one of *names*: the host ends of veths whose
+    namespace was removed, which the kernel deletes a few tens of ms later.  False if
+    some outlived *timeout*."""
+    deadline = time.monotonic() + timeout
+    with _Rtnl() as nl:
+        pending = list(names)
+        while pending:
+            pending = [n for n in pending if nl.link(n) is not None]
+            if not pending:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+    return True
