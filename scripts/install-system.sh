@@ -2,7 +2,7 @@
 # Install the Debian packages berth needs, if any are missing (idempotent).
 set -euo pipefail
 
-PACKAGES=(busybox-static tar gzip xz-utils bzip2 util-linux procps containerd runc tini nftables iptables)
+PACKAGES=(busybox-static tar gzip xz-utils bzip2 util-linux procps containerd runc tini nftables iptables docker-compose)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
