@@ -22,6 +22,9 @@ ACCEPTED = (
     "plugin", "scope", "node", "service", "secret", "config",
 )  # fmt: skip
 
+#: keys matched against the actor's ID or ``name`` attribute (moby's events filter)
+NAMED_KEYS = ("network", "volume", "daemon", "plugin", "node", "service", "secret", "config")
+
 
 def _matcher(f: Filters) -> Any:
     f.validate(ACCEPTED)
@@ -47,6 +50,12 @@ def _matcher(f: Filters) -> Any:
                 if not fuzzy("image", m.attributes.get("image", "")):
                     return False
             elif m.type != "image" or not fuzzy("image", m.actor_id, m.attributes.get("name", "")):
+                return False
+        # moby's fuzzyMatchName: the actor's ID or its ``name`` attribute starts with
+        # one of the values, whatever the event's type (a network's events carry the
+        # network's ID and name; a ``connect`` names the container only in ``container``).
+        for key in NAMED_KEYS:
+            if f.contains(key) and not fuzzy(key, m.actor_id, m.attributes.get("name", "")):
                 return False
         if not f.match_kv_list("label", m.attributes):
             return False
