@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import msgspec
 import pytest
 
 from berth import errdefs
+from berth.container.container import Container
 from berth.daemon.stats import (
     BLKIO_KEYS,
     MEMORY_STAT_KEYS,
+    NETWORK_KEYS,
+    Counters,
     Sampler,
     engine_sample,
+    namespace_counters,
+    network_counters,
+    parse_net_dev,
     system_cpu,
     with_previous,
 )
+from berth.types.container import Config, HostConfig
 from berth.utils.timefmt import ZERO_TIME, parse_rfc3339
 from tests.unit.daemonharness import PROGRAMS, Harness, rootfs_tar
 from tests.unit.fakeruntime import FakeRuntime
@@ -315,3 +325,193 @@ def test_daemon_samples_a_running_container_until_it_is_removed(h: Harness) -> N
 def test_daemon_stats_of_an_unknown_container_is_not_found(h: Harness) -> None:
     with pytest.raises(errdefs.NotFound):
         h.d.container_stats("nothing-like-this")
+
+
+# -- networks ----------------------------------------------------------------------------------
+NET_DEV = """\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     336       4    0    0    0     0          0         0      336       4    0    0    0     0       0          0
+  eth0:    2046      23    1    2    0     0          0         0     1174      13    3    4    0     0       0          0
+  eth1: 18446744073709551615 7 0 0 0 0 0 0 9 8 0 0 0 0 0 0
+"""
+
+ETH0 = {
+    "rx_bytes": 2046,
+    "rx_packets": 23,
+    "rx_errors": 1,
+    "rx_dropped": 2,
+    "tx_bytes": 1174,
+    "tx_packets": 13,
+    "tx_errors": 3,
+    "tx_dropped": 4,
+}
+
+
+def test_parse_net_dev_maps_the_columns_and_leaves_out_loopback() -> None:
+    out = parse_net_dev(NET_DEV)
+    assert list(out) == ["eth0", "eth1"]
+    assert out["eth0"] == ETH0 and list(out["eth0"]) == list(NETWORK_KEYS)
+    assert out["eth1"]["rx_bytes"] == 2**64 - 1  # uint64, as Go's
+    assert out["eth1"]["tx_packets"] == 8
+    assert parse_net_dev("") == {} and parse_net_dev(NET_DEV.splitlines()[0]) == {}
+
+
+def test_namespace_counters_through_a_process_in_the_namespace() -> None:
+    # this process is in the namespace at /proc/self/ns/net: its counters, lo left out
+    out = namespace_counters(os.getpid(), "/proc/self/ns/net")
+    assert out is not None and "lo" not in out
+    with open("/proc/self/net/dev") as f:
+        assert out == parse_net_dev(f.read())
+
+
+def test_namespace_counters_refuse_a_process_of_another_namespace(tmp_path: Path) -> None:
+    not_a_namespace = tmp_path / "ns"
+    not_a_namespace.write_text("")
+    assert namespace_counters(os.getpid(), str(not_a_namespace)) is None
+    assert namespace_counters(os.getpid(), str(tmp_path / "gone")) is None
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert namespace_counters(gone.pid, "/proc/self/ns/net") is None  # reaped: no /proc entry
+
+
+def _container(cid: str, mode: str, sandbox_key: str = "", pid: int = 0) -> Container:
+    return cast(
+        Container,
+        SimpleNamespace(
+            id=cid,
+            host_config=SimpleNamespace(network_mode=mode),
+            record=SimpleNamespace(network_settings=SimpleNamespace(sandbox_key=sandbox_key)),
+            state=SimpleNamespace(pid=pid),
+        ),
+    )
+
+
+class Netlink:
+    """The controller's ``interface_stats`` as the fallback sees it."""
+
+    def __init__(self, answer: Counters | None = None) -> None:
+        self.calls: list[str] = []
+        self.answer = answer if answer is not None else {"eth0": dict(ETH0)}
+
+    def __call__(self, container_id: str) -> Counters:
+        self.calls.append(container_id)
+        return self.answer
+
+
+def test_network_counters_only_for_a_namespace_made_by_berth() -> None:
+    netlink = Netlink()
+    for mode in ("host", "none"):  # no sandbox of berth's: nothing to report, nothing asked
+        assert network_counters(_container("a" * 64, mode), lambda _: None, netlink) == {}
+    assert netlink.calls == []
+
+
+def test_network_counters_read_through_the_process_when_it_is_in_the_namespace() -> None:
+    netlink = Netlink()
+    me = _container("a" * 64, "bridge", "/proc/self/ns/net", os.getpid())
+    with open("/proc/self/net/dev") as f:
+        assert network_counters(me, lambda _: None, netlink) == parse_net_dev(f.read())
+    assert netlink.calls == []
+
+
+def test_network_counters_fall_back_to_netlink_when_the_process_is_elsewhere(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ns").write_text("")
+    netlink = Netlink()
+    for pid in (0, os.getpid()):  # no process yet; one that is not in the namespace
+        c = _container("a" * 64, "bridge", str(tmp_path / "ns"), pid)
+        assert network_counters(c, lambda _: None, netlink) == {"eth0": ETH0}
+    assert netlink.calls == ["a" * 64] * 2
+
+
+def test_network_counters_of_a_joined_namespace_are_its_owners() -> None:
+    owner = _container("b" * 64, "mynet", "/proc/self/ns/net", 4242)
+    joined = _container("a" * 64, "container:" + "b" * 64, "", os.getpid())
+    by_id = {owner.id: owner}.get
+    netlink = Netlink()
+    with open("/proc/self/net/dev") as f:
+        assert network_counters(joined, by_id, netlink) == parse_net_dev(f.read())
+    # through the owner's namespace by netlink when the joined process cannot be read
+    joined.state.pid = 0
+    assert network_counters(joined, by_id, netlink) == {"eth0": ETH0}
+    assert netlink.calls == ["b" * 64]
+    # joined to a host (or none) container, or to one that is gone: nothing
+    assert network_counters(joined, {owner.id: _container(owner.id, "host")}.get, netlink) == {}
+    assert network_counters(joined, lambda _: None, netlink) == {}
+
+
+def test_sampler_adds_networks_last_sorted_and_only_while_running() -> None:
+    probe = Probe()
+    answer: Counters = {
+        "eth1": dict.fromkeys(NETWORK_KEYS, 1),
+        "eth0": {**ETH0, "rx_bytes": 7},
+        "eth10": {},
+    }
+    sampler = Sampler(
+        "c" * 64, "/busy", probe, 16 * GIB, proc_stat=lambda: PROC_STAT, networks=lambda: answer
+    )
+    one = sampler.sample()
+    assert one is not None
+    assert list(one) == [*TOP_KEYS, "networks"]
+    nets = one["networks"]
+    assert list(nets) == ["eth0", "eth1", "eth10"]  # Go writes a map's keys sorted
+    assert nets["eth0"] == {**ETH0, "rx_bytes": 7} and list(nets["eth0"]) == list(NETWORK_KEYS)
+    assert nets["eth10"] == dict.fromkeys(NETWORK_KEYS, 0)
+    assert msgspec.json.decode(msgspec.json.encode(one)) == one
+
+    answer.clear()  # a namespace without interfaces: dockerd's empty map, left out
+    two = sampler.sample()
+    assert two is not None and "networks" not in two
+
+    probe.state = ("/busy", None)  # stopped: the zeroed sample has no networks
+    answer["eth0"] = dict(ETH0)
+    three = sampler.sample()
+    assert three is not None and "networks" not in three
+    assert "networks" not in sampler.empty()
+
+
+def test_sampler_without_network_counters_still_samples() -> None:
+    def broken() -> Counters:
+        raise errdefs.System("interface counters in /run/x: no such namespace")
+
+    sampler = Sampler(
+        "c" * 64, "/busy", Probe(), 16 * GIB, proc_stat=lambda: PROC_STAT, networks=broken
+    )
+    out = sampler.sample()
+    assert out is not None and out["read"] != ZERO_TIME and "networks" not in out
+
+
+def _start(h: Harness, name: str, network_mode: str) -> Container:
+    cfg = Config(image="rootfs:latest", cmd=["server"])
+    resp = h.d.create_container(name, cfg, HostConfig(network_mode=network_mode), None, "")
+    h.d.start_container(resp.Id)
+    c = h.d.containers[resp.Id]
+    h.fake.metrics[c.id] = METRICS
+    return c
+
+
+def test_daemon_stats_have_the_bridge_interface_and_none_for_host_or_none(h: Harness) -> None:
+    bridged = _start(h, "bridged", "")
+    joined = _start(h, "joined", "container:bridged")
+    isolated = _start(h, "isolated", "none")
+    on_host = _start(h, "on-host", "host")
+
+    live = h.d.container_stats("bridged").sample()
+    assert live is not None and list(live["networks"]) == ["eth0"]
+    eth0 = live["networks"]["eth0"]
+    assert list(eth0) == list(NETWORK_KEYS) and all(isinstance(v, int) for v in eth0.values())
+    # the fake task is no process in the namespace: counted by netlink in it
+    later = h.d.networks.interface_stats(bridged.id)
+    assert list(later) == ["eth0"] and all(later["eth0"][k] >= v for k, v in eth0.items())
+
+    shared = h.d.container_stats(joined.id).sample()
+    assert shared is not None and list(shared["networks"]) == ["eth0"]
+    for c in (isolated, on_host):
+        s = h.d.container_stats(c.id).sample()
+        assert s is not None and s["read"] != ZERO_TIME and "networks" not in s
+
+    h.fake.exit(bridged.id, 0)
+    h.wait_exited(bridged)
+    stopped = h.d.container_stats("bridged").sample()
+    assert stopped is not None and "networks" not in stopped

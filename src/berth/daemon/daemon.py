@@ -48,7 +48,7 @@ from berth.daemon.logs import ContainerLog, open_log
 from berth.daemon.monitor import handle_exit
 from berth.daemon.options import DaemonOptions
 from berth.daemon.restart_policy import RestartManager
-from berth.daemon.stats import Sampler
+from berth.daemon.stats import Sampler, network_counters
 from berth.daemon.top import top
 from berth.events import Events
 from berth.graphdriver import new_driver
@@ -591,7 +591,10 @@ class Daemon:
                 log.error("collecting stats for %s: %s", container.id[:12], e)
                 return container.name, None
 
-        return Sampler(container.id, container.name, probe, _info.mem_total())
+        def networks() -> dict[str, dict[str, int]]:
+            return network_counters(container, self.containers.get, self.networks.interface_stats)
+
+        return Sampler(container.id, container.name, probe, _info.mem_total(), networks=networks)
 
     def attach_info(self, ref: str) -> AttachInfo:
         container = self.get_container(ref)

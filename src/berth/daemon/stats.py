@@ -6,15 +6,29 @@ usage without the page cache, PIDs and block I/O come out as with dockerd.
 The metrics arrive as protobuf's ``MessageToDict`` makes them: 64-bit numbers
 as strings, zero fields left out, a sub-message present exactly when Go would
 have a non-nil pointer (which decides ``[]`` against ``null`` in blkio).
+
+The ``networks`` section (moby's ``getNetworkStats``) has the counters of each
+interface in the network namespace berth made for the container (or for the
+container whose namespace it joins with ``container:<id>``); none for ``host``
+and ``none``, where dockerd's sandbox has no interfaces of its own and the empty
+map is left out.  The counters are read from ``/proc/<pid>/net/dev`` of the
+container's process once it is known to be in that namespace: about 0.02 ms a
+sample against 1.3 ms (and as much CPU, under the GIL) for a netlink dump in
+the namespace, which stays as the fallback.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from berth import errdefs
 from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, now_ns
+
+if TYPE_CHECKING:
+    from berth.container.container import Container
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +82,22 @@ BLKIO_KEYS: dict[str, str] = {
     "io_time_recursive": "io_time_recursive",
     "sectors_recursive": "sectors_recursive",
 }
+
+
+#: the counters of one interface in ``networks``, in the Engine API's order
+NETWORK_KEYS = (
+    "rx_bytes",
+    "rx_packets",
+    "rx_errors",
+    "rx_dropped",
+    "tx_bytes",
+    "tx_packets",
+    "tx_errors",
+    "tx_dropped",
+)
+
+#: Counters per interface, keyed as :data:`NETWORK_KEYS`.
+Counters: TypeAlias = dict[str, dict[str, int]]
 
 
 def _n(section: Mapping[str, Any] | None, key: str) -> int:
@@ -214,7 +244,77 @@ def with_previous(
         "memory_stats": sample["memory_stats"],
         "name": name,
         "id": container_id,
+        **({"networks": sample["networks"]} if "networks" in sample else {}),
     }
+
+
+def parse_net_dev(text: str) -> Counters:
+    """``/proc/net/dev`` → counters per interface, loopback left out.  Its columns are
+    the kernel's link stats: rx bytes, packets, errs, drop (+ missed), fifo, frame,
+    compressed, multicast, then tx bytes, packets, errs, drop, ..."""
+    out: Counters = {}
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        name = name.strip()
+        fields = rest.split()
+        if not sep or name == "lo" or len(fields) < 12:
+            continue
+        values = [int(v) for v in fields[0:4] + fields[8:12]]
+        out[name] = dict(zip(NETWORK_KEYS, values, strict=True))
+    return out
+
+
+def namespace_counters(pid: int, netns_path: str) -> Counters | None:
+    """The counters of the namespace bind-mounted at *netns_path*, read through process
+    *pid*; None when that process is gone or not in the namespace.  The process's /proc
+    directory is held open, so a recycled PID cannot answer for it."""
+    try:
+        want = os.stat(netns_path)
+        proc = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        ns = os.stat("ns/net", dir_fd=proc)
+        if (ns.st_dev, ns.st_ino) != (want.st_dev, want.st_ino):
+            return None
+        fd = os.open("net/dev", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        with os.fdopen(fd) as f:
+            text = f.read()
+    except OSError:
+        return None  # exited meanwhile
+    finally:
+        os.close(proc)
+    return parse_net_dev(text)
+
+
+def network_counters(
+    container: Container,
+    lookup: Callable[[str], Container | None],
+    netlink_counters: Callable[[str], Counters],
+) -> Counters:
+    """The ``networks`` of a running *container*: the interfaces of the namespace berth
+    made for it or for the container it joined (moby's ``getNetworkSandboxID``), {} for
+    ``host``, ``none`` and a namespace that is gone.  *netlink_counters* (the network
+    controller's, by the namespace owner's ID) answers when the process cannot."""
+    owner: Container | None = container
+    for _ in range(8):  # container:<id> is resolved at create; a short chain at most
+        if owner is None:
+            return {}
+        mode = owner.host_config.network_mode
+        if not mode.startswith("container:"):
+            break
+        owner = lookup(mode[len("container:") :])
+    if owner is None:
+        return {}
+    path = owner.record.network_settings.sandbox_key
+    if not path:
+        return {}
+    pid = container.state.pid
+    if pid > 0:
+        counters = namespace_counters(pid, path)
+        if counters is not None:
+            return counters
+    return netlink_counters(owner.id)
 
 
 def read_proc_stat() -> str:
@@ -238,12 +338,14 @@ class Sampler:
         probe: Probe,
         machine_memory: int,
         proc_stat: Callable[[], str] = read_proc_stat,
+        networks: Callable[[], Counters] | None = None,
     ) -> None:
         self.container_id = container_id
         self.name = name
         self._probe = probe
         self._machine_memory = machine_memory
         self._proc_stat = proc_stat
+        self._networks = networks
         self._previous: dict[str, Any] | None = None
 
     def empty(self) -> dict[str, Any]:
@@ -271,6 +373,24 @@ class Sampler:
                     online_cpus=online,
                     machine_memory=self._machine_memory,
                 )
+                networks = self._network_sample()
+                if networks:
+                    current["networks"] = networks
         out = with_previous(current, self._previous, self.name, self.container_id)
         self._previous = current
         return out
+
+    def _network_sample(self) -> dict[str, dict[str, int]]:
+        """The ``networks`` section: interfaces sorted by name (Go's map order), {} when
+        there is none or it cannot be read (the rest of the sample still goes out)."""
+        if self._networks is None:
+            return {}
+        try:
+            counters = self._networks()
+        except (errdefs.BerthError, OSError, ValueError) as e:
+            log.warning("collecting network stats for %s: %s", self.container_id[:12], e)
+            return {}
+        return {
+            name: {key: int(counters[name].get(key, 0)) for key in NETWORK_KEYS}
+            for name in sorted(counters)
+        }
