@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,49 @@ from berth.testing import busybox_rootfs_tar, running_berthd
 
 RESULTS = Path(__file__).parent / "results"
 MEMORY_CONTAINERS = 10
+
+#: numbers of published ports of the ``-p`` workloads
+PUBLISHED = (1, 10, 100)
+#: first container port they publish (each on an ephemeral host port of 127.0.0.1)
+FIRST_PORT = 10000
+
+
+def publish(n: int) -> Callable[[Engine], float]:
+    """create + start of a container publishing *n* ports on the default bridge, each
+    on an ephemeral host port of 127.0.0.1 (``-p 127.0.0.1::PORT``, so two engines never
+    want the same one); the check is ``docker port``'s *n* mappings, then an untimed rm -f.
+    dockerd's docker-proxy and iptables rules grow with *n*; berth's one nftables batch
+    should not."""
+    flags = [a for port in range(FIRST_PORT, FIRST_PORT + n) for a in ("-p", f"127.0.0.1::{port}")]
+
+    def sample(e: Engine) -> float:
+        created = e.ok("create", "-l", LABEL, *flags, IMAGE, "sleep", "600")
+        cid = created.stdout.decode().strip()
+        if len(cid) != 64:
+            raise Failed(f"create printed {created.stdout[:80]!r}")
+        try:
+            started = e.ok("start", cid)
+            lines = e.out("port", cid).splitlines()
+            bound = {line.split(" -> ")[0] for line in lines if " -> 127.0.0.1:" in line}
+            want = {f"{port}/tcp" for port in range(FIRST_PORT, FIRST_PORT + n)}
+            if bound != want:
+                raise Failed(f"{len(bound)} of {n} ports published: {lines[:3]}")
+        finally:
+            e.ok("rm", "-f", cid)
+        return created.seconds + started.seconds
+
+    return sample
+
+
+def bridge_workloads() -> list[Workload]:
+    """The network's workloads (issue 11); ``run --rm true`` runs on the default bridge
+    and ``run --rm --network none true`` without one, in :func:`all_workloads`."""
+    return [
+        Workload(
+            f"create+start -p x{n} (default bridge)", publish(n), rounds=10 if n > 10 else None
+        )
+        for n in PUBLISHED
+    ]
 
 
 @dataclass
@@ -202,7 +245,7 @@ def main() -> int:
         try:
             if not args.no_memory and not args.only:
                 memory = {e.name: engine_memory(e) for e in engines}
-            for w in all_workloads(tmp):
+            for w in [*all_workloads(tmp), *bridge_workloads()]:
                 if args.only and not any(o in w.name for o in args.only):
                     continue
                 row = run_workload(w, engines, args.rounds)
