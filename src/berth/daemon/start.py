@@ -126,16 +126,25 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
     """The OCI spec of *container* over *rootfs*, writing its network files."""
     rec = container.record
     hc = container.host_config
-    own_ip, host_gateway, resolver = _network.file_inputs(d, container)
-    rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = write_network_files(
-        container.root,
-        rec.config.hostname,
-        hc,
-        own_ip,
-        host_gateway,
-        resolver,
-        d.options.network.dns,
-    )
+    if hc.network_mode.startswith("container:"):
+        # The files of the container whose network it joins, as dockerd shares them.
+        other = d.get_container(hc.network_mode[len("container:") :]).record
+        rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = (
+            other.hostname_path,
+            other.hosts_path,
+            other.resolv_conf_path,
+        )
+    else:
+        own_ip, host_gateway, resolver = _network.file_inputs(d, container)
+        rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = write_network_files(
+            container.root,
+            rec.config.hostname,
+            hc,
+            own_ip,
+            host_gateway,
+            resolver,
+            d.options.network.dns,
+        )
     opts = SpecOptions(
         container_id=container.id,
         rootfs=str(rootfs),
