@@ -632,11 +632,6 @@ def test_static_ip_mac_and_resolution_files(
     assert proc.returncode != 0 and "Address already in use" in proc.stderr  # as dockerd
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="berth writes only the bare hostname for the container's address in /etc/hosts; "
-    "dockerd (libnetwork updateHostsFile) writes '<ip>\\t<hostname>.<domainname> <hostname>'",
-)
 def test_domainname_gives_the_fqdn_in_hosts(
     berthd: Berthd, networks: list[str], cleanup: list[str]
 ) -> None:
@@ -986,12 +981,6 @@ def test_docker_py_networks(berthd: Berthd, networks: list[str], cleanup: list[s
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the default bridge's subnet is picked in NetworkController._load (free_subnet against "
-    "host routes) but its device is only made in start(), after containerd is up: two berthds "
-    "starting together both take the first free /24 of 10.210.0.0/15",
-)
 def test_daemons_started_together_get_different_default_subnets() -> None:
     """Two berthds with their own bridges, started at once (as concurrent test runs do):
     each default bridge must get a subnet of its own, or the host routes one's traffic to

@@ -144,6 +144,7 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
             host_gateway,
             resolver,
             d.options.network.dns,
+            rec.config.domainname,
         )
     opts = SpecOptions(
         container_id=container.id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -22,7 +23,7 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -86,6 +87,21 @@ class _Runtime:
         self.endpoints: dict[str, Endpoint] = {}  # by container ID
 
 
+#: held while a subnet is chosen and its bridge made: two daemons starting (or creating
+#: networks) at once would otherwise both see the same subnet free on the host
+HOST_LOCK = "/run/berth-network.lock"
+
+
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _now() -> str:
     return format_rfc3339_nano(now_ns())
 
@@ -139,7 +155,11 @@ class NetworkController:
                 self._networks[net.id] = net
         default = self._by_name("bridge")
         assert default is not None
-        self._configure_default_bridge(default)
+        with _host_lock():
+            self._configure_default_bridge(default)
+            # Made now, not at start: the device's route is what tells another daemon
+            # choosing its subnet that this one is taken.
+            self._bridge_up(default)
         for net in self._networks.values():
             self._save(net)
             if net.is_bridge:
@@ -309,11 +329,17 @@ class NetworkController:
                 ipam_options=dict(ipam_options or {}),
             )
             net.bridge = self._bridge_name(net)
-            net.subnets = self._plan_subnets(net, subnets)
-            self._networks[net.id] = net
-            self._live[net.id] = _Runtime(net)
+            with _host_lock():
+                net.subnets = self._plan_subnets(net, subnets)
+                self._networks[net.id] = net
+                self._live[net.id] = _Runtime(net)
+                try:
+                    self._bridge_up(net)
+                except BaseException:
+                    self._networks.pop(net.id, None)
+                    self._live.pop(net.id, None)
+                    raise
         try:
-            self._bridge_up(net)
             if enable_ipv6 and self.options.ip_forward:
                 _sb.enable_forwarding(ipv6=True)
             if self._fw is not None:
