@@ -177,9 +177,9 @@ class Daemon:
         if resync is not None:
             resync(lambda: _restore.resync_exits(self))
         self._runtime.subscribe(self._on_runtime_event)
-        self.networks.start(loop)
+        self.networks.start(loop, {c.id for c in self.containers.values() if c.state.running})
         _restore.restore_running(self)
-        self.networks.finish_restore({c.id for c in self.containers.values() if c.state.running})
+        self.networks.finish_restore()
 
     def submit(self, fn: Callable[..., object], *args: object) -> Future[None]:
         """Run *fn* on the daemon's workers; failures are logged, never lost."""

@@ -164,6 +164,7 @@ def _restore_locked(d: Daemon, container: Container) -> tuple[bool, bool]:
     shutil.rmtree(d.fifo_dir(container.id), ignore_errors=True)
     _release_mount(d, container)
     _network.clear_runtime(container)
+    d.networks.remove_sandbox(container.id)
     container.set_stopped(exit_code)
     d.checkpoint(container, host_config=False)
     return False, True

@@ -192,7 +192,7 @@ class NetworkController:
         net.subnets = [Subnet(str(subnet), gateway=str(next(subnet.hosts())))]
 
     # -- start and stop ----------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None, keep: set[str]) -> None:
         """Bring up every bridge network's device and berth's firewall tables, before
         containers are restored or started: the tables are made anew with the
         networks only, and each container adopted or started adds its ports back (the
@@ -207,6 +207,12 @@ class NetworkController:
         if self._fw is not None:
             self._fw.setup(self._network_rules(), ())
             self._fw.ensure_forward_accept(self._bridges())
+        # Sandboxes of containers that were not running when berthd stopped (nothing
+        # starts before restore, so none of these is being made right now).
+        for entry in os.scandir(self.netns_dir):
+            if entry.name not in keep:
+                with contextlib.suppress(errdefs.BerthError):
+                    _sb.remove_netns(entry.path)
 
     def _bridge_up(self, net: Network) -> None:
         addrs = []
@@ -216,13 +222,8 @@ class NetworkController:
         mtu = int(net.options.get(OPT_MTU, self.options.mtu) or self.options.mtu)
         _sb.ensure_bridge(net.bridge, addrs, mtu=mtu)
 
-    def finish_restore(self, keep: set[str]) -> None:
-        """After restore: sandboxes no running container (*keep*) owns are removed, and
-        the resolvers listen."""
-        for entry in os.scandir(self.netns_dir):
-            if entry.name not in keep:
-                with contextlib.suppress(errdefs.BerthError):
-                    _sb.remove_netns(entry.path)
+    def finish_restore(self) -> None:
+        """After restore: the resolvers of user-defined networks listen."""
         if self.loop is not None:
             for net in list(self._networks.values()):
                 if net.dns:
