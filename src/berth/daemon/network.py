@@ -95,6 +95,16 @@ def _check_endpoint(name: str, net: Network | None, ep: EndpointSettings) -> Non
             raise errdefs.InvalidParameter(f"invalid MAC address: {ep.mac_address}") from None
 
 
+def _check_endpoint_config(name: str, net: Network | None, ep: EndpointSettings) -> None:
+    """moby's ``verifyNetworkingConfig`` wording around ``validateEndpointSettings``."""
+    try:
+        _check_endpoint(name, net, ep)
+    except errdefs.InvalidParameter as e:
+        raise errdefs.InvalidParameter(
+            f"invalid config for network {name}: invalid endpoint settings:\n{e}"
+        ) from None
+
+
 def _normal_mac(value: str) -> str:
     parts = value.replace("-", ":").split(":")
     if len(parts) != 6 or not all(len(p) == 2 for p in parts):
@@ -136,7 +146,7 @@ def network_settings(
         ep = msgspec.structs.replace(given) if given is not None else EndpointSettings()
         if config.mac_address and net is primary and not ep.mac_address:
             ep.mac_address = config.mac_address  # API < 1.44 keeps it in Config
-        _check_endpoint(name, net, ep)
+        _check_endpoint_config(name, net, ep)
         ep.network_id = net.id
         settings.networks[net.name] = ep
     return settings
@@ -405,7 +415,7 @@ def connect(
                 f"{net.name}"
             )
         ep = msgspec.structs.replace(endpoint) if endpoint is not None else EndpointSettings()
-        _check_endpoint(net.name, net, ep)
+        _check_endpoint_config(net.name, net, ep)
         ep.network_id = net.id
         st = container.state
         if st.running and not st.restarting:

@@ -85,7 +85,9 @@ class PortMapper:
             raise
         return sock
 
-    def _take(self, owner: str, proto: str, ip: str, port: int, bind: bool) -> None:
+    def _take(
+        self, owner: str, proto: str, ip: str, port: int, bind: bool, target: str = ""
+    ) -> None:
         other = self._conflict(proto, ip, port)
         if other is not None:
             raise errdefs.System(f"Bind for {_join(ip, port)} failed: port is already allocated")
@@ -95,34 +97,38 @@ class PortMapper:
                 sock = self._bind(proto, ip, port)
             except OSError as e:
                 raise errdefs.System(
-                    f"failed to bind host port for {_join(ip, port)}/{proto}: "
+                    f"failed to bind host port for {_join(ip, port)}{target}/{proto}: "
                     f"{(e.strerror or str(e)).lower()}"
                 ) from None
         self._held[(proto, ip, port)] = (owner, sock)
 
-    def map(self, owner: str, requests: list[tuple[PortRequest, str]]) -> list[HeldPort]:
+    def map(
+        self, owner: str, requests: list[tuple[PortRequest, str]], container_ip: str = ""
+    ) -> list[HeldPort]:
         """Hold a host port for each (request, host address) pair, all or none.
 
-        *host address* is the request's own address or the wildcard of one family.
+        *host address* is the request's own address or the wildcard of one family;
+        *container_ip* only goes into messages, as dockerd shows it.
         """
         held: list[HeldPort] = []
         with self._lock:
             try:
                 for req, ip in requests:
-                    held.append(self._map_one(owner, req, ip))
+                    target = f":{_join(container_ip, req.container_port)}" if container_ip else ""
+                    held.append(self._map_one(owner, req, ip, target))
             except BaseException:
                 for h in held:
                     self._drop(h.proto, h.host_ip, h.host_port)
                 raise
         return held
 
-    def _map_one(self, owner: str, req: PortRequest, ip: str) -> HeldPort:
+    def _map_one(self, owner: str, req: PortRequest, ip: str, target: str) -> HeldPort:
         if req.host_start:
             end = req.host_end or req.host_start
             last_error: errdefs.BerthError | None = None
             for port in range(req.host_start, end + 1):
                 try:
-                    self._take(owner, req.proto, ip, port, bind=True)
+                    self._take(owner, req.proto, ip, port, bind=True, target=target)
                     return HeldPort(req.proto, ip, port, req.container_port)
                 except errdefs.BerthError as e:
                     last_error = e
