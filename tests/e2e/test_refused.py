@@ -47,14 +47,6 @@ def test_refused_at_create(
     assert expected in stderr, stderr
 
 
-def test_link_is_refused(berthd: Berthd, cleanup: list[str]) -> None:
-    target = unique_name("linked")
-    cleanup.append(target)
-    berthd.docker("create", "--name", target, "busybox", "true")
-    stderr = refused(berthd, cleanup, "--link", f"{target}:db")
-    assert "legacy container links (--link, HostConfig.Links)" in stderr
-
-
 def test_ports_with_container_network_conflict(berthd: Berthd, cleanup: list[str]) -> None:
     target = unique_name("netowner")
     cleanup.append(target)

@@ -175,7 +175,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("GET", "/containers/json", list_),
         Route("GET", "/containers/{name}/json", inspect),
         Route("POST", "/containers/{name}/rename", rename),
-        Route("DELETE", "/containers/{name}", delete),
+        Route("DELETE", "/containers/{name:.+}", delete),  # rm --link: /parent/alias
         Route("POST", "/containers/prune", prune),
     ]
 

@@ -259,6 +259,7 @@ def create_container(
     root = d.repository / ident
     made_root = False
     try:
+        _network.check_links(d, hc, reserved)
         if not config.hostname:
             config.hostname = os.uname().nodename if hc.network_mode == "host" else ident[:12]
         path, args = entrypoint_and_args(config)

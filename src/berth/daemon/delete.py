@@ -8,6 +8,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from berth import errdefs
+from berth.daemon import network as _network
 from berth.volume.mounts import anonymous_volumes, volume_dir
 
 if TYPE_CHECKING:
@@ -18,11 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, link: bool) -> None:
-    container = d.get_container(ref)
     if link:
-        raise errdefs.InvalidParameter(
-            "legacy links are not supported by berth; remove the container without --link"
-        )
+        _network.remove_link(d, ref)
+        return
+    container = d.get_container(ref)
     with container.lock:
         st = container.state
         if st.removal_in_progress:

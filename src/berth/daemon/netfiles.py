@@ -34,7 +34,12 @@ def _host_file(path: str) -> str:
 
 
 def hosts_content(
-    hostname: str, hc: HostConfig, ip: str = "", gateway: str = "", domainname: str = ""
+    hostname: str,
+    hc: HostConfig,
+    ip: str = "",
+    gateway: str = "",
+    domainname: str = "",
+    links: list[str] | None = None,
 ) -> str:
     if hc.network_mode == "host":
         content = _host_file("/etc/hosts") or _DEFAULT_HOSTS
@@ -44,6 +49,8 @@ def hosts_content(
             # libnetwork's updateHostsFile: the FQDN first when there is a domain name
             names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
             content += f"{ip}\t{names}\n"
+    for line in links or []:
+        content += line + "\n"
     for entry in hc.extra_hosts or []:
         name, sep, addr = entry.partition("=") if "=" in entry else entry.partition(":")
         if not sep:
@@ -115,10 +122,13 @@ def write_network_files(
     resolver: str = "",
     daemon_dns: list[str] | None = None,
     domainname: str = "",
+    links: list[str] | None = None,
 ) -> tuple[str, str, str]:
     """Write the three files under *root*; return (hostname, hosts, resolv.conf) paths."""
     paths = (root / "hostname", root / "hosts", root / "resolv.conf")
     write_file(paths[0], f"{hostname}\n".encode(), 0o644)
-    write_file(paths[1], hosts_content(hostname, hc, ip, gateway, domainname).encode(), 0o644)
+    write_file(
+        paths[1], hosts_content(hostname, hc, ip, gateway, domainname, links).encode(), 0o644
+    )
     write_file(paths[2], resolv_conf_content(hc, resolver, daemon_dns).encode(), 0o644)
     return str(paths[0]), str(paths[1]), str(paths[2])

@@ -152,6 +152,97 @@ def network_settings(
     return settings
 
 
+# -- legacy links --------------------------------------------------------------------------
+def parse_link(raw: str) -> tuple[str, str]:
+    """``name[:alias]`` (as the CLI sends it) or ``/name:/parent/alias`` (as stored) →
+    (name, alias)."""
+    name, _, alias = raw.partition(":")
+    name = name.strip("/")
+    alias = alias.rsplit("/", 1)[-1] if alias else name
+    if not name or not alias:
+        raise errdefs.InvalidParameter(f"invalid link: {raw!r}")
+    return name, alias
+
+
+def check_links(d: Daemon, hc: HostConfig, own_name: str) -> None:
+    """moby's ``registerLinks`` at create: each target exists and the links are stored as
+    ``/target:/self/alias``."""
+    if not hc.links:
+        return
+    mode = hc.network_mode
+    if mode == "host":
+        raise errdefs.InvalidParameter(
+            "conflicting options: host type networking can't be used with links. This would "
+            "result in undefined behavior"
+        )
+    if mode.startswith("container:"):
+        raise errdefs.InvalidParameter(
+            "conflicting options: container type network can't be used with links. This would "
+            "result in undefined behavior"
+        )
+    out = []
+    for raw in hc.links:
+        name, alias = parse_link(raw)
+        try:
+            child = d.get_container(name)
+        except errdefs.NotFound:
+            raise errdefs.InvalidParameter(f"could not get container for {name}") from None
+        child_mode = child.host_config.network_mode
+        if mode in ("bridge", "default", "") and child_mode not in ("bridge", "default", ""):
+            raise errdefs.InvalidParameter(
+                f"Cannot link to {child.name}, as it does not belong to the default network"
+            )
+        out.append(f"{child.name}:/{own_name.lstrip('/')}/{alias}")
+    hc.links = out
+
+
+def _links(container: Container) -> list[tuple[str, str]]:
+    return [parse_link(raw) for raw in container.host_config.links or []]
+
+
+def link_hosts(d: Daemon, container: Container) -> list[str]:
+    """/etc/hosts lines of a default-bridge container's links: ``IP\talias hostname name``
+    (the name left out when it is the alias), as dockerd writes them."""
+    hc = container.host_config
+    if hc.network_mode not in ("bridge", "default", ""):
+        return []
+    lines = []
+    for name, alias in _links(container):
+        child = d.get_container(name)
+        st = child.state
+        if not st.running or st.restarting:
+            raise errdefs.System(
+                f"Cannot link to a non running container: {child.name} AS "
+                f"/{container.name.lstrip('/')}/{alias}"
+            )
+        ep = child.record.network_settings.networks.get("bridge")
+        if ep is None or not ep.ip_address:
+            continue
+        names = [alias, child.record.config.hostname]
+        if alias != child.name.lstrip("/"):
+            names.append(child.name.lstrip("/"))
+        lines.append(f"{ep.ip_address}\t{' '.join(n for n in names if n)}")
+    return lines
+
+
+def remove_link(d: Daemon, ref: str) -> None:
+    """``docker rm --link /parent/alias``: the link goes from the parent's config."""
+    full = "/" + ref.lstrip("/")
+    parent, _, alias = full.rpartition("/")
+    if not parent:
+        raise errdefs.InvalidParameter(
+            "Conflict, cannot remove the default link name of the container"
+        )
+    try:
+        container = d.get_container(parent)
+    except errdefs.NotFound:
+        raise errdefs.NotFound(f"Cannot get parent {parent} for link name {full}") from None
+    with container.lock:
+        hc = container.host_config
+        hc.links = [raw for raw in hc.links or [] if parse_link(raw)[1] != alias] or None
+        d.checkpoint(container)
+
+
 # -- start and exit ------------------------------------------------------------------------
 def port_requests(hc: HostConfig, config: Config) -> list[PortRequest]:
     """HostConfig.PortBindings, plus every exposed port with ``-P``."""
@@ -248,6 +339,7 @@ def _join(
         ipv6=ipam.i_pv6_address,
         mac=_normal_mac(desired) if desired else "",
         ports=port_requests(hc, container.record.config) if gateway else (),
+        links=_links(container) if net.dns else (),
         host_ip=net.options.get("com.docker.network.bridge.host_binding_ipv4", ""),
     )
     if gateway:

@@ -145,6 +145,7 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
             resolver,
             d.options.network.dns,
             rec.config.domainname,
+            _network.link_hosts(d, container),
         )
     opts = SpecOptions(
         container_id=container.id,

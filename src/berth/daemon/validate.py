@@ -232,15 +232,11 @@ def _refuse_networking(hc: HostConfig, net: NetworkingConfig | None) -> None:
     mode = hc.network_mode
     if _is_container_mode(mode) and (hc.port_bindings or hc.publish_all_ports):
         raise invalid("conflicting options: port publishing and the container type network mode")
-    if hc.links:
-        raise not_yet("legacy container links (--link, HostConfig.Links)")
     for name, ep in ((net.endpoints_config or {}) if net else {}).items():
         if ep is None:
             continue
         if ep.mac_address and (mode == "host" or _is_container_mode(mode)):
             raise invalid("conflicting options: mac-address and the network mode")
-        if ep.links:
-            raise not_yet("legacy container links (--link, EndpointSettings.Links)")
         if ep.driver_opts:
             raise not_yet(f"network driver options (--network {name},driver-opt=...)")
         if ep.gw_priority:

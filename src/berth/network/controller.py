@@ -593,6 +593,7 @@ class NetworkController:
         mac: str = "",
         ports: Sequence[PortRequest] = (),
         host_ip: str = "",
+        links: Sequence[tuple[str, str]] = (),
     ) -> Endpoint:
         """Give the container an interface on *net* inside *sandbox*, with the
         requested addresses and, on its gateway network, its published ports."""
@@ -616,6 +617,7 @@ class NetworkController:
                 mac="",
                 aliases=tuple(aliases),
                 dns_names=tuple(dns_names),
+                links=tuple(links),
                 gateway=gateway and not net.internal,
             )
             allocated: list[tuple[AddressSpace, ipaddress.IPv4Address | ipaddress.IPv6Address]] = []
@@ -802,6 +804,10 @@ class NetworkController:
         if not mine:
             return None
         version = 6 if family == socket.AF_INET6 else 4
+        for own in mine:  # a legacy link's alias stands for its target, for this client only
+            for target, alias in own.links:
+                if name == alias.lower():
+                    name = target.lower()
         with self._lock:
             found: list[Endpoint] | None = None
             for own in mine:

@@ -108,6 +108,9 @@ class Endpoint:
     ipv6: ipaddress.IPv6Interface | None = None
     aliases: tuple[str, ...] = ()
     dns_names: tuple[str, ...] = ()
+    #: legacy links on a user-defined network: (target's name, alias) the container
+    #: alone resolves
+    links: tuple[tuple[str, str], ...] = ()
     gateway: bool = False
     ports: list[HeldPort] = field(default_factory=list)
 
