@@ -102,6 +102,7 @@ class Harness:
             self.d.start_runtime(self.loop)
         except BaseException:
             if hasattr(self, "d"):
+                self.remove_network_objects()
                 self.d._workers.shutdown(wait=True)
             self._stop_loop()
             raise
@@ -227,7 +228,8 @@ class Harness:
 
     def close(self) -> None:
         """Stop every container as the daemon does at exit, then everything else."""
-        if self.closed:
+        if self.closed:  # crashed: the host objects it left are removed all the same
+            self.remove_network_objects()
             return
         self.closed = True
         self.fake.drop_exits = False
