@@ -446,3 +446,4 @@ def running_berthd(extra_args: list[str] | None = None, root: Path | None = None
         else:
             with contextlib.suppress(Exception):
                 d.kill()
+            d.remove_network_objects()
