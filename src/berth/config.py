@@ -65,6 +65,8 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "bridge": (str, "bridge"),
     "bip": (str, "bip"),
     "fixed-cidr": (str, "fixed_cidr"),
+    "ipv6": (bool, "ipv6"),
+    "fixed-cidr-v6": (str, "fixed_cidr_v6"),
     "default-address-pools": (list, "default_address_pool"),
     "iptables": (bool, "iptables"),
     "ip-forward": (bool, "ip_forward"),
@@ -117,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("-b", "--bridge", help="device of the default bridge network (default berth0)")
     net.add_argument("--bip", help="address/prefix of the default bridge (default: a free /24)")
     net.add_argument("--fixed-cidr", help="IPv4 range of the default bridge's containers")
+    net.add_argument(
+        "--ipv6", action="store_const", const=True, help="IPv6 on the default bridge as well"
+    )
+    net.add_argument("--fixed-cidr-v6", help="IPv6 subnet of the default bridge (with --ipv6)")
     net.add_argument(
         "--default-address-pool",
         action="append",
@@ -293,6 +299,14 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         raise ConfigError(f"invalid bridge name {net.bridge!r}")
     net.bip = pick("bip", "bip", "")
     net.fixed_cidr = pick("fixed-cidr", "fixed_cidr", "")
+    net.ipv6 = bool(pick("ipv6", "ipv6", False))
+    net.fixed_cidr_v6 = pick("fixed-cidr-v6", "fixed_cidr_v6", "")
+    if net.fixed_cidr_v6:
+        try:
+            if ipaddress.ip_network(net.fixed_cidr_v6, strict=False).version != 6:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"invalid fixed-cidr-v6 {net.fixed_cidr_v6!r}") from None
     for key, value in (("bip", net.bip), ("fixed-cidr", net.fixed_cidr)):
         if value:
             try:

@@ -169,27 +169,50 @@ class NetworkController:
         write_file(self._dir / f"{net.id}.json", msgspec.json.encode(net), 0o600)
 
     def _configure_default_bridge(self, net: Network) -> None:
-        """``--bridge``/``--bip`` decide the default bridge at each start; without a
-        ``--bip``, the subnet it had (or the device's address) stays."""
+        """``--bridge``, ``--bip``, ``--fixed-cidr``, ``--ipv6`` and ``--fixed-cidr-v6``
+        decide the default bridge at each start; without a ``--bip`` the subnet it had (or
+        the device's address) stays."""
         opts = self.options
         net.bridge = opts.bridge
         net.options[OPT_BRIDGE_NAME] = opts.bridge
+        v4 = self._default_v4(net)
+        if opts.fixed_cidr:
+            rng = parse_network(opts.fixed_cidr, "fixed-cidr")
+            if rng.version != 4 or not rng.subnet_of(v4.network):  # type: ignore[arg-type]
+                raise errdefs.InvalidParameter(
+                    f"invalid fixed-cidr {opts.fixed_cidr}: it must be inside {v4.subnet}"
+                )
+            v4.ip_range = str(rng)
+        subnets = [v4]
+        net.enable_ipv6 = opts.ipv6
+        if opts.ipv6:
+            if opts.fixed_cidr_v6:
+                n6 = parse_network(opts.fixed_cidr_v6, "fixed-cidr-v6")
+                if n6.version != 6:
+                    raise errdefs.InvalidParameter(f"invalid fixed-cidr-v6 {opts.fixed_cidr_v6}")
+                subnets.append(Subnet(str(n6), gateway=str(next(n6.hosts())), user=True))
+            else:
+                old = net.subnet(6)
+                if old is None:
+                    n6 = free_subnet(DEFAULT_POOLS_V6, self._subnets(), _sb.host_networks())
+                    old = Subnet(str(n6), gateway=str(next(n6.hosts())))
+                subnets.append(old)
+        net.subnets = subnets
+
+    def _default_v4(self, net: Network) -> Subnet:
+        opts = self.options
         if opts.bip:
             iface = ipaddress.ip_interface(opts.bip)
-            sub = Subnet(str(iface.network), gateway=str(iface.ip), user=True)
-            if opts.fixed_cidr:
-                sub.ip_range = opts.fixed_cidr
-            net.subnets = [sub]
-            return
-        if net.subnet(4) is not None:
-            return
+            return Subnet(str(iface.network), gateway=str(iface.ip), user=True)
+        old = net.subnet(4)
+        if old is not None:
+            return Subnet(old.subnet, gateway=old.gateway, user=old.user)
         for addr in _sb.bridge_addresses(opts.bridge):
             iface = ipaddress.ip_interface(addr)
             if iface.version == 4:
-                net.subnets = [Subnet(str(iface.network), gateway=str(iface.ip))]
-                return
+                return Subnet(str(iface.network), gateway=str(iface.ip))
         subnet = free_subnet(opts.default_address_pools, self._subnets(), _sb.host_networks())
-        net.subnets = [Subnet(str(subnet), gateway=str(next(subnet.hosts())))]
+        return Subnet(str(subnet), gateway=str(next(subnet.hosts())))
 
     # -- start and stop ----------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None, keep: set[str]) -> None:

@@ -15,6 +15,9 @@ class NetworkOptions:
     bridge: str = "berth0"  # the default bridge's device
     bip: str = ""  # the default bridge's address/prefix; "" = keep or pick
     fixed_cidr: str = ""
+    #: IPv6 on the default bridge, from ``fixed_cidr_v6`` or berth's IPv6 pool
+    ipv6: bool = False
+    fixed_cidr_v6: str = ""
     default_address_pools: Sequence[PoolSpec] = DEFAULT_POOLS
     iptables: bool = True
     ip_forward: bool = True
