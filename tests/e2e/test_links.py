@@ -15,7 +15,10 @@ from berth.testing import Berthd, unique_name
 def target(berthd: Berthd, cleanup: list[str]) -> str:
     name = unique_name("linkdb")
     cleanup.append(name)
-    berthd.docker("run", "-d", "--name", name, "busybox", "sleep", "300")
+    berthd.docker(
+        "run", "-d", "--name", name, "--expose", "5432", "--expose", "53/udp",
+        "-e", "POSTGRES_DB=app", "busybox", "sleep", "300",
+    )  # fmt: skip
     return name
 
 
@@ -40,6 +43,18 @@ def test_link_on_the_default_bridge_writes_hosts(
     assert ping.returncode == 0, ping.stdout + ping.stderr
     links = json.loads(berthd.docker("inspect", "-f", "{{json .HostConfig.Links}}", web).stdout)
     assert links == [f"/{target}:/{web}/dbalias"]
+    env = set(berthd.docker("exec", web, "env").stdout.split())
+    ip = _ip(berthd, target)
+    assert {
+        f"DBALIAS_NAME=/{web}/dbalias",
+        f"DBALIAS_PORT=udp://{ip}:53",
+        f"DBALIAS_PORT_5432_TCP=tcp://{ip}:5432",
+        f"DBALIAS_PORT_5432_TCP_ADDR={ip}",
+        "DBALIAS_PORT_5432_TCP_PORT=5432",
+        "DBALIAS_PORT_5432_TCP_PROTO=tcp",
+        f"DBALIAS_PORT_53_UDP=udp://{ip}:53",
+        "DBALIAS_ENV_POSTGRES_DB=app",
+    } <= env, env
     # docker rm --link takes it out of the parent's config, and leaves both containers
     berthd.docker("rm", "--link", f"/{web}/dbalias")
     links = json.loads(berthd.docker("inspect", "-f", "{{json .HostConfig.Links}}", web).stdout)

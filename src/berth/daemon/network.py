@@ -225,6 +225,46 @@ def link_hosts(d: Daemon, container: Container) -> list[str]:
     return lines
 
 
+def link_env(d: Daemon, container: Container) -> list[str]:
+    """The environment legacy links give a default-bridge container (moby's ``links.go``):
+    ``ALIAS_NAME``, ``ALIAS_PORT`` and ``ALIAS_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO]`` per
+    exposed port of the target, and ``ALIAS_ENV_<VAR>`` for its variables."""
+    hc = container.host_config
+    if hc.network_mode not in ("bridge", "default", "") or not hc.links:
+        return []
+    out: list[str] = []
+    for name, alias in _links(container):
+        child = d.get_container(name)
+        ep = child.record.network_settings.networks.get("bridge")
+        if ep is None or not ep.ip_address:
+            continue
+        prefix = alias.upper().replace("-", "_")
+        ip = ep.ip_address
+        out.append(f"{prefix}_NAME=/{container.name.lstrip('/')}/{alias}")
+        exposed: list[tuple[int, str]] = []
+        for key in child.record.config.exposed_ports or {}:
+            proto, number = split_proto_port(key)
+            if number.isdigit():
+                exposed.append((int(number), proto or "tcp"))
+        exposed.sort()
+        if exposed:
+            first, first_proto = exposed[0]
+            out.append(f"{prefix}_PORT={first_proto}://{ip}:{first}")
+        for port, proto in exposed:
+            base = f"{prefix}_PORT_{port}_{proto.upper()}"
+            out += [
+                f"{base}={proto}://{ip}:{port}",
+                f"{base}_ADDR={ip}",
+                f"{base}_PORT={port}",
+                f"{base}_PROTO={proto}",
+            ]
+        for var in child.record.config.env or []:
+            key, sep, value = var.partition("=")
+            if sep and key not in ("HOME", "PATH"):
+                out.append(f"{prefix}_ENV_{key}={value}")
+    return out
+
+
 def remove_link(d: Daemon, ref: str) -> None:
     """``docker rm --link /parent/alias``: the link goes from the parent's config."""
     full = "/" + ref.lstrip("/")

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from berth import errdefs
 from berth.archive import ContainerFS
 from berth.container.stream import ProcessIO
@@ -25,7 +27,7 @@ from berth.daemon import logs as _logs
 from berth.daemon import network as _network
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
-from berth.types.container import MountPoint
+from berth.types.container import Config, MountPoint
 from berth.utils.gostr import go_clean
 
 if TYPE_CHECKING:
@@ -150,7 +152,7 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
     opts = SpecOptions(
         container_id=container.id,
         rootfs=str(rootfs),
-        config=rec.config,
+        config=_with_link_env(rec.config, _network.link_env(d, container)),
         host_config=hc,
         mounts=_prepare_mounts(d, container),
         user=resolve_user(rootfs, rec.config.user, hc.group_add),
@@ -165,6 +167,15 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
         host_rlimits=_host_rlimits(),
     )
     return build_spec(opts)
+
+
+def _with_link_env(config: Config, extra: list[str]) -> Config:
+    """The container's own variables win over those its links bring."""
+    if not extra:
+        return config
+    own = {v.partition("=")[0] for v in config.env or []}
+    env = [v for v in extra if v.partition("=")[0] not in own] + list(config.env or [])
+    return msgspec.structs.replace(config, env=env)
 
 
 def start_container(d: Daemon, ref: str) -> None:
