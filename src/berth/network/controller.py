@@ -25,6 +25,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -42,8 +43,6 @@ from berth.network.ipam import (
 )
 from berth.network.model import (
     BRIDGE,
-    HOST,
-    NULL,
     OPT_BRIDGE_NAME,
     OPT_ENABLE_ICC,
     OPT_ENABLE_MASQ,
@@ -59,11 +58,14 @@ from berth.utils.atomic import write_file
 from berth.utils.stringid import generate_id
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
+if TYPE_CHECKING:
+    # dnspython is loaded with the first user-defined network, not at every start
+    from berth.network.resolver import Resolver
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-DRIVERS = {"bridge": BRIDGE, "host": HOST, "null": NULL}
 
 
 class ContainerLookup:
@@ -881,9 +883,9 @@ class NetworkController:
         if loop is None:
             return
         if self._resolver is None:
-            from berth.network.resolver import Resolver
+            from berth.network import resolver
 
-            self._resolver = _Resolver(Resolver(self))
+            self._resolver = _Resolver(resolver.Resolver(self))
         for s in net.subnets:
             if s.gateway:
                 self._resolver.listen(loop, s.gateway)
@@ -902,25 +904,26 @@ class NetworkController:
 
 
 class _Resolver:
-    """The resolver driven from worker threads: its listeners live on the loop."""
+    """The resolver driven from worker threads (never the loop's own: it would wait on
+    itself): its listeners live on the loop."""
 
-    def __init__(self, resolver: object) -> None:
+    def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
 
     def listen(self, loop: asyncio.AbstractEventLoop, address: str) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self.resolver.listen(address), loop)  # type: ignore[attr-defined]
+        fut = asyncio.run_coroutine_threadsafe(self.resolver.listen(address), loop)
         try:
             fut.result(5)
         except errdefs.BerthError as e:
             log.error("DNS resolver on %s: %s", address, e)
 
     def unlisten(self, loop: asyncio.AbstractEventLoop, address: str) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self.resolver.unlisten(address), loop)  # type: ignore[attr-defined]
+        fut = asyncio.run_coroutine_threadsafe(self.resolver.unlisten(address), loop)
         with contextlib.suppress(Exception):
             fut.result(5)
 
     async def close(self) -> None:
-        await self.resolver.close()  # type: ignore[attr-defined]
+        await self.resolver.close()
 
 
 def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
