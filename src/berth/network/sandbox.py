@@ -154,8 +154,11 @@ class _Rtnl:
             out.append((str(msg.get("ifname")), int(msg["flags"]), counters))
         return out
 
-    def add_bridge(self, name: str, mtu: int) -> None:
-        self._call("link", "add", ifname=name, kind="bridge", mtu=mtu)
+    def add_bridge(self, name: str, mtu: int, mac: str) -> None:
+        self._call("link", "add", ifname=name, kind="bridge", mtu=mtu, address=mac)
+
+    def set_mac(self, index: int, mac: str) -> None:
+        self._call("link", "set", index=index, address=mac)
 
     def add_veth(
         self, name: str, *, master: int, mtu: int, peer: str, peer_netns: int, peer_mac: str
@@ -444,7 +447,7 @@ def ensure_bridge(name: str, addresses: Sequence[str], *, mtu: int = 1500) -> in
             link = nl.link(name)
             if link is None:
                 try:
-                    nl.add_bridge(name, mtu)
+                    nl.add_bridge(name, mtu, _random_mac())
                 except OSError as exc:
                     if exc.errno != errno.EEXIST:  # EEXIST: another thread was first
                         raise
@@ -453,6 +456,7 @@ def ensure_bridge(name: str, addresses: Sequence[str], *, mtu: int = 1500) -> in
                     raise OSError(errno.ENODEV, "vanished after creation")
             if link.kind != "bridge":
                 raise errdefs.Conflict(f"device {name} exists and is not a bridge")
+            _pin_mac(nl, name, link.index)
             if link.mtu != mtu:
                 nl.set_mtu(link.index, mtu)
             if any(a.version == 6 for a in wanted):
@@ -471,6 +475,32 @@ def ensure_bridge(name: str, addresses: Sequence[str], *, mtu: int = 1500) -> in
         raise errdefs.System(f"set up bridge {name}: {_strerror(exc)}") from exc
     _sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
     return link.index
+
+
+def _random_mac() -> str:
+    """A locally administered unicast address, as libnetwork gives its bridges."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _pin_mac(nl: _Rtnl, name: str, index: int) -> None:
+    """Give the bridge an address of its own, once.
+
+    A bridge whose address was never set takes the lowest of its ports' addresses, so
+    it changes as containers come and go; containers then hold a stale ARP entry for
+    their gateway (the resolver, published ports, the way out) for up to a minute.
+    An address already in use is kept (live containers have it cached).
+    """
+    try:
+        with open(f"/sys/class/net/{name}/addr_assign_type") as f:
+            if f.read().strip() == "3":  # NET_ADDR_SET: set by someone, stays
+                return
+        with open(f"/sys/class/net/{name}/address") as f:
+            current = f.read().strip()
+    except OSError:
+        return
+    nl.set_mac(index, current if current.replace(":", "").strip("0") else _random_mac())
 
 
 def delete_bridge(name: str) -> None:
