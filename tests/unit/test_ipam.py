@@ -227,22 +227,12 @@ def test_v4_never_network_or_broadcast() -> None:
         sp.allocate()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="allocate(preferred) hands out the subnet's network address; libnetwork's "
-    "bitmask reserves it, so --ip <network address> fails with 'Address already in use'",
-)
 def test_preferred_network_address_refused() -> None:
     sp = AddressSpace(net("10.9.0.0/24"), gateway=ip("10.9.0.1"))
     with pytest.raises(errdefs.Conflict, match="Address already in use"):
         sp.allocate(ip("10.9.0.0"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="allocate(preferred) hands out the IPv4 broadcast address; libnetwork reserves "
-    "it, so --ip <broadcast> fails with 'Address already in use'",
-)
 def test_preferred_broadcast_address_refused() -> None:
     sp = AddressSpace(net("10.9.0.0/24"), gateway=ip("10.9.0.1"))
     with pytest.raises(errdefs.Conflict, match="Address already in use"):
@@ -347,11 +337,6 @@ def test_reserve() -> None:
         sp.allocate(ip("10.9.0.2"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reserve() takes the gateway / an auxiliary address for an endpoint: it checks "
-    "only the endpoints' addresses, not the reserved ones",
-)
 def test_reserve_gateway_or_aux_refused() -> None:
     sp = AddressSpace(net("10.9.0.0/24"), gateway=ip("10.9.0.1"), reserved={ip("10.9.0.9")})
     assert sp.reserve(ip("10.9.0.1")) is False

@@ -422,11 +422,6 @@ def test_create_bad_subnet(svc: NetworkService, fake: FakeController) -> None:
     assert fake.created == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a subnet with host bits (10.1.2.3/24) is accepted and silently masked; "
-    "dockerd's ValidateIPAM refuses it: 'invalid subnet 10.1.2.3/24: it should be 10.1.2.0/24'",
-)
 def test_create_subnet_with_host_bits_refused(svc: NetworkService) -> None:
     with pytest.raises(errdefs.InvalidParameter, match=r"it should be 10\.1\.2\.0/24"):
         svc.create_network(
@@ -434,11 +429,6 @@ def test_create_subnet_with_host_bits_refused(svc: NetworkService) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an IPAM config with auxiliary addresses but no subnet is silently dropped; "
-    "dockerd's ValidateIPAM refuses a config without a valid subnet (400)",
-)
 def test_create_aux_without_subnet_refused(svc: NetworkService) -> None:
     with pytest.raises(errdefs.InvalidParameter):
         svc.create_network(

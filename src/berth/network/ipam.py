@@ -69,14 +69,16 @@ def free_subnet(
 ) -> IPNetwork:
     """The first pool subnet that overlaps nothing taken and nothing on the host."""
     used = [*taken, *host]
+    pools = list(pools)
     for pool in pools:
         candidates = [n for n in used if n.version == pool.base.version and n.overlaps(pool.base)]
         for subnet in pool.subnets():
             if not any(subnet.overlaps(n) for n in candidates):
                 return subnet
+    family = "IPv6" if any(p.base.version == 6 for p in pools) else "IPv4"
     raise errdefs.Forbidden(
-        "could not find an available, non-overlapping IPv4 address pool among the defaults "
-        "to assign to the network"
+        f"could not find an available, non-overlapping {family} address pool among the "
+        "defaults to assign to the network"
     )
 
 
@@ -119,7 +121,10 @@ class AddressSpace:
                         f"no configured subnet or ip-range contain the IP address {preferred}"
                     )
                 n = int(preferred)
-                if n in self._used or n in reserved:
+                edges = {int(self.subnet.network_address)}
+                if self.subnet.version == 4:
+                    edges.add(int(self.subnet.broadcast_address))
+                if n in self._used or n in reserved or n in edges:
                     raise errdefs.Conflict("Address already in use")
                 self._used.add(n)
                 return preferred
@@ -136,7 +141,7 @@ class AddressSpace:
         """Take *address* again for an endpoint that outlived a restart; False if taken."""
         with self._lock:
             n = int(address)
-            if address not in self.subnet or n in self._used:
+            if address not in self.subnet or n in self._used or address in self.reserved:
                 return False
             self._used.add(n)
             return True

@@ -6,6 +6,7 @@ built in the current API's shape (``NetworkResource``).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 
 from berth import errdefs
@@ -127,8 +128,12 @@ class NetworkService:
                     raise errdefs.InvalidParameter(
                         "invalid network config: a subnet is required with --ip-range or --gateway"
                     )
+                if c.aux_addresses:  # moby's ValidateIPAM
+                    raise errdefs.InvalidParameter("invalid subnet : invalid CIDR block notation")
                 continue
-            parse_network(c.subnet)
+            masked = parse_network(c.subnet)
+            if ipaddress.ip_interface(c.subnet).ip != masked.network_address:
+                raise errdefs.InvalidParameter(f"invalid subnet {c.subnet}: it should be {masked}")
             subnets.append(
                 Subnet(
                     c.subnet,
