@@ -779,6 +779,25 @@ def test_connect_a_stopped_container_takes_effect_at_start(
     assert f"{nets[name]['IPAddress']}/" in addrs and f"{nets[other]['IPAddress']}/" in addrs
 
 
+def test_a_name_on_two_shared_networks_answers_with_the_asking_network_address(
+    berthd: Berthd, networks: list[str], cleanup: list[str]
+) -> None:
+    """libnetwork's ResolveName: the first network (the one the query came in on) with
+    the name answers alone, not every network both containers share."""
+    na, _ = make_network(berthd, networks)
+    nb, _ = make_network(berthd, networks)
+    srv, client = unique_name("srv2"), unique_name("cli2")
+    cleanup += [srv, client]
+    for c in (srv, client):
+        berthd.docker("run", "-d", "--name", c, "--network", na, "busybox", "sleep", "300")
+        berthd.docker("network", "connect", nb, c)
+    nets = inspect(berthd, srv)["NetworkSettings"]["Networks"]
+    cnets = inspect(berthd, client)["NetworkSettings"]["Networks"]
+    for asked, other in ((na, nb), (nb, na)):
+        out = exec_out(berthd, client, "nslookup", srv, cnets[asked]["Gateway"])
+        assert nets[asked]["IPAddress"] in out and nets[other]["IPAddress"] not in out, out
+
+
 # -- outbound -------------------------------------------------------------------------------
 @pytest.fixture
 def outside() -> Iterator[tuple[str, str, str]]:

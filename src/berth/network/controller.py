@@ -825,6 +825,9 @@ class NetworkController:
             self._names = index
 
     def lookup(self, client_ip: str, name: str, family: int) -> list[str] | None:
+        """libnetwork's ``ResolveName``: the client's networks in turn, the one the query
+        came in on first; the first network where *name* has addresses of *family*
+        answers alone.  A name known only without such addresses is [] (NODATA)."""
         mine = self._names.get(client_ip)
         if not mine:
             return None
@@ -833,22 +836,20 @@ class NetworkController:
             for target, alias in own.links:
                 if name == alias.lower():
                     name = target.lower()
+        ordered = sorted(mine, key=lambda ep: client_ip not in (*ep.addresses(4), *ep.addresses(6)))
+        known = False
         with self._lock:
-            found: list[Endpoint] | None = None
-            for own in mine:
+            for own in ordered:
                 rt = self._live.get(own.network_id)
                 net = self._networks.get(own.network_id)
                 if rt is None or net is None:
                     continue
-                for ep in rt.endpoints.values():
-                    names = {ep.name, *ep.aliases, *ep.dns_names, ep.container_id[:12]}
-                    names |= {f"{n}.{net.name}" for n in list(names)}
-                    if name in {n.lower() for n in names}:
-                        found = found or []
-                        found.append(ep)
-        if found is None:
-            return None
-        return [a for ep in found for a in ep.addresses(version)]
+                found = [ep for ep in rt.endpoints.values() if name in _dns_names(ep, net.name)]
+                addresses = [a for ep in found for a in ep.addresses(version)]
+                if addresses:
+                    return addresses
+                known = known or bool(found)
+        return [] if known else None
 
     def reverse(self, client_ip: str, address: str) -> str | None:
         mine = self._names.get(client_ip)
@@ -924,6 +925,13 @@ class _Resolver:
 
     async def close(self) -> None:
         await self.resolver.close()
+
+
+def _dns_names(ep: Endpoint, network: str) -> set[str]:
+    """The names an endpoint answers to on *network*, lower-cased."""
+    names = {ep.name, *ep.aliases, *ep.dns_names, ep.container_id[:12]}
+    names |= {f"{n}.{network}" for n in list(names)}
+    return {n.lower() for n in names}
 
 
 def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
