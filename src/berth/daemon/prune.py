@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from berth import errdefs
 from berth.daemon.delete import remove_container
 from berth.types.container import PruneReport
-from berth.types.filters import Filters
-from berth.utils.timefmt import parse_timestamp
+from berth.types.filters import Filters, until_filter
 
 if TYPE_CHECKING:
     from berth.daemon.daemon import Daemon
@@ -21,15 +20,7 @@ _running = threading.Lock()
 
 def prune_containers(d: Daemon, filters: Filters) -> PruneReport:
     filters.validate(("label", "label!", "until"))
-    until: int | None = None
-    untils = filters.get("until")
-    if len(untils) > 1:
-        raise errdefs.InvalidParameter("more than one until filter specified")
-    if untils:
-        try:
-            until = parse_timestamp(untils[0])
-        except ValueError:
-            raise errdefs.InvalidParameter(f"invalid filter 'until={untils[0]}'") from None
+    until = until_filter(filters)
     if not _running.acquire(blocking=False):
         raise errdefs.Conflict("a prune operation is already running")
     try:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from berth import errdefs
+from berth.network.sandbox import STAT_KEYS
 from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
@@ -85,16 +86,7 @@ BLKIO_KEYS: dict[str, str] = {
 
 
 #: the counters of one interface in ``networks``, in the Engine API's order
-NETWORK_KEYS = (
-    "rx_bytes",
-    "rx_packets",
-    "rx_errors",
-    "rx_dropped",
-    "tx_bytes",
-    "tx_packets",
-    "tx_errors",
-    "tx_dropped",
-)
+NETWORK_KEYS = STAT_KEYS
 
 #: Counters per interface, keyed as :data:`NETWORK_KEYS`.
 Counters: TypeAlias = dict[str, dict[str, int]]

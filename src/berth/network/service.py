@@ -13,7 +13,7 @@ from berth import errdefs
 from berth.network.controller import NetworkController
 from berth.network.ipam import parse_network
 from berth.network.model import Network, Subnet
-from berth.types.filters import Filters
+from berth.types.filters import Filters, until_filter
 from berth.types.network import (
     IPAM,
     EndpointResource,
@@ -22,7 +22,7 @@ from berth.types.network import (
     NetworkCreateResponse,
     NetworkResource,
 )
-from berth.utils.timefmt import parse_rfc3339, parse_timestamp
+from berth.utils.timefmt import parse_rfc3339
 
 _prune_lock = threading.Lock()
 
@@ -163,15 +163,7 @@ class NetworkService:
 
     def prune_networks(self, filters: Filters) -> list[str]:
         filters.validate(("label", "label!", "until"))
-        until: int | None = None
-        untils = filters.get("until")
-        if len(untils) > 1:
-            raise errdefs.InvalidParameter("more than one until filter specified")
-        if untils:
-            try:
-                until = parse_timestamp(untils[0])
-            except ValueError:
-                raise errdefs.InvalidParameter(f"invalid filter 'until={untils[0]}'") from None
+        until = until_filter(filters)
         if not _prune_lock.acquire(blocking=False):
             raise errdefs.Conflict("a prune operation is already running")
         try:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from berth import errdefs
+from berth.utils.timefmt import parse_timestamp
 
 
 class Filters:
@@ -127,3 +128,16 @@ class Filters:
             shown = " ".join(sorted(values))
             raise errdefs.InvalidParameter(f"invalid filter '{key}=[{shown}]'")
         return is_true
+
+
+def until_filter(filters: Filters) -> int | None:
+    """The prune filters' ``until`` (a timestamp or a Go duration ago) in ns, or None."""
+    values = filters.get("until")
+    if len(values) > 1:
+        raise errdefs.InvalidParameter("more than one until filter specified")
+    if not values:
+        return None
+    try:
+        return parse_timestamp(values[0])
+    except ValueError:
+        raise errdefs.InvalidParameter(f"invalid filter 'until={values[0]}'") from None
