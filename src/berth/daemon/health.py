@@ -11,19 +11,25 @@ period do not count while still ``starting``); the last 5 results with their
 output cut at 4096 bytes.  A status change is announced as the event
 ``health_status: <status>``.
 
-The monitor runs in its own thread and stops when the container stops; as in
-moby, stopping it leaves the status ``unhealthy`` (for compatibility with
-clients that read a stopped container's health).
+Monitors share one scheduler: a thread that wakes each when its probe is due and
+hands the probe to a small pool, so a thousand containers cost no thousand
+threads and a probe that hangs until its timeout holds up no other.  A monitor
+stops when the container stops; as in moby, stopping it leaves the status
+``unhealthy`` (for compatibility with clients that read a stopped container's
+health).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import signal
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from berth import errdefs
@@ -50,6 +56,8 @@ MAX_LOG_ENTRIES = 5
 MAX_OUTPUT_LEN = 4096
 #: How long starting the probe's exec may take; it does not count against Timeout.
 START_TIMEOUT_S = 30.0
+#: Probes running at once; more due at the same moment wait for a free worker.
+PROBE_WORKERS = 16
 
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
 
@@ -180,8 +188,42 @@ async def _collect(streams: Streams, out: _Output, subscribed: threading.Event) 
         streams.unsubscribe(sub)
 
 
+class _Scheduler:
+    """Wakes monitors when their probe is due and runs the probes on a pool."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, _Monitor]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(PROBE_WORKERS, thread_name_prefix="berth-health")
+
+    def schedule(self, mon: _Monitor, delay_s: float) -> None:
+        with self._cond:
+            heapq.heappush(self._due, (time.monotonic() + delay_s, next(self._seq), mon))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="berth-health-scheduler", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                    self._cond.wait(timeout)
+                _, _, mon = heapq.heappop(self._due)
+            if not mon.stop.is_set():
+                self._pool.submit(mon.run_once)
+
+
+_scheduler = _Scheduler()
+
+
 class _Monitor:
-    """The probing thread of one run of one container."""
+    """The probing of one run of one container."""
 
     def __init__(self, d: Daemon, container: Container, cmd: list[str]) -> None:
         self.d = d
@@ -194,9 +236,7 @@ class _Monitor:
         self.started_ns = parse_rfc3339(container.state.started_at)
 
     def start(self) -> None:
-        threading.Thread(
-            target=self._run, name=f"health {self.container.id[:12]}", daemon=True
-        ).start()
+        _scheduler.schedule(self, self._interval_ns() / SEC)
 
     def _interval_ns(self) -> int:
         """moby's ``getInterval``: StartInterval while starting inside the start period, and
@@ -214,20 +254,22 @@ class _Monitor:
             return _or_default(self.hc.start_interval, DEFAULT_START_INTERVAL)
         return interval
 
-    def _run(self) -> None:
-        while not self.stop.wait(self._interval_ns() / SEC):
-            started = now_ns()
-            try:
-                result = self._probe()
-            except Exception as e:  # a probe that could not run is a failed probe
-                log.warning("Health check for container %s error: %s", self.container.id, e)
-                result = HealthcheckResult(exit_code=-1, output=str(e))
-            result.start = format_rfc3339_nano(started)
-            if not result.end:
-                result.end = format_rfc3339_nano(now_ns())
-            if self.stop.is_set():
-                return
-            self._record(result, started)
+    def run_once(self) -> None:
+        """One probe and its result; the next is scheduled an interval after it ends."""
+        started = now_ns()
+        try:
+            result = self._probe()
+        except Exception as e:  # a probe that could not run is a failed probe
+            log.warning("Health check for container %s error: %s", self.container.id, e)
+            result = HealthcheckResult(exit_code=-1, output=str(e))
+        result.start = format_rfc3339_nano(started)
+        if not result.end:
+            result.end = format_rfc3339_nano(now_ns())
+        if self.stop.is_set():
+            return
+        self._record(result, started)
+        if not self.stop.is_set():
+            _scheduler.schedule(self, self._interval_ns() / SEC)
 
     def _probe(self) -> HealthcheckResult:
         d, container = self.d, self.container
