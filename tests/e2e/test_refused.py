@@ -28,7 +28,6 @@ def refused(berthd: Berthd, cleanup: list[str], *args: str) -> str:
     [
         (["--ip", "172.17.0.99"], "user specified IP address is supported"),
         (["--network", "host", "--mac-address", "02:42:ac:11:00:99"], "mac-address and"),
-        (["--volumes-from", "whatever"], "--volumes-from"),
         (["--volume-driver", "nfs", "-v", "vol:/v"], 'volume driver "nfs" not found'),
         (["--mount", "type=volume,target=/v,volume-driver=nfs"], 'volume driver "nfs" not found'),
         (["--mount", "type=volume,target=/v,volume-opt=type=tmpfs"], "volume driver options"),
@@ -77,6 +76,7 @@ _ALIAS = {"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}}
         ({"NetworkingConfig": _ALIAS}, 400, "network-scoped alias is supported only"),
         # 404, as dockerd: the CLI then tries to pull the image and shows this again
         ({"HostConfig": {"NetworkMode": "nosuchnet"}}, 404, "network nosuchnet not found"),
+        ({"HostConfig": {"VolumesFrom": ["whatever"]}}, 404, "No such container: whatever"),
     ],
 )
 def test_refused_through_the_api(

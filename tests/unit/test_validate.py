@@ -344,7 +344,6 @@ def test_defaults_are_not_refused(hc: HostConfig, net: NetworkingConfig | None) 
             "conflicting options: mac-address and the network mode",
         ),
         (HostConfig(), _net(driver_opts={"a": "b"}), errdefs.NotImplementedFeature, "driver-opt"),
-        (HostConfig(volumes_from=["c"]), None, errdefs.NotImplementedFeature, "--volumes-from"),
         (HostConfig(volume_driver="nfs"), None, errdefs.NotImplementedFeature, '"nfs" not found'),
         (HostConfig(storage_opt={"size": "1G"}), None, errdefs.NotImplementedFeature, "storage"),
         (HostConfig(userns_mode="private"), None, errdefs.NotImplementedFeature, "--userns"),

@@ -151,9 +151,27 @@ def adapt_host_config(d: Daemon, hc: HostConfig) -> None:
             setattr(hc, attr, "container:" + target.id)
 
 
+def _volumes_from(d: Daemon, hc: HostConfig) -> dict[str, MountPoint]:
+    """moby's ``--volumes-from id[:ro|rw]``: the other container's mount points, read-only
+    with ``ro``, read-write with ``rw``, else as it has them; binds and ``--mount`` given
+    with the container override them at the same destination."""
+    points: dict[str, MountPoint] = {}
+    for spec in hc.volumes_from or []:
+        ref, _, mode = spec.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise errdefs.InvalidParameter(f"invalid mode: {mode}")
+        source = d.get_container(ref)
+        for mp in source.record.mount_points.values():
+            copy = msgspec.structs.replace(mp)
+            if mode:
+                copy.rw = mp.rw and mode == "rw"
+            points[copy.destination] = copy
+    return points
+
+
 def _register_mount_points(d: Daemon, config: Config, hc: HostConfig) -> dict[str, MountPoint]:
     root = str(d.options.data_root)
-    points: dict[str, MountPoint] = {}
+    points: dict[str, MountPoint] = _volumes_from(d, hc)
     binds: set[str] = set()
     for raw in hc.binds or []:
         mp = parse_bind(raw, root, hc.volume_driver)

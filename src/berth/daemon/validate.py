@@ -244,10 +244,6 @@ def _refuse_networking(hc: HostConfig, net: NetworkingConfig | None) -> None:
 
 
 def _refuse_storage(hc: HostConfig) -> None:
-    if hc.volumes_from:
-        raise not_yet(
-            "--volumes-from (HostConfig.VolumesFrom)", "mount the volumes by name instead"
-        )
     if hc.volume_driver not in ("", "local"):
         raise _no_volume_driver(hc.volume_driver)
     if hc.storage_opt:
