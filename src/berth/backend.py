@@ -32,6 +32,7 @@ from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem, ImportOptions
 from berth.types.image import Summary as ImageSummary
 from berth.types.network import NetworkCreateRequest, NetworkCreateResponse, NetworkResource
+from berth.types.volume import Volume, VolumeCreateRequest, VolumePruneReport
 
 
 class ExecInstance(Protocol):
@@ -239,6 +240,43 @@ class NetworkBackend(Protocol):
         checked by the router: label, label!, until); the names removed."""
 
 
+class VolumeBackend(Protocol):
+    """The volume routes' service (the volume service itself, not relayed by the
+    Daemon); it publishes the volume events (create, destroy, prune) itself.
+
+    Volumes are named exactly (no prefixes): NotFound "get <name>: no such
+    volume" when there is none.  Answers are in the current API's shape, with
+    ``UsageData`` None (only ``/system/df`` shows it) and ``Status`` the driver's
+    (None for the local driver).
+    """
+
+    def list_volumes(self, filters: Filters) -> tuple[list[Volume], list[str]]:
+        """The volumes matching *filters* and the warnings of drivers that could not
+        list theirs.  The router has checked the keys (dangling, driver, label,
+        name) and that ``dangling`` is one of true/1/false/0; ``name`` matches as
+        moby's ``filters.Match`` (:meth:`Filters.match`), ``label`` as
+        :meth:`Filters.match_kv_list`, ``dangling=true`` the volumes no container
+        references."""
+
+    def inspect_volume(self, name: str) -> Volume: ...
+
+    def create_volume(self, req: VolumeCreateRequest) -> Volume:
+        """Create the volume, or return the existing one of that name and driver as
+        dockerd does (201 either way); an empty name makes an anonymous volume.
+        ``req.cluster_volume_spec`` is always None here: the router answers it."""
+
+    def remove_volume(self, name: str, force: bool) -> None:
+        """Conflict (409) while a container references the volume; with *force* a
+        volume that does not exist is no error (moby's ``WithPurgeOnError``)."""
+
+    def prune_volumes(self, filters: Filters, all_volumes: bool) -> VolumePruneReport:
+        """Remove the unreferenced local volumes without driver options matching
+        *filters* (keys checked by the router: label, label!; ``all`` is already
+        taken out as *all_volumes*).  Without *all_volumes* only anonymous volumes
+        (label ``com.docker.volume.anonymous``) are candidates; the router sets it
+        for clients before API 1.42, whose dockerd pruned named volumes too."""
+
+
 class SystemBackend(Protocol):
     events: Events
 
@@ -259,5 +297,5 @@ class Backend(
     Protocol,
 ):
     """The container side of what the API serves: the Daemon.  The services (images,
-    networks; volumes, distribution and build next) reach their routers on their own,
+    networks, volumes; distribution and build next) reach their routers on their own,
     through the API's Context."""

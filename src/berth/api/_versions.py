@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from berth.types.filters import Filters
 from berth.types.image import Summary as ImageSummary
 from berth.types.network import NetworkCreateRequest
+from berth.types.volume import VolumeCreateRequest
 from berth.utils.timefmt import ZERO_TIME
 
 Version = tuple[int, int]
@@ -117,6 +119,23 @@ def network_create(req: NetworkCreateRequest, version: Version) -> NetworkCreate
     if version < (1, 48):
         req.enable_ipv4 = None
     return req
+
+
+def volume_create(req: VolumeCreateRequest, version: Version) -> VolumeCreateRequest:
+    """``POST /volumes/create``: cluster volumes came with API 1.42; an older client's
+    ``ClusterVolumeSpec`` is ignored and a local volume made, as dockerd does."""
+    if version < (1, 42):
+        req.cluster_volume_spec = None
+    return req
+
+
+def volume_prune_filters(filters: Filters, version: Version) -> Filters:
+    """``POST /volumes/prune``: before API 1.42 prune removed every unused volume,
+    named ones too; moby's router adds the filter ``all=true`` for such clients
+    (an ``all=false`` they sent then conflicts with it, as in dockerd)."""
+    if version < (1, 42):
+        return filters.with_values("all", ["true"])
+    return filters
 
 
 def _insert_after(doc: dict[str, Any], anchor: str, key: str, value: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from berth.backend import Backend, ImageBackend, NetworkBackend
+from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -23,14 +23,17 @@ class Context:
         *,
         images: ImageBackend,
         networks: NetworkBackend | None = None,
+        volumes: VolumeBackend | None = None,
         workers: int = 32,
     ) -> None:
         self.backend = backend
         self.images = images
         # None until the Daemon hands its network controller over: no network routes.
         self.networks = networks
-        # volumes, distribution and builder join them here, each typed by its
-        # Protocol in berth.backend and handed over by the ApiServer.
+        # None until the Daemon hands its volume service over: no volume routes.
+        self.volumes = volumes
+        # distribution and builder join them here, each typed by its Protocol in
+        # berth.backend and handed over by the ApiServer.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

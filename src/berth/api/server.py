@@ -10,12 +10,13 @@ from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
 from berth.api import archive, containers, events, execs, lifecycle, system
 from berth.api import images as image_routes
 from berth.api import networks as network_routes
+from berth.api import volumes as volume_routes
 from berth.api._http import AnyResponse, ClientGone, HTTPServer, Request, Response
 from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
-from berth.backend import Backend, ImageBackend, NetworkBackend
+from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,21 @@ class ApiServer:
         *,
         images: ImageBackend,
         networks: NetworkBackend | None = None,
+        volumes: VolumeBackend | None = None,
     ) -> None:
         """*backend* serves the container routes; each service serves its own routes
-        (the volume, distribution and build services will follow *images* and
-        *networks*).  Without *networks* there are no network routes (404)."""
+        (the distribution and build services will follow *images*, *networks* and
+        *volumes*).  Without *networks* there are no network routes (404), without
+        *volumes* no volume routes."""
         self.backend = backend
         self.router = Router()
-        self.context = Context(backend, images=images, networks=networks)
+        self.context = Context(backend, images=images, networks=networks, volumes=volumes)
         for module in (system, events, containers, lifecycle, archive, execs, image_routes):
             self.router.extend(module.routes(self.context))
         if networks is not None:
             self.router.extend(network_routes.routes(self.context, networks))
+        if volumes is not None:
+            self.router.extend(volume_routes.routes(self.context, volumes))
         self.http = HTTPServer(
             self.handle,
             [
