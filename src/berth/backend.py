@@ -27,6 +27,7 @@ from berth.types.container import (
     PathStat,
     PruneReport,
     Summary,
+    UpdateConfig,
 )
 from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem, ImportOptions
@@ -112,6 +113,12 @@ class StateBackend(Protocol):
     def rename_container(self, old: str, new: str) -> None: ...
 
     def remove_container(self, ref: str, force: bool, remove_volumes: bool, link: bool) -> None: ...
+
+    def update_container(self, ref: str, config: UpdateConfig) -> list[str]:
+        """``docker update``: the resources and restart policy of *config* (its router has
+        made the version adjustments) merged into the container's HostConfig and, while it
+        runs, applied to its cgroup at once; the warnings.  InvalidParameter for values
+        dockerd refuses, Conflict (409) for ones the container's own settings exclude."""
 
 
 class AttachBackend(Protocol):

@@ -19,6 +19,7 @@ from berth.api.httputils import (
     json_response,
     no_content,
     query,
+    read_json,
     strip_nulls,
 )
 from berth.api.router import Route
@@ -27,6 +28,8 @@ from berth.types.container import (
     EndpointSettings,
     HostConfig,
     NetworkingConfig,
+    UpdateConfig,
+    UpdateResponse,
 )
 from berth.types.wire import encode as wire_encode
 
@@ -170,6 +173,17 @@ def routes(ctx: Context) -> list[Route]:
         report = await ctx.run(backend.prune_containers, filters(req))
         return json_response(report)
 
+    async def update(req: Request) -> Response:
+        config = await read_json(req, UpdateConfig) or UpdateConfig()
+        if req.api_version < (1, 40):
+            config.pids_limit = None
+        if req.api_version >= (1, 42):
+            config.kernel_memory = 0  # removed in API 1.42: ignored, as dockerd does
+        if config.pids_limit is not None and config.pids_limit <= 0:
+            config.pids_limit = 0  # 0 and any negative value: "unlimited"
+        warnings = await ctx.run(backend.update_container, req.params["name"], config)
+        return json_response(UpdateResponse(warnings or None))
+
     return [
         Route("POST", "/containers/create", create),
         Route("GET", "/containers/json", list_),
@@ -177,6 +191,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("POST", "/containers/{name}/rename", rename),
         Route("DELETE", "/containers/{name:.+}", delete),  # rm --link: /parent/alias
         Route("POST", "/containers/prune", prune),
+        Route("POST", "/containers/{name}/update", update),
     ]
 
 

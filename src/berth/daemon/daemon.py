@@ -43,6 +43,7 @@ from berth.daemon import rename as _rename
 from berth.daemon import restore as _restore
 from berth.daemon import start as _start
 from berth.daemon import stop as _stop
+from berth.daemon import update as _update
 from berth.daemon.exec import Exec, ExecStore
 from berth.daemon.logs import ContainerLog, open_log
 from berth.daemon.monitor import handle_exit
@@ -68,6 +69,7 @@ from berth.types.container import (
     PathStat,
     PruneReport,
     Summary,
+    UpdateConfig,
 )
 from berth.types.filters import Filters
 from berth.utils.atomic import write_file
@@ -552,6 +554,9 @@ class Daemon:
 
     def unpause_container(self, ref: str) -> None:
         _stop.unpause_container(self, ref)
+
+    def update_container(self, ref: str, config: UpdateConfig) -> list[str]:
+        return _update.update_container(self, ref, config.host_config())
 
     def resize_container(self, ref: str, height: int, width: int) -> None:
         container = self.get_container(ref)

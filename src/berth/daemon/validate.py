@@ -6,8 +6,11 @@ so a refused request leaves no trace.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import math
+import os
 import posixpath
 import re
 
@@ -536,3 +539,172 @@ def parse_size(value: str) -> int:
     if n < 0 or not math.isfinite(n):
         raise ValueError(value)
     return int(n * mult)
+
+
+@dataclasses.dataclass(frozen=True)
+class SysInfo:
+    """What the kernel's cgroups can limit (moby's ``sysinfo.SysInfo``, the resource part)."""
+
+    memory_limit: bool = True
+    swap_limit: bool = True
+    memory_reservation: bool = True
+    memory_swappiness: bool = True
+    oom_kill_disable: bool = True
+    pids_limit: bool = True
+    cpu_shares: bool = True
+    cpu_cfs: bool = True
+    cpuset: bool = True
+    blkio_weight: bool = True
+    blkio_weight_device: bool = True
+    blkio_read_bps_device: bool = True
+    blkio_write_bps_device: bool = True
+    blkio_read_iops_device: bool = True
+    blkio_write_iops_device: bool = True
+
+
+@functools.cache
+def sys_info() -> SysInfo:
+    """This host's :class:`SysInfo`, read once as dockerd reads it at start: on cgroup v1
+    a limit is there when its controller's file is (``blkio.weight`` is absent where the
+    block devices use no CFQ/BFQ scheduler); on v2 when the controller is enabled."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        try:
+            with open("/sys/fs/cgroup/cgroup.controllers") as f:
+                have = set(f.read().split())
+        except OSError:
+            have = set()
+        mem, cpu, io = "memory" in have, "cpu" in have, "io" in have
+        return SysInfo(
+            memory_limit=mem,
+            swap_limit=mem,
+            memory_reservation=mem,
+            memory_swappiness=False,
+            oom_kill_disable=False,
+            pids_limit="pids" in have,
+            cpu_shares=cpu,
+            cpu_cfs=cpu,
+            cpuset="cpuset" in have,
+            blkio_weight=io,
+            blkio_weight_device=io,
+            blkio_read_bps_device=io,
+            blkio_write_bps_device=io,
+            blkio_read_iops_device=io,
+            blkio_write_iops_device=io,
+        )
+
+    def has(controller: str, name: str) -> bool:
+        return os.path.exists(f"/sys/fs/cgroup/{controller}/{name}")
+
+    return SysInfo(
+        memory_limit=has("memory", "cgroup.procs"),  # the controller mounted is enough
+        swap_limit=has("memory", "memory.memsw.limit_in_bytes"),
+        memory_reservation=has("memory", "memory.soft_limit_in_bytes"),
+        memory_swappiness=has("memory", "memory.swappiness"),
+        oom_kill_disable=has("memory", "memory.oom_control"),
+        pids_limit=has("pids", "cgroup.procs"),  # the root has no pids.max
+        cpu_shares=has("cpu", "cpu.shares"),
+        cpu_cfs=has("cpu", "cpu.cfs_quota_us"),
+        cpuset=has("cpuset", "cgroup.procs"),
+        blkio_weight=has("blkio", "blkio.weight"),
+        blkio_weight_device=has("blkio", "blkio.weight_device"),
+        blkio_read_bps_device=has("blkio", "blkio.throttle.read_bps_device"),
+        blkio_write_bps_device=has("blkio", "blkio.throttle.write_bps_device"),
+        blkio_read_iops_device=has("blkio", "blkio.throttle.read_iops_device"),
+        blkio_write_iops_device=has("blkio", "blkio.throttle.write_iops_device"),
+    )
+
+
+def discard_unsupported_resources(hc: HostConfig, info: SysInfo) -> list[str]:
+    """The limits this kernel cannot apply, dropped with dockerd's warnings (the
+    sysinfo half of moby's ``verifyPlatformContainerResources``); :func:`validate_resources`
+    does the other half.  A memory limit under the minimum is left for it to refuse."""
+    warnings: list[str] = []
+    if hc.memory >= MIN_MEMORY and not info.memory_limit:
+        warnings.append(
+            "Your kernel does not support memory limit capabilities or the cgroup is not "
+            "mounted. Limitation discarded."
+        )
+        hc.memory = 0
+        hc.memory_swap = -1
+    if hc.memory > 0 and hc.memory_swap != -1 and not info.swap_limit:
+        warnings.append(
+            "Your kernel does not support swap limit capabilities or the cgroup is not "
+            "mounted. Memory limited without swap."
+        )
+        hc.memory_swap = -1
+    swappiness = hc.memory_swappiness
+    if swappiness is not None and swappiness != -1 and not info.memory_swappiness:
+        warnings.append(
+            "Your kernel does not support memory swappiness capabilities or the cgroup is not "
+            "mounted. Memory swappiness discarded."
+        )
+        hc.memory_swappiness = None
+    if hc.memory_reservation > 0 and not info.memory_reservation:
+        warnings.append(
+            "Your kernel does not support memory soft limit capabilities or the cgroup is not "
+            "mounted. Limitation discarded."
+        )
+        hc.memory_reservation = 0
+    if hc.oom_kill_disable is not None and not info.oom_kill_disable:
+        if hc.oom_kill_disable:
+            warnings.append(
+                "Your kernel does not support OomKillDisable. OomKillDisable discarded."
+            )
+        hc.oom_kill_disable = None
+    if hc.pids_limit is not None and not info.pids_limit:
+        if hc.pids_limit > 0:
+            warnings.append(
+                "Your kernel does not support PIDs limit capabilities or the cgroup is not "
+                "mounted. PIDs limit discarded."
+            )
+        hc.pids_limit = None
+    if hc.nano_cpus > 0 and hc.cpu_period <= 0 and hc.cpu_quota <= 0 and not info.cpu_cfs:
+        raise invalid(
+            "NanoCPUs can not be set, as your kernel does not support CPU CFS scheduler or the "
+            "cgroup is not mounted"
+        )
+    if hc.cpu_shares > 0 and not info.cpu_shares:
+        warnings.append(
+            "Your kernel does not support CPU shares or the cgroup is not mounted. "
+            "Shares discarded."
+        )
+        hc.cpu_shares = 0
+    if (hc.cpu_period != 0 or hc.cpu_quota != 0) and not info.cpu_cfs:
+        warnings.append(
+            "Your kernel does not support CPU CFS scheduler. CPU period/quota discarded."
+        )
+        hc.cpu_period = hc.cpu_quota = 0
+    if (hc.cpuset_cpus or hc.cpuset_mems) and not info.cpuset:
+        warnings.append(
+            "Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded."
+        )
+        hc.cpuset_cpus = hc.cpuset_mems = ""
+    if hc.blkio_weight > 0 and not info.blkio_weight:
+        warnings.append(
+            "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+            "Weight discarded."
+        )
+        hc.blkio_weight = 0
+    if hc.blkio_weight_device and not info.blkio_weight_device:
+        warnings.append(
+            "Your kernel does not support Block I/O weight_device or the cgroup is not "
+            "mounted. Weight-device discarded."
+        )
+        hc.blkio_weight_device = []
+    for attr, supported, what, limit in (
+        ("blkio_device_read_bps", info.blkio_read_bps_device, "BPS Block I/O read limit",
+         "Block I/O BPS read limit"),
+        ("blkio_device_write_bps", info.blkio_write_bps_device, "BPS Block I/O write limit",
+         "Block I/O BPS write limit"),
+        ("blkio_device_read_i_ops", info.blkio_read_iops_device, "IOPS Block read limit",
+         "Block I/O IOPS read limit"),
+        ("blkio_device_write_i_ops", info.blkio_write_iops_device, "IOPS Block write limit",
+         "Block I/O IOPS write limit"),
+    ):  # fmt: skip
+        if getattr(hc, attr) and not supported:
+            warnings.append(
+                f"Your kernel does not support {what} or the cgroup is not mounted. "
+                f"{limit} discarded."
+            )
+            setattr(hc, attr, [])
+    return warnings

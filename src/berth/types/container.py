@@ -492,3 +492,56 @@ class PathStat(msgspec.Struct):
     mode: int
     mtime: str
     link_target: str = field(name="linkTarget")
+
+
+class UpdateConfig(msgspec.Struct, rename="pascal"):
+    """Body of ``POST /containers/{id}/update`` (moby's ``container.UpdateConfig``): the
+    Resources of a HostConfig, spelt as there, and its RestartPolicy."""
+
+    cpu_shares: int = 0
+    memory: int = 0
+    nano_cpus: int = 0
+    cgroup_parent: str = ""
+    blkio_weight: int = 0
+    blkio_weight_device: list[WeightDevice] | None = None
+    blkio_device_read_bps: list[ThrottleDevice] | None = None
+    blkio_device_write_bps: list[ThrottleDevice] | None = None
+    blkio_device_read_i_ops: list[ThrottleDevice] | None = field(
+        default=None, name="BlkioDeviceReadIOps"
+    )
+    blkio_device_write_i_ops: list[ThrottleDevice] | None = field(
+        default=None, name="BlkioDeviceWriteIOps"
+    )
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_realtime_period: int = 0
+    cpu_realtime_runtime: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    devices: list[DeviceMapping] | None = None
+    device_cgroup_rules: list[str] | None = None
+    device_requests: list[DeviceRequest] | None = None
+    kernel_memory: int = 0
+    kernel_memory_tcp: int = field(default=0, name="KernelMemoryTCP")
+    memory_reservation: int = 0
+    memory_swap: int = 0
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool | None = None
+    pids_limit: int | None = None
+    ulimits: list[Ulimit] | None = None
+    cpu_count: int = 0
+    cpu_percent: int = 0
+    io_maximum_i_ops: int = field(default=0, name="IOMaximumIOps")
+    io_maximum_bandwidth: int = field(default=0, name="IOMaximumBandwidth")
+    restart_policy: RestartPolicy = msgspec.field(default_factory=RestartPolicy)
+
+    def host_config(self) -> HostConfig:
+        """A HostConfig with only these fields set, as moby's router builds one."""
+        return HostConfig(**msgspec.structs.asdict(self))
+
+
+class UpdateResponse(msgspec.Struct):
+    """Answer of ``POST /containers/{id}/update``: Go's nil slice (``null``) when there
+    is nothing to say."""
+
+    Warnings: list[str] | None = None
