@@ -120,7 +120,12 @@ async def _serve(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     daemon = await asyncio.to_thread(Daemon, cfg.options)
     await asyncio.to_thread(daemon.start_runtime, loop)
-    server = ApiServer(daemon, images=daemon.images, networks=NetworkService(daemon.networks))
+    server = ApiServer(
+        daemon,
+        images=daemon.images,
+        networks=NetworkService(daemon.networks),
+        volumes=daemon.volumes,
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -304,11 +304,6 @@ def test_compose_down_removes_containers_and_networks(project: Project) -> None:
     assert Path("/sys/class/net", d.bridge).exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="berth has no /volumes routes yet: `docker compose -p NAME down` lists the "
-    "project's volumes first (GET /volumes?filters=...) and stops at 404 'page not found'",
-)
 @pytest.mark.parametrize("project", ["v2"], indirect=True)
 def test_compose_v2_down_by_project_name(project: Project) -> None:
     """`docker compose -p NAME down` from anywhere: v2 rebuilds the project from what the

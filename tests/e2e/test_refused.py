@@ -30,8 +30,6 @@ def refused(berthd: Berthd, cleanup: list[str], *args: str) -> str:
         (["--network", "host", "--mac-address", "02:42:ac:11:00:99"], "mac-address and"),
         (["--volume-driver", "nfs", "-v", "vol:/v"], 'volume driver "nfs" not found'),
         (["--mount", "type=volume,target=/v,volume-driver=nfs"], 'volume driver "nfs" not found'),
-        (["--mount", "type=volume,target=/v,volume-opt=type=tmpfs"], "volume driver options"),
-        (["--mount", "type=volume,src=v,target=/v,volume-label=a=b"], "volume labels"),
         (["--mount", "type=volume,src=v,target=/v,volume-subpath=d"], "volume subpath"),
         (["--storage-opt", "size=1G"], "--storage-opt"),
         (["--log-opt", "tag={{.Foo}}"], "can't evaluate field Foo"),

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +26,11 @@ def image(berthd: Berthd, busybox_tar: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def named(berthd: Berthd) -> Iterator[str]:
-    """A named volume's name; its directory is removed after the test (no volume API yet)."""
+def named(berthd: Berthd, volume_cleanup: list[str]) -> str:
+    """A named volume's name, removed after the test."""
     name = unique_name("named")
-    yield name
-    shutil.rmtree(berthd.data_root / "volumes" / name, ignore_errors=True)
+    volume_cleanup.append(name)
+    return name
 
 
 def volumes(berthd: Berthd, ref: str) -> dict[str, dict[str, str]]:
@@ -93,7 +92,7 @@ def test_rm_without_v_keeps_volumes(
             assert (Path(m["Source"]) / "f").read_text() == "x\n"
     finally:
         for d in ("/anon", "/mnt", "/imgvol"):
-            shutil.rmtree(volume_dir(berthd, vols[d]["Name"]), ignore_errors=True)
+            berthd.docker("volume", "rm", "-f", vols[d]["Name"], check=False)
 
 
 def test_auto_remove_removes_anonymous_volumes(

@@ -30,7 +30,6 @@ from berth.types.container import (
     NetworkingConfig,
     PortBinding,
     RestartPolicy,
-    VolumeDriverConfig,
     VolumeOptions,
 )
 from berth.types.wire import Empty
@@ -353,22 +352,6 @@ def test_defaults_are_not_refused(hc: HostConfig, net: NetworkingConfig | None) 
             None,
             errdefs.NotImplementedFeature,
             'mount type "image"',
-        ),
-        (
-            HostConfig(
-                mounts=[
-                    Mount(
-                        type="volume",
-                        target="/v",
-                        volume_options=VolumeOptions(
-                            driver_config=VolumeDriverConfig(options={"type": "nfs"})
-                        ),
-                    )
-                ]
-            ),
-            None,
-            errdefs.NotImplementedFeature,
-            "volume driver options",
         ),
         (
             HostConfig(

@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING
 
 from berth import errdefs
 from berth.archive import ContainerFS, Mount, Resolved
+from berth.daemon import volumes as _volumes
 from berth.runtime.userdb import resolve_user
 from berth.types.container import PathStat
 from berth.volume.plan import MountPlan, NetworkFiles, container_mounts
@@ -41,9 +42,10 @@ def fs_mounts(d: Daemon, container: Container) -> list[Mount]:
     """The binds, volumes and network files the container's processes see (not tmpfs)."""
     out: list[Mount] = []
     for m in mount_plan(container).files():
+        source = m.source
         if m.origin == "user" and m.point is not None and m.point.type == "volume":
-            d.volumes_prepare(m.point)
-        out.append(Mount(m.destination, m.source, m.writable))
+            source = _volumes.ensure(d, m.point)
+        out.append(Mount(m.destination, source, m.writable))
     return out
 
 

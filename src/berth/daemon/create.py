@@ -26,6 +26,7 @@ from berth import errdefs
 from berth.container.container import Container, Record
 from berth.daemon import initlayer, names
 from berth.daemon import network as _network
+from berth.daemon import volumes as _volumes
 from berth.daemon.validate import (
     refuse_unsupported,
     validate_container_config,
@@ -270,6 +271,7 @@ def create_container(
     if hc.readonly_paths is None and not hc.privileged:
         hc.readonly_paths = list(DEFAULT_READONLY_PATHS)
     mount_points = _register_mount_points(d, config, hc)
+    made_volumes = _volumes.register(d, hc, mount_points)
     network_settings = _network.network_settings(d, hc, net, config)
 
     ident = generate_id()
@@ -302,6 +304,7 @@ def create_container(
     except BaseException:
         d.view.release_name(reserved)
         d.images.release_rw_layer(ident)
+        _volumes.forget(d, made_volumes)
         if made_root:
             shutil.rmtree(root, ignore_errors=True)
         raise

@@ -64,7 +64,6 @@ from berth.types.container import (
     EndpointSettings,
     ExecOptions,
     HostConfig,
-    MountPoint,
     NetworkingConfig,
     PathStat,
     PruneReport,
@@ -74,6 +73,8 @@ from berth.types.container import (
 from berth.types.filters import Filters
 from berth.utils.atomic import write_file
 from berth.utils.timefmt import now_ns
+from berth.volume.service import VolumeService
+from berth.volume.store import VolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class Daemon:
             image_users=self.image_users,
             tmp_dir=self.tmp_dir,
         )
+        self.volume_store = VolumeStore(
+            root / "volumes", events=self.events, users=self.volume_users
+        )
+        self.volumes = VolumeService(self.volume_store, self.volume_users)
         self.networks = NetworkController(root, options.exec_root, options.network, self.events)
         self.networks.containers.upstreams = self._dns_upstreams
         self.containers: dict[str, Container] = {}
@@ -305,12 +310,16 @@ class Daemon:
             return f"/proc/{self._running_pid(mode[10:], kind.upper())}/ns/{kind}"
         return ""
 
-    def volumes_prepare(self, mp: MountPoint) -> None:
-        """The local volume's directory, filled from the image the first time."""
-        path = Path(mp.source)
-        if path.is_dir():
-            return
-        path.mkdir(parents=True, exist_ok=True)
+    def volume_users(self, name: str) -> list[str]:
+        """The containers (running or not) whose record references volume *name*, from
+        the ViewDB's snapshot: no container lock is taken."""
+        return [
+            snap.id
+            for snap in self.view.snapshot().all()
+            if any(
+                mp.type == "volume" and mp.name == name for mp in snap.record.mount_points.values()
+            )
+        ]
 
     def notify_exit(self, container: Container) -> None:
         """Wake the waiters of an exit.  A container going to restarting counts as not

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from berth import errdefs
 from berth.daemon import network as _network
-from berth.volume.mounts import anonymous_volumes, volume_dir
+from berth.daemon import volumes as _volumes
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -86,36 +86,4 @@ def release(d: Daemon, container: Container, remove_volumes: bool | None = None)
     if remove_volumes is None:
         remove_volumes = container.host_config.auto_remove
     if remove_volumes:
-        remove_anonymous_volumes(d, container)
-
-
-def remove_anonymous_volumes(d: Daemon, container: Container) -> None:
-    """Remove the container's anonymous volumes; named volumes and binds stay.
-
-    One still mounted by another container is kept, as dockerd keeps a volume in use (it
-    logs the failure and the container is removed anyway).
-    """
-    root = str(d.options.data_root)
-    for mp in anonymous_volumes(container.host_config, container.record.mount_points):
-        path = volume_dir(root, mp.name)
-        if path is None:
-            continue
-        users = [
-            other.id
-            for other in list(d.containers.values())
-            if other is not container
-            and any(
-                p.type == "volume" and p.name == mp.name for p in other.record.mount_points.values()
-            )
-        ]
-        if users:
-            log.warning("volume %s is in use by %s; not removed", mp.name, users[0][:12])
-            continue
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError:
-            continue  # never started, so never made
-        except OSError as e:
-            log.error("removing volume %s of %s: %s", mp.name, container.id[:12], e)
-            continue
-        d.events.publish("volume", "destroy", mp.name, {"driver": mp.driver or "local"})
+        _volumes.remove_anonymous(d, container)

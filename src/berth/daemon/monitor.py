@@ -18,6 +18,7 @@ from berth import errdefs
 from berth.daemon import delete as _delete
 from berth.daemon import health as _health
 from berth.daemon import network as _network
+from berth.daemon import volumes as _volumes
 from berth.daemon.start import start_locked
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def handle_exit(
         # Endpoints go before the exit is announced (~1 ms: the namespace is removed
         # whole; its addresses come back once the kernel has deleted its veths).
         _network.release(d, container, _network.clear_runtime(container))
+        _volumes.unmount_all(d, container)
         restart, delay = d.restart_manager.should_restart(container, exit_code)
         if restart:
             container.set_restarting(exit_code, exited_at_ns)

@@ -24,6 +24,7 @@ from berth.daemon import delete as _delete
 from berth.daemon import health as _health
 from berth.daemon import network as _network
 from berth.daemon import start as _start
+from berth.daemon import volumes as _volumes
 from berth.runtime.base import TaskStatus
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ def _reattach(d: Daemon, container: Container, paused: bool) -> None:
     """Pick up a container that kept running while berthd was away."""
     rec = container.record
     _network.adopt(d, container)
+    _volumes.mount_all(d, container, None)  # mounted again for it; nothing copied
     rw = d.images.layers.get_rw_layer(container.id)
     rootfs = d.images.layers.mount(rw)
     container.rootfs = rootfs

@@ -25,6 +25,7 @@ from berth.container.stream import ProcessIO
 from berth.daemon import health as _health
 from berth.daemon import logs as _logs
 from berth.daemon import network as _network
+from berth.daemon import volumes as _volumes
 from berth.daemon.netfiles import write_network_files
 from berth.runtime.spec import SpecOptions, build_spec, resolve_user
 from berth.types.container import Config, MountPoint
@@ -74,27 +75,25 @@ def translate_start_error(container: Container, err: errdefs.BerthError) -> errd
 
 
 def _prepare_mounts(d: Daemon, container: Container) -> list[MountPoint]:
-    """Host sides of binds and volumes, created when missing (as dockerd does for -v)."""
+    """Host sides of binds, created when missing (as dockerd does for -v); volumes are
+    mounted for the container before (``volumes.mount_all``)."""
     out = []
     for mp in container.record.mount_points.values():
-        if mp.type == "bind":
-            if not os.path.exists(mp.source):
-                created_by_mount = any(
-                    m.bind_options and m.bind_options.create_mountpoint
-                    for m in container.host_config.mounts or []
-                    if m.target == mp.destination
+        if mp.type == "bind" and not os.path.exists(mp.source):
+            created_by_mount = any(
+                m.bind_options and m.bind_options.create_mountpoint
+                for m in container.host_config.mounts or []
+                if m.target == mp.destination
+            )
+            from_binds = any(
+                b.split(":")[0] == mp.source for b in container.host_config.binds or []
+            )
+            if not (from_binds or created_by_mount):
+                raise errdefs.InvalidParameter(
+                    f'invalid mount config for type "bind": bind source path does not '
+                    f"exist: {mp.source}"
                 )
-                from_binds = any(
-                    b.split(":")[0] == mp.source for b in container.host_config.binds or []
-                )
-                if not (from_binds or created_by_mount):
-                    raise errdefs.InvalidParameter(
-                        f'invalid mount config for type "bind": bind source path does not '
-                        f"exist: {mp.source}"
-                    )
-                os.makedirs(mp.source, 0o755, exist_ok=True)
-        elif mp.type == "volume":
-            d.volumes_prepare(mp)
+            os.makedirs(mp.source, 0o755, exist_ok=True)
         out.append(mp)
     return out
 
@@ -216,9 +215,11 @@ def start_locked(d: Daemon, container: Container) -> None:
     io: ProcessIO | None = None
     logger = None
     created = False
-    networked = False
+    networked = volumes_mounted = False
     try:
         setup_working_dir(rootfs, rec.config.working_dir)
+        volumes_mounted = True
+        _volumes.mount_all(d, container, rootfs)
         networked = True
         _network.connect_at_start(d, container)
         spec = container_spec(d, container, rootfs)
@@ -262,6 +263,8 @@ def start_locked(d: Daemon, container: Container) -> None:
         layers.unmount(rw)
         if networked:
             _network.release(d, container, _network.clear_runtime(container))
+        if volumes_mounted:
+            _volumes.unmount_all(d, container)
         if isinstance(e, errdefs.BerthError):
             container.set_start_failed(str(e))
             d.checkpoint(container, host_config=False)

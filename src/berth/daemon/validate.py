@@ -260,10 +260,6 @@ def _refuse_storage(hc: HostConfig) -> None:
         dc = vo.driver_config
         if dc is not None and dc.name not in ("", "local"):
             raise _no_volume_driver(dc.name)
-        if dc is not None and dc.options:
-            raise not_yet(f"volume driver options (volume-opt) of the mount at {m.target}")
-        if vo.labels:
-            raise not_yet(f"volume labels (volume-label) of the mount at {m.target}")
         if vo.subpath:
             raise not_yet(f"volume subpath (volume-subpath) of the mount at {m.target}")
 

@@ -28,6 +28,11 @@ def format_rfc3339_nano(ns: int) -> str:
     return base + "Z"
 
 
+def format_rfc3339(ns: int) -> str:
+    """Go's ``time.RFC3339`` in UTC: to the second."""
+    return _format_second(ns // 1_000_000_000) + "Z"
+
+
 @functools.lru_cache(maxsize=256)
 def _format_second(secs: int) -> str:
     """The date and time to the second: log lines come many to a second."""
