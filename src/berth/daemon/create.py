@@ -28,7 +28,9 @@ from berth.daemon import initlayer, names
 from berth.daemon import network as _network
 from berth.daemon import volumes as _volumes
 from berth.daemon.validate import (
+    discard_unsupported_resources,
     refuse_unsupported,
+    sys_info,
     validate_container_config,
     validate_exposed_ports,
     validate_host_config,
@@ -230,6 +232,7 @@ def create_container(
     validate_exposed_ports(config)
     validate_host_config(hc)
     refuse_unsupported(config, hc, net)
+    warnings.extend(discard_unsupported_resources(hc, sys_info()))
     warnings.extend(validate_resources(hc, os.cpu_count() or 1))
 
     wanted = parse_platform(platform) if platform else None

@@ -109,7 +109,7 @@ def system_info(d: Daemon) -> dict[str, Any]:
         "CpuCfsQuota": _cgroup_has("cpu", "cpu.cfs_quota_us"),
         "CPUShares": _cgroup_has("cpu", "cpu.shares"),
         "CPUSet": _cgroup_has("cpuset", "cpuset.cpus"),
-        "PidsLimit": _cgroup_has("pids", "pids.max"),
+        "PidsLimit": _cgroup_has("pids", "cgroup.procs"),  # the v1 root has no pids.max
         "IPv4Forwarding": _ipv4_forwarding(),
         "Debug": d.options.debug,
         "NFd": _nfd(),

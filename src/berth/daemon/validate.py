@@ -323,9 +323,9 @@ def validate_resources(hc: HostConfig, ncpu: int) -> list[str]:
         )
         hc.kernel_memory_tcp = 0
     if hc.cpuset_cpus:
-        _check_cpuset(hc.cpuset_cpus, "cpus", _online("/sys/devices/system/cpu/online"))
+        _check_cpuset(hc.cpuset_cpus, "cpus", "CPUs", "/sys/devices/system/cpu/online")
     if hc.cpuset_mems:
-        _check_cpuset(hc.cpuset_mems, "mems", _online("/sys/devices/system/node/online"))
+        _check_cpuset(hc.cpuset_mems, "mems", "memory nodes", "/sys/devices/system/node/online")
     if hc.blkio_weight > 0 and not 10 <= hc.blkio_weight <= 1000:
         raise invalid("Range of blkio weight is from 10 to 1000")
     if hc.io_maximum_bandwidth or hc.io_maximum_i_ops:
@@ -363,12 +363,12 @@ def _valid_ns_mode(mode: str, name: str) -> bool:
     return mode == "host"
 
 
-def _online(path: str) -> set[int]:
+def _online(path: str) -> str:
     try:
         with open(path) as f:
-            return _parse_set(f.read().strip())
-    except (OSError, ValueError):
-        return set()
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _parse_set(value: str) -> set[int]:
@@ -385,16 +385,19 @@ def _parse_set(value: str) -> set[int]:
     return out
 
 
-def _check_cpuset(value: str, kind: str, available: set[int]) -> None:
+def _check_cpuset(value: str, kind: str, what: str, online: str) -> None:
+    """moby's wording: the host's own list as the kernel writes it ("0-1")."""
     try:
         wanted = _parse_set(value)
     except ValueError:
         raise invalid(f"Invalid value {value} for cpuset {kind}") from None
+    have = _online(online)
+    try:
+        available = _parse_set(have)
+    except ValueError:
+        return
     if available and not wanted <= available:
-        have = ",".join(str(i) for i in sorted(available))
-        raise invalid(
-            f"Requested {kind.upper()} are not available - requested {value}, available: {have}"
-        )
+        raise invalid(f"Requested {what} are not available - requested {value}, available: {have}")
 
 
 def validate_log_config(hc: HostConfig, default_driver: str, default_opts: dict[str, str]) -> None:
