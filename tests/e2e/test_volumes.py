@@ -284,12 +284,6 @@ def test_run_makes_named_and_anonymous_volumes(
     assert vexists(berthd, named)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="berth announces the container removed (wait?condition=removed, the container's "
-    "destroy event) before it removes the anonymous volumes; dockerd's cleanupContainer "
-    "runs removeMountPoints before SetRemoved and LogContainerEvent(destroy)",
-)
 def test_run_rm_removes_anonymous_volumes_before_it_returns(berthd: Berthd, tmp_path: Path) -> None:
     tag = unique_name("vrmnow")
     cidfile = tmp_path / "cid"

@@ -57,19 +57,28 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
 
 def cleanup(d: Daemon, container: Container, remove_volumes: bool | None = None) -> None:
     """Forget and release *container*; *remove_volumes* as for :func:`release`."""
+    if remove_volumes is None:
+        remove_volumes = container.host_config.auto_remove
     with container.lock:  # after the monitor's deletion of the task and the unmount
-        forget(d, container)
-        release(d, container, remove_volumes)
+        forget(d, container, remove_volumes=remove_volumes)
+        release(d, container, remove_volumes=False)
 
 
-def forget(d: Daemon, container: Container) -> None:
+def forget(d: Daemon, container: Container, *, remove_volumes: bool = False) -> None:
     """Take the container out of the API; the record goes first so a crash cannot
-    resurrect it (the boot then releases what ``release`` had not)."""
+    resurrect it (the boot then releases what ``release`` had not).
+
+    With *remove_volumes* its anonymous volumes go before the removal is announced, as
+    moby's ``cleanupContainer`` does: when ``docker run --rm`` or ``rm -v`` returns they
+    are gone, and their ``destroy`` events come before the container's.
+    """
     try:
         (container.root / "config.v2.json").unlink()
     except FileNotFoundError:
         pass
     d.unregister(container)
+    if remove_volumes:
+        _volumes.remove_anonymous(d, container)
     st = container.state
     d.notify_removed(container.id, st.exit_code, st.error or None)
     d.emit_container(container, "destroy")

@@ -83,7 +83,7 @@ def handle_exit(
         # the critical path of ``docker run``, ``docker stop`` and ``docker run --rm``.
         d.emit_container(container, "die", {"exitCode": str(exit_code)})
         if remove:
-            _delete.forget(d, container)
+            _delete.forget(d, container, remove_volumes=True)
         if not task_deleted:
             _delete_task(d, container)
         try:
@@ -92,7 +92,7 @@ def handle_exit(
         except errdefs.BerthError as e:
             log.warning("unmounting %s: %s", container.id[:12], e)
         if remove:
-            _delete.release(d, container)
+            _delete.release(d, container, remove_volumes=False)
     if restart:
         threading.Thread(target=_restart_later, args=(d, container, delay), daemon=True).start()
 
