@@ -146,10 +146,23 @@ def _containerd_address(pid: int) -> str:
     return "/run/containerd/containerd.sock"
 
 
+def _daemon_pid(path: str) -> int:
+    """The process listening on *path*; for a socket bound in another network namespace
+    (which this one's /proc/net/unix does not list: a dockerd started with ``nsenter
+    --net``, see README.md), the dockerd whose command line names *path*."""
+    try:
+        return _owner_of_inode(_socket_inode(path))
+    except RuntimeError:
+        for pid in _pids():
+            if _program(pid) == "dockerd" and any(path in a for a in _cmdline(pid)):
+                return pid
+        raise
+
+
 def engine_processes(host: str) -> EngineProcesses:
     """The daemon serving *host*, the containerd it started and that containerd's shims."""
     path = host.removeprefix("unix://")
-    daemon = _owner_of_inode(_socket_inode(path))
+    daemon = _daemon_pid(path)
     pids = _pids()
     containerd = next((p for p in pids if _ppid(p) == daemon and _program(p) == "containerd"), None)
     shims: list[int] = []

@@ -49,14 +49,21 @@ def _log_lines(mb: int) -> tuple[str, bytes]:
 
 @dataclass
 class Workload:
-    """*sample* runs once per round per engine; *setup*/*teardown* once per engine."""
+    """*sample* runs once per round per engine; *setup*/*teardown* once per engine.
+
+    A sample returns seconds (``unit="ms"``, shown in ms) or a fraction of one CPU core
+    (``unit="%"``, shown in %). A workload with *also* names further rows: its sample
+    returns a tuple, the main figure first, then one per name in *also*.
+    """
 
     name: str
-    sample: Callable[[Engine], float]
+    sample: Callable[[Engine], float | tuple[float, ...]]
     rounds: int | None = None  # at most this many rounds (slow workloads)
     setup: Callable[[Engine], None] = lambda e: None
     teardown: Callable[[Engine], None] = lambda e: None
     note: str = ""
+    unit: str = "ms"
+    also: tuple[str, ...] = ()
 
 
 @dataclass
