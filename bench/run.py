@@ -190,9 +190,8 @@ def volume_workloads(tmp: Path) -> list[Workload]:
         created = [p[1] for p in pairs if p[0] == "create"]
         expect(len(created) == 1, f"volume events {events[:300]!r}: want one new volume")
         expect(["mount", created[0]] in pairs, f"volume events {events[:300]!r}: not mounted")
-        # --rm removes the anonymous volume, as dockerd does, after the container (the CLI
-        # may return first): wait for it, untimed, so that it neither leaks nor is removed
-        # during the next sample.
+        # --rm removes the anonymous volume; should that finish after the CLI returns, wait
+        # for it, untimed, so that it neither leaks nor is removed during the next sample.
         deadline = time.monotonic() + 30
         while e.timed("volume", "inspect", created[0]).returncode == 0:
             expect(time.monotonic() < deadline, f"volume {created[0]} left by run --rm")
