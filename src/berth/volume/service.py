@@ -28,6 +28,17 @@ class VolumeService:
     def __init__(self, store: VolumeStore, users: Callable[[str], list[str]]) -> None:
         self.store = store
         self._users = users
+        #: the answer for each record, while the store keeps that record (records are
+        #: replaced, never changed): ``docker volume ls`` of hundreds rebuilds none
+        self._answers: dict[str, tuple[VolumeRecord, Volume]] = {}
+
+    def _answer(self, rec: VolumeRecord) -> Volume:
+        cached = self._answers.get(rec.name)
+        if cached is not None and cached[0] is rec:
+            return cached[1]
+        vol = self.to_api(rec)
+        self._answers[rec.name] = (rec, vol)
+        return vol
 
     def to_api(self, rec: VolumeRecord, usage: bool = False) -> Volume:
         created = format_rfc3339(parse_rfc3339(rec.created)) if rec.created else ""
@@ -51,7 +62,11 @@ class VolumeService:
         if filters.contains("dangling"):
             dangling = filters.get_bool_or_default("dangling", False)
         out = []
-        for rec in sorted(self.store.list(), key=lambda r: r.name):
+        records = self.store.list()
+        if len(self._answers) > 2 * len(records) + 64:  # answers of removed volumes go
+            names = {r.name for r in records}
+            self._answers = {k: v for k, v in self._answers.items() if k in names}
+        for rec in records:  # the store lists them by name
             if not filters.match("name", rec.name):
                 continue
             if filters.contains("driver") and not filters.exact_match("driver", rec.driver):
@@ -60,7 +75,7 @@ class VolumeService:
                 continue
             if dangling is not None and (not self._users(rec.name)) != dangling:
                 continue
-            out.append(self.to_api(rec))
+            out.append(self._answer(rec))
         return out, []
 
     def inspect_volume(self, name: str) -> Volume:

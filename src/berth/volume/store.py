@@ -255,6 +255,7 @@ class VolumeStore:
 
     def __init__(self, root: Path, *, events: Events, users: Callable[[str], list[str]]) -> None:
         self._root = Path(root)
+        self._root_str = str(self._root)
         self._events = events
         self._users = users
         self._records: dict[str, VolumeRecord] = {}
@@ -333,7 +334,7 @@ class VolumeStore:
         return rec
 
     def _data(self, name: str) -> str:
-        return str(self._root / name / DATA)
+        return f"{self._root_str}/{name}/{DATA}"
 
     def _purge(self, path: str) -> bool:
         """Delete a tree that is no longer a volume: unmount what is mounted in it first,
