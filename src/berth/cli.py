@@ -125,6 +125,7 @@ async def _serve(cfg: Config) -> None:
         images=daemon.images,
         networks=NetworkService(daemon.networks),
         volumes=daemon.volumes,
+        registry=daemon.registry,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

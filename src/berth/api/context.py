@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
+from berth.distribution.registry import RegistryClient
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -24,6 +25,7 @@ class Context:
         images: ImageBackend,
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
+        registry: RegistryClient | None = None,
         workers: int = 32,
     ) -> None:
         self.backend = backend
@@ -32,6 +34,8 @@ class Context:
         self.networks = networks
         # None until the Daemon hands its volume service over: no volume routes.
         self.volumes = volumes
+        # None until the Daemon hands its registry client over: pulls are refused.
+        self.registry = registry
         # distribution and builder join them here, each typed by its Protocol in
         # berth.backend and handed over by the ApiServer.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import h11
 
@@ -29,8 +29,11 @@ from berth.api.httputils import (
 )
 from berth.api.router import Route
 from berth.backend import ImageBackend
+from berth.distribution import pull as _pull_mod
+from berth.distribution.registry import AuthConfig
 from berth.types.image import ImportOptions
 from berth.types.wire import encode as wire_encode
+from berth.utils.platform import parse_platform
 
 
 def _json_lines(messages: list[dict[str, str]]) -> bytes:
@@ -80,13 +83,10 @@ def routes(ctx: Context) -> list[Route]:
         )
         return json_response(items)
 
-    async def create(req: Request) -> Response:
+    async def create(req: Request) -> Response | StreamingResponse:
         from_image = query(req, "fromImage")
         if from_image:
-            raise errdefs.NotImplementedFeature(
-                f"pulling {from_image} from a registry is not supported by berth yet; "
-                "bring images in with `docker load` or `docker import`"
-            )
+            return await _pull(req, from_image)
         src = query(req, "fromSrc")
         if not src:
             raise errdefs.InvalidParameter("either fromImage or fromSrc must be given")
@@ -112,6 +112,48 @@ def routes(ctx: Context) -> list[Route]:
                 raise errdefs.InvalidParameter(f"unsupported import source {src!r}")
             image_id = await ctx.run(_import_url, images, url, options)
         return Response(200, _json_lines([{"status": image_id}]), "application/json")
+
+    async def _pull(req: Request, from_image: str) -> StreamingResponse:
+        """As dockerd: what is known before any layer moves is an HTTP error; after
+        that, errors are the stream's last message."""
+        if ctx.registry is None or not isinstance(images, _pull_mod.PullTarget):
+            raise errdefs.NotImplementedFeature(
+                f"pulling {from_image} from a registry is not supported by this daemon"
+            )
+        registry = ctx.registry
+        auth = AuthConfig.from_header(req.headers.get("x-registry-auth", ""))
+        ref = _pull_mod.normalize_reference(from_image, query(req, "tag"))
+        value = query(req, "platform")
+        platform = parse_platform(value) if value else None
+        plan = await ctx.run(_pull_mod.prepare, registry, ref, auth, platform)
+        target = images
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def progress(msg: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, encode(msg) + b"\r\n")
+
+        def run() -> None:
+            try:
+                _pull_mod.execute(target, plan, progress)
+            except Exception as e:
+                loop.call_soon_threadsafe(queue.put_nowait, _error_line(e))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        task = asyncio.ensure_future(ctx.run(run))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    yield item
+            finally:
+                await asyncio.shield(task)
+
+        return StreamingResponse(chunks(), content_type="application/json")
 
     async def load(req: Request) -> StreamingResponse:
         """As dockerd: 200 and a JSON stream, whose last message carries any error

@@ -17,6 +17,7 @@ from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
 from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
+from berth.distribution.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ApiServer:
         images: ImageBackend,
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
+        registry: RegistryClient | None = None,
     ) -> None:
         """*backend* serves the container routes; each service serves its own routes
         (the distribution and build services will follow *images*, *networks* and
@@ -48,7 +50,9 @@ class ApiServer:
         *volumes* no volume routes."""
         self.backend = backend
         self.router = Router()
-        self.context = Context(backend, images=images, networks=networks, volumes=volumes)
+        self.context = Context(
+            backend, images=images, networks=networks, volumes=volumes, registry=registry
+        )
         for module in (system, events, containers, lifecycle, archive, execs, image_routes):
             self.router.extend(module.routes(self.context))
         if networks is not None:

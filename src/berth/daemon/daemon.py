@@ -51,6 +51,7 @@ from berth.daemon.options import DaemonOptions
 from berth.daemon.restart_policy import RestartManager
 from berth.daemon.stats import Sampler, network_counters
 from berth.daemon.top import top
+from berth.distribution.registry import RegistryClient
 from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
@@ -123,6 +124,7 @@ class Daemon:
             image_users=self.image_users,
             tmp_dir=self.tmp_dir,
         )
+        self.registry = RegistryClient()
         self.volume_store = VolumeStore(
             root / "volumes", events=self.events, users=self.volume_users
         )
