@@ -124,3 +124,11 @@ def test_link_on_a_user_network_is_an_alias_for_that_container_only(
     # nobody else on the network knows the alias (dockerd: the link is the container's own)
     unseen = berthd.docker("exec", other, "timeout", "3", "nslookup", "dbalias", check=False).stdout
     assert ip not in unseen, unseen
+
+
+def test_inspect_of_a_reference_with_a_registry_port_is_not_a_method_error(berthd: Berthd) -> None:
+    """The route for ``rm --link /parent/alias`` must not swallow ``GET
+    /containers/<host:port/repo:tag>/json``: the CLI needs its 404 to look for an image."""
+    proc = berthd.docker("inspect", "127.0.0.1:5999/nosuch:latest", check=False)
+    assert proc.returncode != 0
+    assert "No such object" in proc.stderr and "method not allowed" not in proc.stderr, proc

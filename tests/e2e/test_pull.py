@@ -144,3 +144,42 @@ def test_pull_with_basic_auth(
     ok = _docker_with_config(berthd, tmp_path, "pull", ref)
     assert ok.returncode == 0, ok.stderr
     assert f"Status: Downloaded newer image for {ref}" in ok.stdout
+
+
+def test_login_checks_the_credentials_with_the_registry(
+    berthd: Berthd,
+    htpasswd_registry: Registry,  # noqa: F811
+    oci_image: OciImage,  # noqa: F811
+    image_cleanup: list[str],
+    tmp_path: Path,
+) -> None:
+    """``docker login`` (POST /auth): a wrong password is refused by the registry, the
+    right one is "Login Succeeded" and the CLI's stored credentials then pull."""
+    reg = htpasswd_registry
+    reg.push(oci_image, "private:latest")
+    ref = f"{reg.host}/private:latest"
+    image_cleanup.append(ref)
+    wrong = subprocess.run(
+        [DOCKER, "login", reg.host, "-u", reg.username, "--password-stdin"],
+        env={**berthd.env(), "DOCKER_CONFIG": str(tmp_path)},
+        input="not-the-password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert wrong.returncode != 0, wrong
+    assert "Login Succeeded" not in wrong.stdout
+    right = subprocess.run(
+        [DOCKER, "login", reg.host, "-u", reg.username, "--password-stdin"],
+        env={**berthd.env(), "DOCKER_CONFIG": str(tmp_path)},
+        input=reg.password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert right.returncode == 0 and "Login Succeeded" in right.stdout, right
+    assert reg.host in json.loads((tmp_path / "config.json").read_text())["auths"]
+    pulled = _docker_with_config(berthd, tmp_path, "pull", ref)
+    assert pulled.returncode == 0, pulled.stderr

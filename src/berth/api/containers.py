@@ -189,7 +189,10 @@ def routes(ctx: Context) -> list[Route]:
         Route("GET", "/containers/json", list_),
         Route("GET", "/containers/{name}/json", inspect),
         Route("POST", "/containers/{name}/rename", rename),
-        Route("DELETE", "/containers/{name:.+}", delete),  # rm --link: /parent/alias
+        # rm --link sends /parent/alias; at most two segments, so that a GET of
+        # /containers/<registry:port/repo:tag>/json stays a 404 (the CLI then inspects an
+        # image) rather than a 405
+        Route("DELETE", "/containers/{name:/?[^/]+(?:/[^/]+)?}", delete),
         Route("POST", "/containers/prune", prune),
         Route("POST", "/containers/{name}/update", update),
     ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from berth import errdefs
 from berth.api import _versions
 from berth.api._http import Request, Response
 from berth.api.context import Context
 from berth.api.httputils import json_response
 from berth.api.router import Route
+from berth.distribution.registry import AuthConfig
 
 _NOT_MANAGER = (
     'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
@@ -38,6 +41,21 @@ def routes(ctx: Context) -> list[Route]:
     async def version(req: Request) -> Response:
         return json_response(backend.system_version())
 
+    async def auth(req: Request) -> Response:
+        """``docker login``: the credentials are checked against the registry itself (the
+        CLI keeps them); a token the registry gives for them goes back to the CLI."""
+        client = ctx.registry
+        if client is None:
+            raise errdefs.NotImplementedFeature("registry logins are not supported by berth yet")
+        raw = await req.body()
+        try:
+            doc = msgspec.json.decode(raw) if raw.strip() else None
+        except msgspec.DecodeError as e:
+            raise errdefs.InvalidParameter(f"invalid JSON: {e}") from None
+        config = AuthConfig.from_json(doc)
+        status, token = await ctx.run(client.login, config.serveraddress, config)
+        return json_response({"IdentityToken": token, "Status": status})
+
     async def info(req: Request) -> Response:
         info = await ctx.run(backend.system_info)
         return json_response(_versions.system_info(info, req.api_version))
@@ -61,6 +79,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("GET", "/_ping", ping),
         Route("HEAD", "/_ping", ping),
         Route("GET", "/version", version),
+        Route("POST", "/auth", auth),
         Route("GET", "/info", info),
         Route("GET", "/plugins", plugins),
         Route("GET", "/plugins/{name:.*}/json", plugin),
