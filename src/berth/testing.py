@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from berth.graphdriver.mount import mounts_under
 from berth.runtime import _strays
+from berth.utils.mountinfo import mounts_under
 
 DOCKER = os.environ.get("BERTH_TEST_DOCKER", "/usr/local/bin/docker")
 BUSYBOX = "/bin/busybox"

@@ -22,6 +22,7 @@ from pathlib import Path
 from berth import errdefs
 from berth.graphdriver import mount as mnt
 from berth.graphdriver._size import dir_size
+from berth.utils.mountinfo import mounts_under
 
 MAX_DEPTH = 128
 LINK_DIR = "l"
@@ -276,7 +277,7 @@ class Overlay2:
     def unmount_all(self, except_ids: set[str]) -> None:
         """Unmount every layer mount but those of *except_ids* (live containers)."""
         keep = {str(self._dir(i) / "merged") for i in except_ids}
-        for mp in mnt.mounts_under(str(self.home)):
+        for mp in mounts_under(str(self.home)):
             if mp not in keep:
                 mnt.unmount(mp)
         with self._lock:

@@ -9,7 +9,6 @@ The functions block; call them from a worker thread, not from an event loop.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import ipaddress
@@ -28,6 +27,7 @@ from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
 from berth import errdefs
+from berth.utils import syscalls
 
 __all__ = [
     "STAT_KEYS",
@@ -62,9 +62,6 @@ STAT_KEYS = (
     "tx_dropped",
 )
 
-_CLONE_NEWNET = 0x40000000
-_MS_BIND = 4096
-_MNT_DETACH = 2
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -76,24 +73,12 @@ _RTN_UNICAST = 1
 _IFNAMSIZ = 16
 _BRPORT_HAIRPIN = 1
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_void_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 
 
-def _oserror(what: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}")
+def _oserror(what: str, exc: OSError) -> OSError:
+    """The call's error with what berth was doing in its words (shown by _strerror)."""
+    return OSError(exc.errno, f"{what}: {exc.strerror}")
 
 
 def _strerror(exc: OSError) -> str:
@@ -268,8 +253,10 @@ def _in_thread(fn: Callable[[], T]) -> T:
 
 
 def _enter(fd: int, path: str) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        raise _oserror(f"enter network namespace {path}")
+    try:
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
+    except OSError as e:
+        raise _oserror(f"enter network namespace {path}", e) from None
 
 
 def _open_netns(path: str) -> int:
@@ -393,14 +380,18 @@ def create_netns(path: str) -> None:
         raise errdefs.System(f"create network namespace file {path}: {_strerror(exc)}") from exc
 
     def run() -> None:
-        if _libc.unshare(_CLONE_NEWNET) != 0:
-            raise _oserror("unshare network namespace")
-        if _libc.mount(b"/proc/thread-self/ns/net", os.fsencode(path), None, _MS_BIND, None):
-            raise _oserror(f"bind-mount network namespace on {path}")
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+        except OSError as e:
+            raise _oserror("unshare network namespace", e) from None
+        try:
+            syscalls.mount("/proc/thread-self/ns/net", path, None, syscalls.MS_BIND)
+        except OSError as e:
+            raise _oserror(f"bind-mount network namespace on {path}", e) from None
         try:
             _loopback_up()
         except OSError:
-            _libc.umount2(os.fsencode(path), _MNT_DETACH)
+            syscalls.umount2(path)
             raise
 
     try:
@@ -416,10 +407,10 @@ def create_netns(path: str) -> None:
 def remove_netns(path: str) -> None:
     """Unmount (lazily: a process still inside keeps it alive) and unlink *path*; the veths
     inside die with the namespace. A missing path is fine."""
-    if _libc.umount2(os.fsencode(path), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
-            raise errdefs.System(f"unmount network namespace {path}: {os.strerror(err)}")
+    try:
+        syscalls.umount2(path)  # not a mount point (a crash's plain file), or gone: fine
+    except OSError as e:
+        raise errdefs.System(f"unmount network namespace {path}: {e.strerror}") from None
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -16,3 +16,16 @@ def unescape(field: str) -> str:
             out.append(field[i])
             i += 1
     return "".join(out)
+
+
+def mounts_under(prefix: str) -> list[str]:
+    """Mount points at or below *prefix*, deepest first (the order to unmount them)."""
+    prefix = prefix.rstrip("/")
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = unescape(line.split(" ", 5)[4])
+            if mp == prefix or mp.startswith(prefix + "/"):
+                found.append(mp)
+    found.sort(key=len, reverse=True)
+    return found

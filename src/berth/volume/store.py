@@ -14,8 +14,6 @@ already mounted ``_data`` is adopted, not mounted twice.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -35,8 +33,9 @@ import msgspec
 
 from berth import errdefs
 from berth.events import Events
+from berth.utils import syscalls
 from berth.utils.atomic import write_file
-from berth.utils.mountinfo import unescape as unescape_mountinfo
+from berth.utils.mountinfo import mounts_under
 from berth.utils.timefmt import format_rfc3339_nano
 from berth.volume.mounts import validate_volume_name
 
@@ -73,17 +72,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(VolumeRecord)
 
 
-# -- mount(2) through libc: graphdriver has the same few lines, but sits above volume --------
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+# -- mount(2) options, as moby/sys/mount parses them (the call is berth.utils.syscalls) --
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -103,7 +92,7 @@ MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
-MNT_DETACH = 2
+MNT_DETACH = syscalls.MNT_DETACH
 _PROPAGATION = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
 
 #: moby/sys/mount's ``parseOptions``: option -> (clear instead of set, flag); anything else
@@ -160,9 +149,10 @@ def _parse_mount_options(o: str) -> tuple[int, str]:
 
 
 def _mount_call(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    rc = _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode())
-    if rc != 0:
-        err = ctypes.get_errno()
+    try:
+        syscalls.mount(source, target, fstype, flags, data)
+    except OSError as e:
+        err = e.errno or 0
         # moby/sys/mount's mountError, with Go's lower-case errno text
         msg = f"mount {source}:{target}" if source else f"mount {target}"
         if flags:
@@ -170,7 +160,7 @@ def _mount_call(source: str, target: str, fstype: str, flags: int, data: str) ->
         if data:
             msg += f", data: {data}"
         reason = os.strerror(err)
-        raise OSError(err, f"{msg}: {reason[:1].lower()}{reason[1:]}")
+        raise OSError(err, f"{msg}: {reason[:1].lower()}{reason[1:]}") from None
 
 
 def _mount(device: str, target: str, fstype: str, o: str) -> None:
@@ -187,23 +177,10 @@ def _mount(device: str, target: str, fstype: str, o: str) -> None:
 
 def _umount(target: str) -> None:
     """Detach *target*; lazily, so nothing below it is reachable by the path afterwards."""
-    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # not a mount point, or gone
-            raise OSError(err, f"unmount {target}: {os.strerror(err)}")
-
-
-def _mounts_under(path: str) -> list[str]:
-    """Mount points at or below *path*, deepest first (the order to unmount them)."""
-    prefix = path.rstrip("/")
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = unescape_mountinfo(line.split(" ", 5)[4])
-            if mp == prefix or mp.startswith(prefix + "/"):
-                found.append(mp)
-    found.sort(key=len, reverse=True)
-    return found
+    try:
+        syscalls.umount2(target, MNT_DETACH)  # not a mount point, or gone: fine
+    except OSError as e:
+        raise OSError(e.errno, f"unmount {target}: {e.strerror}") from None
 
 
 def _mask_password(msg: str, o: str) -> str:
@@ -276,7 +253,7 @@ class VolumeStore:
     # -- loading ----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        mounted = set(_mounts_under(str(self._root)))
+        mounted = set(mounts_under(str(self._root)))
         for entry in sorted(os.scandir(self._root), key=lambda e: e.name):
             name = entry.name
             if name.startswith((_TMP, _TRASH)):
@@ -339,12 +316,12 @@ class VolumeStore:
     def _purge(self, path: str) -> bool:
         """Delete a tree that is no longer a volume: unmount what is mounted in it first,
         and delete nothing if a mount stays (its files are not the volume's)."""
-        for mp in _mounts_under(path):
+        for mp in mounts_under(path):
             try:
                 _umount(mp)
             except OSError as e:
                 log.warning("volumes: %s", e)
-        left = _mounts_under(path)
+        left = mounts_under(path)
         if left:
             log.warning("volumes: not deleting %s: still mounted: %s", path, ", ".join(left))
             return False
@@ -483,12 +460,12 @@ class VolumeStore:
                 raise errdefs.Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
             vdir = str(self._root / name)
             failure = ""
-            for mp in _mounts_under(vdir):
+            for mp in mounts_under(vdir):
                 try:
                     _umount(mp)
                 except OSError as e:
                     failure = str(e)
-            left = _mounts_under(vdir)
+            left = mounts_under(vdir)
             if left and not force:
                 raise errdefs.System(
                     f"remove {name}: {failure or 'still mounted: ' + ', '.join(left)}"
@@ -527,7 +504,7 @@ class VolumeStore:
             with self._lock:
                 need = _needs_mount(rec) and name not in self._mounted
             if need:
-                if data not in _mounts_under(data):  # else mounted by an earlier berthd: adopt
+                if data not in mounts_under(data):  # else mounted by an earlier berthd: adopt
                     self._mount_device(rec, data)
                 with self._lock:
                     self._mounted.add(name)
@@ -570,7 +547,7 @@ class VolumeStore:
             try:
                 _umount(data)
             except OSError as e:
-                if data in _mounts_under(data):
+                if data in mounts_under(data):
                     raise errdefs.System(str(e.strerror)) from None
             with self._lock:
                 self._mounted.discard(name)
