@@ -126,6 +126,7 @@ async def _serve(cfg: Config) -> None:
         networks=NetworkService(daemon.networks),
         volumes=daemon.volumes,
         registry=daemon.registry,
+        distribution=daemon.distribution,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 
 from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
 from berth.distribution.registry import RegistryClient
+from berth.distribution.service import DistributionService
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -26,6 +27,7 @@ class Context:
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
         registry: RegistryClient | None = None,
+        distribution: DistributionService | None = None,
         workers: int = 32,
     ) -> None:
         self.backend = backend
@@ -36,6 +38,8 @@ class Context:
         self.volumes = volumes
         # None until the Daemon hands its registry client over: pulls are refused.
         self.registry = registry
+        # None until the Daemon hands its distribution service over: pushes are refused.
+        self.distribution = distribution
         # distribution and builder join them here, each typed by its Protocol in
         # berth.backend and handed over by the ApiServer.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")

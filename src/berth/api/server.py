@@ -7,7 +7,7 @@ import logging
 import re
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
-from berth.api import archive, containers, events, execs, lifecycle, system
+from berth.api import archive, containers, events, execs, lifecycle, push, system
 from berth.api import images as image_routes
 from berth.api import networks as network_routes
 from berth.api import volumes as volume_routes
@@ -18,6 +18,7 @@ from berth.api.httputils import encode
 from berth.api.router import Router
 from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
 from berth.distribution.registry import RegistryClient
+from berth.distribution.service import DistributionService
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class ApiServer:
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
         registry: RegistryClient | None = None,
+        distribution: DistributionService | None = None,
     ) -> None:
         """*backend* serves the container routes; each service serves its own routes
         (the distribution and build services will follow *images*, *networks* and
@@ -51,9 +53,14 @@ class ApiServer:
         self.backend = backend
         self.router = Router()
         self.context = Context(
-            backend, images=images, networks=networks, volumes=volumes, registry=registry
+            backend,
+            images=images,
+            networks=networks,
+            volumes=volumes,
+            registry=registry,
+            distribution=distribution,
         )
-        for module in (system, events, containers, lifecycle, archive, execs, image_routes):
+        for module in (system, events, containers, lifecycle, archive, execs, image_routes, push):
             self.router.extend(module.routes(self.context))
         if networks is not None:
             self.router.extend(network_routes.routes(self.context, networks))

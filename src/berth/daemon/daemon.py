@@ -52,6 +52,7 @@ from berth.daemon.restart_policy import RestartManager
 from berth.daemon.stats import Sampler, network_counters
 from berth.daemon.top import top
 from berth.distribution.registry import RegistryClient
+from berth.distribution.service import DistributionService
 from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
@@ -125,6 +126,9 @@ class Daemon:
             tmp_dir=self.tmp_dir,
         )
         self.registry = RegistryClient()
+        self.distribution = DistributionService(
+            self.images, self.registry, self.images.root / "distribution"
+        )
         self.volume_store = VolumeStore(
             root / "volumes", events=self.events, users=self.volume_users
         )

@@ -850,24 +850,41 @@ class RepositorySession:
         if self.head_blob(digest) is not None:
             return "exists"
         location = ""
-        if mount_from and mount_from != self.name:
-            q = urlencode({"mount": digest, "from": mount_from})
-            try:
-                resp = self.request(
-                    "POST",
-                    f"/v2/{self.name}/blobs/uploads/?{q}",
-                    headers={"Content-Length": "0"},
-                    body=b"",
-                    scopes=(*self.scopes, f"repository:{mount_from}:pull"),
-                )
-            except (errdefs.Unauthorized, errdefs.Forbidden):
-                resp = None  # not allowed to read the source: upload instead, as dockerd
-            if resp is not None:
-                resp.read(1 << 16)
-                if resp.status == 201:
-                    return "mounted"
-                if resp.status == 202:
-                    location = resp.header("Location")
+        if mount_from:
+            mounted, location = self.mount_blob(digest, mount_from)
+            if mounted:
+                return "mounted"
+        self.upload_blob(digest, size, src, location=location)
+        return "uploaded"
+
+    def mount_blob(self, digest: str, mount_from: str) -> tuple[bool, str]:
+        """Ask the registry to mount *digest* from the repository *mount_from* (a path on
+        this registry): (True, "") when it did; else (False, the upload it started or "")."""
+        _check_digest(digest)
+        if mount_from == self.name:
+            return False, ""
+        q = urlencode({"mount": digest, "from": mount_from})
+        try:
+            resp = self.request(
+                "POST",
+                f"/v2/{self.name}/blobs/uploads/?{q}",
+                headers={"Content-Length": "0"},
+                body=b"",
+                scopes=(*self.scopes, f"repository:{mount_from}:pull"),
+            )
+        except (errdefs.Unauthorized, errdefs.Forbidden):
+            return False, ""  # not allowed to read the source: upload instead, as dockerd
+        resp.read(1 << 16)
+        if resp.status == 201:
+            return True, ""
+        if resp.status == 202:
+            return False, resp.header("Location")
+        return False, ""
+
+    def upload_blob(self, digest: str, size: int, src: BinaryIO, *, location: str = "") -> None:
+        """Upload *size* bytes of *src* as blob *digest*: POST (unless an upload was already
+        started at *location*) then one PUT; the registry checks the digest."""
+        _check_digest(digest)
         if not location:
             resp = self.request(
                 "POST", f"/v2/{self.name}/blobs/uploads/", headers={"Content-Length": "0"}, body=b""
@@ -889,7 +906,6 @@ class RepositorySession:
         if resp.status not in (201, 204):
             raise _error(resp)
         resp.read(1 << 16)
-        return "uploaded"
 
 
 def _check_digest(digest: str) -> None:

@@ -148,6 +148,13 @@ class ImageStore:
             write_file(meta / "lastUpdated", stamp.encode())
             img.last_updated = stamp
 
+    def raw_config(self, ident: str) -> bytes:
+        """The config exactly as stored: its sha256 is the image ID (push sends it)."""
+        try:
+            return (self._content / ident.removeprefix("sha256:")).read_bytes()
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"No such image: {ident}") from None
+
     def get(self, ident: str) -> Image | None:
         return self._images.get(ident)
 
