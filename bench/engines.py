@@ -18,6 +18,11 @@ class Failed(Exception):
     """A workload's result was wrong: the sample is reported as FAILED, not timed."""
 
 
+class Unavailable(Failed):
+    """The engine (or this machine) lacks what the workload needs, e.g. a daemon without
+    ``docker push`` yet or a missing docker-registry: reported as n/a, not as a failure."""
+
+
 @dataclass
 class Result:
     seconds: float

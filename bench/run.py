@@ -3,6 +3,7 @@
     make bench                                          # berthd only (starts its own)
     .venv/bin/python bench/run.py --reference unix:///tmp/ref/docker.sock
     .venv/bin/python bench/run.py --berth unix:///run/berth.sock --only 'run --rm'
+    .venv/bin/python bench/run.py --reference unix:///tmp/ref/docker.sock --only pull --only push
 
 Samples alternate between the engines (A B A B) so that machine drift hits both
 alike. Every sample checks its result and counts as FAILED when it is wrong.
@@ -33,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines import Engine, Failed, Result, memory_kib
+from engines import Engine, Failed, Result, Unavailable, memory_kib
+from registry import CACHE, RegistryBench
 from workloads import IMAGE, LABEL, Workload, _rm, all_workloads
 
 from berth.testing import busybox_rootfs_tar, running_berthd
@@ -355,11 +357,12 @@ class Row:
     name: str
     samples: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # engine → why: shown as n/a
     unit: str = "ms"
 
     def stats(self, engine: str) -> dict[str, float] | None:
         s = self.samples.get(engine)
-        if engine in self.failures or not s:
+        if engine in self.failures or engine in self.unavailable or not s:
             return None
         return {"median": statistics.median(s), "min": min(s), "max": max(s), "n": len(s)}
 
@@ -373,15 +376,20 @@ def run_workload(w: Workload, engines: list[Engine], rounds: int) -> list[Row]:
         try:
             w.setup(e)
             live.append(e)
+        except Unavailable as u:
+            row.unavailable[e.name] = str(u)
         except Failed as f:
             row.failures[e.name] = f"set-up: {f}"
     try:
         for _ in range(min(rounds, w.rounds or rounds)):
             for e in live:
-                if e.name in row.failures:
+                if e.name in row.failures or e.name in row.unavailable:
                     continue
                 try:
                     got = w.sample(e)
+                except Unavailable as u:
+                    row.unavailable[e.name] = str(u)
+                    continue
                 except Failed as f:
                     row.failures[e.name] = str(f)
                     continue
@@ -396,6 +404,7 @@ def run_workload(w: Workload, engines: list[Engine], rounds: int) -> list[Row]:
                 row.failures.setdefault(e.name, f"tear-down: {f}")
     for r in rows[1:]:
         r.failures.update(row.failures)
+        r.unavailable.update(row.unavailable)
     return rows
 
 
@@ -471,11 +480,10 @@ def table(rows: list[Row], engines: list[Engine]) -> list[str]:
         cells = [row.name]
         for e in engines:
             s = row.stats(e.name)
-            cells += (
-                [figure(s[k], row.unit) for k in ("median", "min", "max")]
-                if s
-                else ["FAILED", "", ""]
-            )
+            if s:
+                cells += [figure(s[k], row.unit) for k in ("median", "min", "max")]
+            else:
+                cells += ["n/a" if e.name in row.unavailable else "FAILED", "", ""]
         if ref:
             a, b = row.stats("berth"), row.stats("reference")
             cells.append(f"{a['median'] / b['median']:.2f}" if a and b else "")
@@ -530,12 +538,17 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20, help="samples per workload and engine")
     p.add_argument("--only", action="append", help="run workloads whose name contains this")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    p.add_argument(
+        "--cache", type=Path, default=CACHE, help="where the registry image is kept between runs"
+    )
+    p.add_argument("--seed", type=int, default=13, help="seed of the registry image's content")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmpdir, contextlib.ExitStack() as st:
         tmp = Path(tmpdir)
         tar = busybox_rootfs_tar(tmp / "busybox.tar")
         engines = [Engine("berth", st.enter_context(berth_engine(args.berth)))]
+        registry = st.enter_context(RegistryBench(tmp, args.cache, args.seed))
         if args.reference:
             engines.append(Engine("reference", args.reference))
         versions = {e.name: describe(e) for e in engines}
@@ -551,6 +564,7 @@ def main() -> int:
                 *bridge_workloads(),
                 *volume_workloads(tmp),
                 *health_workloads(),
+                *registry.workloads(),
             ]
             for w in workloads:
                 if args.only and not any(o in w.name for o in args.only):
@@ -563,13 +577,15 @@ def main() -> int:
                 with contextlib.suppress(Failed):
                     remove_leftovers(e)
                     e.ok("rmi", IMAGE)
+                with contextlib.suppress(Failed):
+                    registry.remove_images(e)
 
     lines = [
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{os.cpu_count()} cores; " + ", ".join(f"{n} {v}" for n, v in versions.items()),
         "",
         f"Times in ms (docker CLI start-up included), CPU in % of one core, up to "
-        f"{args.rounds} samples per engine.",
+        f"{args.rounds} samples per engine. {registry.describe()}".rstrip(),
         "",
         *table(rows, engines),
     ]
@@ -578,6 +594,8 @@ def main() -> int:
     for row in rows:
         for name, why in row.failures.items():
             lines.append(f"\nFAILED {row.name} on {name}: {why}")
+        for name, why in row.unavailable.items():
+            lines.append(f"\nn/a {row.name} on {name}: {why}")
     print("\n" + "\n".join(lines))
 
     RESULTS.mkdir(exist_ok=True)
@@ -593,6 +611,7 @@ def main() -> int:
                         "name": r.name,
                         "samples": r.samples,
                         "failures": r.failures,
+                        "unavailable": r.unavailable,
                         "stats": {e.name: r.stats(e.name) for e in engines},
                     }
                     for r in rows
