@@ -116,9 +116,12 @@ def push(
     repo = ref.name_only()
     report(f"The push refers to repository [{repo.name}]")
     tagged = sorted(
-        (r, ident)
-        for r, ident in images.references.all().items()
-        if r.domain == ref.domain and r.path == ref.path and r.tag and not r.digest
+        (
+            (r, ident)
+            for r, ident in images.references.all().items()
+            if r.domain == ref.domain and r.path == ref.path and r.tag and not r.digest
+        ),
+        key=lambda pair: str(pair[0]),  # dockerd's ReferencesByName: lexical
     )
     if not tagged:
         raise errdefs.NotFound(

@@ -283,6 +283,32 @@ class RegistryClient:
                 headers.pop("Authorization", None)
         raise errdefs.Unavailable(f'{go_method(method)} "{url}": stopped after 10 redirects')
 
+    # ---- what the daemon was configured with, for docker info
+
+    def service_config(self) -> dict[str, Any]:
+        """``docker info``'s RegistryConfig as dockerd's ``ServiceConfig``: configured CIDRs
+        then loopback's, insecure registries by name, Docker Hub with its mirrors."""
+        mirrors = [m + "/" for m in self.mirrors]
+        cidrs: list[str] = []
+        for net in [*self._insecure_nets[len(_LOOPBACK) :], *_LOOPBACK]:
+            if str(net) not in cidrs:
+                cidrs.append(str(net))
+        index: dict[str, dict[str, Any]] = {
+            name: {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+            for name in self._insecure_names
+        }
+        index[DEFAULT_DOMAIN] = {
+            "Name": DEFAULT_DOMAIN,
+            "Mirrors": mirrors,
+            "Secure": True,
+            "Official": True,
+        }
+        return {
+            "InsecureRegistryCIDRs": cidrs,
+            "IndexConfigs": dict(sorted(index.items())),
+            "Mirrors": mirrors,
+        }
+
 
 def _error(resp: Response, body: bytes | None = None) -> errdefs.BerthError:
     """The error a response means, reading its body (bounded) if not given."""
