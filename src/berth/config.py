@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from berth import errdefs
-from berth.daemon.options import DaemonOptions
+from berth.daemon.options import DEFAULT_CERTS_DIR, DaemonOptions, RegistryOptions
 from berth.daemon.validate import parse_size
 from berth.network.ipam import PoolSpec
 
@@ -75,6 +78,12 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "mtu": (int, "mtu"),
     "dns": (list, "dns"),
     "firewall-table": (str, "firewall_table"),
+    "insecure-registries": (list, "insecure_registry"),
+    "registry-mirrors": (list, "registry_mirror"),
+    "registry-certs-dir": (str, "registry_certs_dir"),
+    "max-concurrent-downloads": (int, "max_concurrent_downloads"),
+    "max-concurrent-uploads": (int, "max_concurrent_uploads"),
+    "max-download-attempts": (int, "max_download_attempts"),
 }
 
 
@@ -144,6 +153,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--firewall-table",
         help="name of berth's nftables tables (default berth; one per daemon on a host)",
     )
+    reg = p.add_argument_group("registries")
+    reg.add_argument(
+        "--insecure-registry",
+        action="append",
+        metavar="HOST[:PORT]|CIDR",
+        help="a registry reached over plain HTTP or TLS without verification (repeatable; "
+        "loopback always is)",
+    )
+    reg.add_argument(
+        "--registry-mirror",
+        action="append",
+        metavar="URL",
+        help="a Docker Hub mirror, http(s)://host[:port], tried before Docker Hub (repeatable)",
+    )
+    reg.add_argument(
+        "--registry-certs-dir",
+        metavar="DIR",
+        help=f"per-registry CAs and client certificates in DIR/<host:port>/ (*.crt; "
+        f"*.cert with *.key) (default {DEFAULT_CERTS_DIR}, as dockerd's)",
+    )
+    reg.add_argument(
+        "--max-concurrent-downloads",
+        type=int,
+        metavar="N",
+        help="layers downloaded at once per pull (default 3)",
+    )
+    reg.add_argument(
+        "--max-concurrent-uploads", type=int, metavar="N", help="layers pushed at once (default 5)"
+    )
+    reg.add_argument(
+        "--max-download-attempts",
+        type=int,
+        metavar="N",
+        help="attempts per layer download (default 5; accepted, berth does not retry yet)",
+    )
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     return p
 
@@ -176,6 +220,133 @@ def _pools(raw: list[Any]) -> list[PoolSpec]:
         except errdefs.BerthError as e:
             raise ConfigError(str(e)) from None
     return out
+
+
+# distribution/reference's domain: dot-separated components, an optional port
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST_PORT = re.compile(
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?",
+    re.ASCII,
+)
+
+
+def _mirror(url: str) -> str:
+    """dockerd's ``ValidateMirror``, its messages and its normal form (one trailing ``/``)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ConfigError(
+            f"invalid mirror: no scheme specified for {json.dumps(url)}: "
+            "must use either 'https://' or 'http://'"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        raise ConfigError(f"invalid mirror: {json.dumps(url)} is not a valid URI: {e}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"invalid mirror: unsupported scheme {json.dumps(parts.scheme)} in {json.dumps(url)}: "
+            "must use either 'https://' or 'http://'"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(f"invalid mirror: query or fragment at end of the URI {json.dumps(url)}")
+    if parts.username is not None:
+        masked = parts._replace(netloc=f"{parts.username}:xxxxx@{parts.netloc.rpartition('@')[2]}")
+        raise ConfigError(
+            f"invalid mirror: username/password not allowed in URI {json.dumps(masked.geturl())}"
+        )
+    if not parts.hostname:
+        raise ConfigError(
+            f"invalid mirror: no host in {json.dumps(url)}: use http(s)://host[:port]"
+        )
+    return url.removesuffix("/") + "/"
+
+
+def _insecure_registry(entry: str) -> str:
+    """dockerd's ``loadInsecureRegistries`` for one entry: a CIDR (as its network) or a
+    ``host[:port]``; ``http://``/``https://`` are dropped with a warning, as dockerd does."""
+    r = "docker.io" if entry == "index.docker.io" else entry
+    if r.startswith("-") or r.endswith("-"):
+        raise ConfigError(f"invalid index name ({r}). Cannot begin or end with a hyphen")
+    for scheme in ("http://", "https://"):
+        if r.lower().startswith(scheme):
+            logging.getLogger("berthd").warning(
+                "insecure registry %s should not contain '%s' and '%s' has been removed from "
+                "the insecure registry config",
+                r,
+                scheme,
+                scheme,
+            )
+            r = r[len(scheme) :]
+            break
+    else:
+        if "://" in r:
+            raise ConfigError(f"insecure registry {r} should not contain '://'")
+    if "/" in r:
+        try:
+            return str(ipaddress.ip_network(r, strict=False))
+        except ValueError:
+            pass
+    host, port = r, ""
+    m = re.fullmatch(r"\[([^\]]*)\]:([^:]*)|([^:]*):([^:]*)", r)
+    if m:
+        host, port = (m.group(1), m.group(2)) if m.group(2) is not None else m.group(3, 4)
+    try:
+        ipaddress.ip_address(host)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if not _HOST_PORT.fullmatch(r) and not is_ip:
+        raise ConfigError(f"insecure registry {r} is not valid: invalid host {json.dumps(host)}")
+    if port and (not port.isdigit() or int(port) > 65535):
+        raise ConfigError(f"insecure registry {r} is not valid: invalid port {json.dumps(port)}")
+    return r
+
+
+def _count(value: int, what: str) -> int:
+    """A positive count; dockerd's words for a negative one.  (dockerd takes 0 as "no
+    limit" for concurrency; berth's transfers need a bound, so 0 is refused as well.)"""
+    if value < 0:
+        raise ConfigError(f"invalid {what}: {value}")
+    if value == 0:
+        raise ConfigError(f"invalid {what}: 0: must be at least 1")
+    return value
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"invalid value for {key!r}: every entry must be a string")
+    return list(value)
+
+
+def _registry_options(pick: Callable[[str, str, Any], Any]) -> RegistryOptions:
+    """The registry settings from flags or daemon.json, each checked as dockerd checks it."""
+    reg = RegistryOptions()
+    mirrors = _strings(pick("registry-mirrors", "registry_mirror", []) or [], "registry-mirrors")
+    for m in mirrors:
+        normal = _mirror(m.strip())
+        if normal not in reg.mirrors:
+            reg.mirrors.append(normal)
+    insecure = _strings(
+        pick("insecure-registries", "insecure_registry", []) or [], "insecure-registries"
+    )
+    for entry in insecure:
+        normal = _insecure_registry(entry.strip())
+        if normal not in reg.insecure_registries:
+            reg.insecure_registries.append(normal)
+    certs = pick("registry-certs-dir", "registry_certs_dir", "")
+    reg.certs_dir = Path(certs).absolute() if certs else DEFAULT_CERTS_DIR
+    reg.max_concurrent_downloads = _count(
+        pick("max-concurrent-downloads", "max_concurrent_downloads", 3),
+        "max concurrent downloads",
+    )
+    reg.max_concurrent_uploads = _count(
+        pick("max-concurrent-uploads", "max_concurrent_uploads", 5), "max concurrent uploads"
+    )
+    reg.max_download_attempts = _count(
+        pick("max-download-attempts", "max_download_attempts", 5), "max download attempts"
+    )
+    return reg
 
 
 def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
@@ -330,6 +501,7 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     net.firewall_table = pick("firewall-table", "firewall_table", "berth")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,30}", net.firewall_table):
         raise ConfigError(f"invalid firewall-table {net.firewall_table!r}")
+    opts.registry = _registry_options(pick)
     opts.debug = debug
     opts.hosts = cfg.hosts
     for host in cfg.hosts:

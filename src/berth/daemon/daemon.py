@@ -125,7 +125,14 @@ class Daemon:
             image_users=self.image_users,
             tmp_dir=self.tmp_dir,
         )
-        self.registry = RegistryClient()
+        reg = options.registry
+        self.registry = RegistryClient(
+            insecure=reg.insecure_registries,
+            mirrors=reg.mirrors,
+            certs_dir=reg.certs_dir,
+            max_concurrent_downloads=reg.max_concurrent_downloads,
+            max_concurrent_uploads=reg.max_concurrent_uploads,
+        )
         self.distribution = DistributionService(
             self.images, self.registry, self.images.root / "distribution"
         )

@@ -9,6 +9,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION, __version__
+from berth.distribution.registry import INDEX_SERVER
 from berth.runtime.seccomp import security_options_info
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
@@ -125,14 +126,9 @@ def system_info(d: Daemon) -> dict[str, Any]:
         "OSVersion": rel.get("VERSION_ID", ""),
         "OSType": "linux",
         "Architecture": platform.machine(),
-        "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {
-            "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
-            "IndexConfigs": {
-                "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
-            },
-            "Mirrors": [],
-        },
+        "IndexServerAddress": INDEX_SERVER,
+        # what the registry client was built with (--insecure-registry, --registry-mirror)
+        "RegistryConfig": d.registry.service_config(),
         "NCPU": os.cpu_count() or 1,
         "MemTotal": mem_total(),
         "GenericResources": None,

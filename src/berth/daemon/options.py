@@ -7,6 +7,26 @@ from pathlib import Path
 
 from berth.network.options import NetworkOptions
 
+#: where dockerd looks for per-registry CAs and client certificates (``<host:port>/``)
+DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
+
+
+@dataclass
+class RegistryOptions:
+    """How the daemon reaches registries (dockerd's registry flags), validated and
+    normalised by :mod:`berth.config` as dockerd does: what the registry client is
+    built with and what ``docker info`` shows."""
+
+    #: ``--insecure-registry``: ``host[:port]`` names and CIDRs, scheme stripped
+    insecure_registries: list[str] = field(default_factory=list)
+    #: ``--registry-mirror``: Docker Hub mirrors, ``scheme://host[/path]/``, no duplicates
+    mirrors: list[str] = field(default_factory=list)
+    certs_dir: Path = DEFAULT_CERTS_DIR
+    max_concurrent_downloads: int = 3
+    max_concurrent_uploads: int = 5
+    #: ``--max-download-attempts``: kept for daemon.json compatibility; pull does not retry yet
+    max_download_attempts: int = 5
+
 
 @dataclass
 class DaemonOptions:
@@ -29,3 +49,4 @@ class DaemonOptions:
     #: cgroupfs parent of containers without a HostConfig.CgroupParent of their own
     cgroup_parent: str = "/berth"
     network: NetworkOptions = field(default_factory=NetworkOptions)
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
