@@ -190,8 +190,8 @@ def test_create_errors(berthd: Berthd, cleanup: list[str], tmp_path: Path) -> No
     cases = [
         (["--name", taken, "busybox"], f'Conflict. The container name "/{taken}" is already in use by container "{holder}"'),
         (["--name", "bad!name", "busybox"], "Invalid container name (bad!name)"),
-        # The 404 makes the CLI try a pull, which berth refuses for now.
-        (["nosuch"], "Unable to find image 'nosuch:latest' locally"),
+        # The 404 makes the CLI pull; from a port where nothing listens, never Docker Hub.
+        (["127.0.0.1:1/nosuch"], "Unable to find image '127.0.0.1:1/nosuch:latest' locally"),
         (["--restart", "sometimes", "busybox"], "invalid restart policy: unknown policy 'sometimes'"),
         (["--restart", "always:3", "busybox"], "maximum retry count can only be used with 'on-failure'"),
         (["--rm", "--restart", "always", "busybox"], "conflicting options"),
