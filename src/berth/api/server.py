@@ -8,6 +8,7 @@ import re
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
 from berth.api import archive, containers, events, execs, lifecycle, push, system
+from berth.api import distribution as distribution_routes
 from berth.api import images as image_routes
 from berth.api import networks as network_routes
 from berth.api import volumes as volume_routes
@@ -60,6 +61,7 @@ class ApiServer:
             registry=registry,
             distribution=distribution,
         )
+        self.router.extend(distribution_routes.routes(self.context))  # before /images/{name}
         for module in (system, events, containers, lifecycle, archive, execs, image_routes, push):
             self.router.extend(module.routes(self.context))
         if networks is not None:

@@ -283,6 +283,54 @@ class RegistryClient:
                 headers.pop("Authorization", None)
         raise errdefs.Unavailable(f'{go_method(method)} "{url}": stopped after 10 redirects')
 
+    # ---- requests outside a repository (the v1 search index)
+
+    @property
+    def certs_dir(self) -> Path | None:
+        """Where per-registry CA files are looked for (``<certs_dir>/<host:port>/``)."""
+        return self._transport._certs_dir
+
+    def get_authorized(
+        self,
+        ep: Endpoint,
+        path: str,
+        auth: AuthConfig,
+        *,
+        scopes: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """GET *path* on *ep* outside any repository session.
+
+        Basic credentials go with the first request, as dockerd's v1 client sends them;
+        a 401's challenge is answered once (Bearer: a token for *scopes*, cached as a
+        session's are; Basic: the credentials, when none were sent).  A transport failure
+        is remembered (an insecure registry's https is then tried after http) and raised.
+        """
+        url = ep.base + path
+        sent = dict(headers or {})
+        basic = auth.basic()
+        if basic:
+            sent["Authorization"] = basic
+        try:
+            resp = self.send("GET", url, sent, None, insecure=ep.insecure)
+        except TransportError:
+            self._note_transport(ep, ok=False)
+            raise
+        self._note_transport(ep, ok=True)
+        authz = _Authorizer(self, ep, auth)
+        if resp.status != 401 or not authz.set_challenge(resp):
+            return resp
+        assert authz.challenge is not None
+        if authz.challenge.scheme == "basic" and basic:
+            return resp  # these credentials were refused
+        _drain(resp)
+        value, cached = authz.header("GET", url, scopes)
+        sent["Authorization"] = value
+        resp = self.send("GET", url, sent, None, insecure=ep.insecure)
+        if resp.status == 401 and cached:
+            authz.drop(scopes)  # stale: the next search fetches a new one
+        return resp
+
     # ---- what the daemon was configured with, for docker info
 
     def service_config(self) -> dict[str, Any]:
