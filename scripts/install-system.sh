@@ -3,6 +3,8 @@
 set -euo pipefail
 
 PACKAGES=(busybox-static tar gzip xz-utils bzip2 util-linux procps containerd runc tini nftables iptables docker-compose)
+# unpigz decompresses gzip layers beside berthd, as dockerd uses it (MOBY_DISABLE_PIGZ=1 opts out)
+PACKAGES+=(pigz)
 # The distribution tests' registries (tests/e2e/registries.py): distribution 2.8, skopeo to put
 # images in, htpasswd -B for bcrypt Basic auth, openssl for the token server's signing key.
 PACKAGES+=(docker-registry skopeo apache2-utils openssl)

@@ -654,13 +654,15 @@ class Registry:
         all_platforms: bool = True,
         format: str | None = None,
         anonymous: bool = False,
+        compress_format: str | None = None,
     ) -> str:
         """Copy the layout's *ref* to ``<this registry>/<dest>`` with skopeo; the pushed
         manifest's digest. ``format="v2s2"`` converts to Docker schema 2 manifests (and a
-        manifest list for an index); *anonymous* pushes without credentials."""
+        manifest list for an index); *anonymous* pushes without credentials;
+        ``compress_format="zstd"`` recompresses the layers on the way."""
         return skopeo_copy(
             image.layout, ref, f"{self.host}/{dest}", None if anonymous else self.creds,
-            all_platforms=all_platforms, format=format,
+            all_platforms=all_platforms, format=format, compress_format=compress_format,
         )  # fmt: skip
 
 
@@ -691,6 +693,7 @@ def skopeo_copy(
     *,
     all_platforms: bool = True,
     format: str | None = None,
+    compress_format: str | None = None,
 ) -> str:
     """``skopeo copy oci:<layout>:<ref> docker://<dest>`` over plain HTTP; the digest of the
     manifest written."""
@@ -706,6 +709,8 @@ def skopeo_copy(
             cmd.append("--all")
         if format:
             cmd += ["--format", format]
+        if compress_format:
+            cmd += ["--dest-compress-format", compress_format]
         if creds:
             cmd += ["--dest-creds", creds]
         else:
