@@ -3,7 +3,9 @@
 Everything that reads or writes a client's tar or walks a layer's or a
 container's files goes through here: the layer store (:func:`apply_layer`),
 ``docker cp`` (:class:`ContainerFS`, :func:`unpack`), ``load``/``import``
-(:func:`decompress`), and later build, commit, export and save.  The
+(:func:`decompress`), push and save (the tar-split record of a layer:
+:class:`TarSplitRecorder`, :func:`assemble_tar_split`), and later build,
+commit and export.  The
 modules are private; this is the surface.
 """
 
@@ -28,6 +30,7 @@ from berth.archive._gopath import (
     preserve_trailing_dot_or_separator,
 )
 from berth.archive._pack import TarWriter, pack, tar_header
+from berth.archive._tarsplit import TarSplitRecorder, assemble_tar_split, pack_layer_diff
 from berth.archive._unpack import (
     OPAQUE_XATTR,
     WHITEOUT_META_PREFIX,
@@ -64,9 +67,11 @@ __all__ = [
     "Link",
     "Mount",
     "Resolved",
+    "TarSplitRecorder",
     "TarWriter",
     "Wording",
     "apply_layer",
+    "assemble_tar_split",
     "clean_member_name",
     "container_abs_path",
     "decompress",
@@ -80,6 +85,7 @@ __all__ = [
     "go_quote",
     "go_split",
     "pack",
+    "pack_layer_diff",
     "preserve_trailing_dot_or_separator",
     "resolve_in_root",
     "tar_errors",

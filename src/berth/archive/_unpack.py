@@ -47,6 +47,7 @@ from berth.archive._compress import COPY_CHUNK, DigestReader, decompress
 from berth.archive._errors import InvalidLayer, Wording, tar_errors
 from berth.archive._gopath import go_join
 from berth.archive._pack import XATTR_PREFIX, write_all
+from berth.archive._tarsplit import RecordingReader, TarSplitRecorder
 from berth.utils.gostr import go_clean
 from berth.utils.symlink import resolve_in_root
 
@@ -209,9 +210,10 @@ def _host(path: str) -> _Place:
 
 
 class _Applier:
-    def __init__(self, root: str, whiteouts: str) -> None:
+    def __init__(self, root: str, whiteouts: str, recorder: TarSplitRecorder | None) -> None:
         self.root = os.path.realpath(root)
         self.whiteouts = whiteouts
+        self.recorder = recorder
         self.size = 0
         self.dir_times: list[tuple[str, tuple[int, int]]] = []
         self.created: set[str] = set()  # paths (relative) written by this layer, for opaque dirs
@@ -227,10 +229,16 @@ class _Applier:
         if not os.path.isdir(resolved):
             if os.path.lexists(resolved):
                 os.unlink(resolved)
+                self.removed(os.path.relpath(resolved, self.root), False)
             os.makedirs(resolved, mode=0o755, exist_ok=True)
         if resolved == os.path.join(self.root, parent):
             self.real_dirs.add(parent)
         return resolved
+
+    def removed(self, rel: str, is_dir: bool) -> None:
+        """*rel* (relative to the root as resolved) was removed: the recording must know."""
+        if self.recorder is not None:
+            self.recorder.removed(rel, is_dir)
 
     def forget(self, rel: str) -> None:
         if rel in self.real_dirs:
@@ -240,6 +248,9 @@ class _Applier:
     def apply(self, tf: tarfile.TarFile) -> None:
         for member in tf:
             self.entry(tf, member)
+            if self.recorder is not None:
+                # What this entry left unclaimed, up to the next header, is the tar's own.
+                self.recorder.segment_until(tf.offset)
         for path, times in reversed(self.dir_times):
             # A later entry may have replaced a directory on the way with a
             # symlink: only touch a path that still has none.
@@ -270,11 +281,16 @@ class _Applier:
             st = None
         if st is not None and not (stat.S_ISDIR(st.st_mode) and m.isdir()):
             _remove(_host(path), stat.S_ISDIR(st.st_mode))
+            self.removed(rel_real, stat.S_ISDIR(st.st_mode))
             self.forget(rel_real)
             st = None
 
         times = _times(m, pax_atime=False)
         source = self.link_source(m) if m.islnk() else None
+        if self.recorder is not None and m.isreg() and not m.issparse():
+            # Claimed before it is read, so the recording never holds it.  A sparse
+            # file's stored bytes are not what lands on disk: they stay in the record.
+            self.recorder.file(m.name, rel_real, m.offset_data, m.size)
         if not _create(
             tf,
             m,
@@ -329,7 +345,9 @@ class _Applier:
                     if child_rel in self.created:
                         continue
                     child = os.path.join(parent, name)
-                    _remove(_host(child), _real_dir(child))
+                    is_dir = _real_dir(child)
+                    _remove(_host(child), is_dir)
+                    self.removed(child_rel, is_dir)
                     self.forget(child_rel)
             return
         if base.startswith(WHITEOUT_META_PREFIX):
@@ -339,7 +357,9 @@ class _Applier:
             raise InvalidLayer(f"invalid whiteout entry {m.name!r}")
         target = os.path.join(parent, name)
         if os.path.lexists(target):
-            _remove(_host(target), _real_dir(target))
+            is_dir = _real_dir(target)
+            _remove(_host(target), is_dir)
+            self.removed(posixpath.join(rel_parent, name) if rel_parent else name, is_dir)
         if self.whiteouts == "overlay":
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
             os.lchown(target, m.uid, m.gid)
@@ -364,22 +384,35 @@ _LAYER_WORDS = Wording(
 )
 
 
-def apply_layer(stream: BinaryIO | IO[bytes], target: str, whiteouts: str) -> tuple[str, int]:
+def apply_layer(
+    stream: BinaryIO | IO[bytes],
+    target: str,
+    whiteouts: str,
+    recorder: TarSplitRecorder | None = None,
+) -> tuple[str, int]:
     """Extract the (possibly compressed) layer *stream* into *target*.
 
     Returns the DiffID (sha256 of the uncompressed tar, trailing padding
-    included) and the size of the applied contents.
+    included) and the size of the applied contents.  With a *recorder*, the
+    tar's skeleton is recorded in the same pass (see :mod:`._tarsplit`) and
+    finished when the stream is.
     """
     with tar_errors(_LAYER_WORDS):
         plain = decompress(stream)
         digest = DigestReader(plain)
-        reader = io.BufferedReader(digest, buffer_size=COPY_CHUNK)
-        applier = _Applier(target, whiteouts)
+        reader: IO[bytes] = io.BufferedReader(digest, buffer_size=COPY_CHUNK)
+        if recorder is not None:
+            reader = RecordingReader(reader, recorder)  # type: ignore[assignment]
+        applier = _Applier(target, whiteouts, recorder)
         with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as tf:
             applier.apply(tf)
+        if recorder is not None:
+            recorder.segment_until(None)
         # Whatever follows the end-of-archive blocks is part of the DiffID.
         while reader.read(COPY_CHUNK):
             pass
+        if recorder is not None:
+            recorder.finish()
         return digest.digest(), applier.size
 
 
