@@ -1,7 +1,9 @@
 """Layer store over a graph driver, with moby's on-disk metadata.
 
-Read-only layers live in ``layerdb/sha256/<chain>/{diff,size,cache-id,parent}``
-and their contents in the driver directory named by ``cache-id``.  A
+Read-only layers live in ``layerdb/sha256/<chain>/{diff,size,cache-id,parent,
+tar-split.json.gz}`` and their contents in the driver directory named by
+``cache-id``; the tar-split record lets :meth:`LayerStore.tar_stream` give
+back the very tar that was registered (push and save need its DiffID).  A
 container's RW layer is ``layerdb/mounts/<container>/{mount-id,init-id,parent}``
 over the driver directories ``<mount-id>-init`` (the init layer) and
 ``<mount-id>``.  Every metadata directory appears by one rename, so a crash
@@ -15,19 +17,25 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from berth import errdefs
-from berth.archive import apply_layer
+from berth.archive import TarSplitRecorder, apply_layer, assemble_tar_split, pack_layer_diff
 from berth.graphdriver.base import Driver
 from berth.layer.chain import chain_id as make_chain_id
 from berth.utils.atomic import sweep_temp, write_dir
 
 log = logging.getLogger(__name__)
+
+#: moby's name for the record of a layer's tar (see berth.archive._tarsplit)
+TAR_SPLIT = "tar-split.json.gz"
+#: berth's: in place of a record, why the layer's tar cannot be rebuilt
+TAR_SPLIT_REFUSED = "tar-split.unreproducible"
 
 #: ``init(path, lowers)``: populate a new init layer at *path*; *lowers* are the
 #: image's layer directories, top first (empty when the driver copies parents).
@@ -204,24 +212,21 @@ class LayerStore:
         cache_id = secrets.token_hex(32)
         parent_cache = parent.cache_id if parent else None
         self.driver.create(cache_id, parent_cache)
+        # The record is written while the layer is applied, into the directory that
+        # becomes the layer's metadata (a crash leaves a .tmp- the next start sweeps).
+        staging = Path(tempfile.mkdtemp(dir=self.root / "sha256", prefix=".tmp-register-"))
         try:
             target = self.driver.apply_target(cache_id)
-            diff_id, size = apply_layer(stream, str(target), self.driver.whiteout_format)
+            with open(staging / TAR_SPLIT, "wb") as split:
+                recorder = TarSplitRecorder(split)
+                diff_id, size = apply_layer(
+                    stream, str(target), self.driver.whiteout_format, recorder
+                )
             if expected_diff_id is not None and diff_id != expected_diff_id:
                 raise errdefs.InvalidParameter(
                     f"layer content does not match its digest: expected {expected_diff_id}, "
                     f"got {diff_id}"
                 )
-        except BaseException:
-            self.driver.remove(cache_id)
-            raise
-        cid = make_chain_id(parent.chain_id if parent else None, diff_id)
-        with self._lock:
-            existing = self._layers.get(cid)
-            if existing is not None:
-                existing.references += 1
-                self.driver.remove(cache_id)
-                return existing
             files = {
                 "diff": diff_id.encode(),
                 "size": str(size).encode(),
@@ -229,9 +234,30 @@ class LayerStore:
             }
             if parent is not None:
                 files["parent"] = parent.chain_id.encode()
+            if recorder.unreproducible is not None:
+                log.warning(
+                    "layer %s cannot be pushed or saved: %s", diff_id, recorder.unreproducible
+                )
+                os.unlink(staging / TAR_SPLIT)
+                files[TAR_SPLIT_REFUSED] = recorder.unreproducible.encode()
+            _write_files(staging, files)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            self.driver.remove(cache_id)
+            raise
+        cid = make_chain_id(parent.chain_id if parent else None, diff_id)
+        with self._lock:
+            existing = self._layers.get(cid)
+            if existing is not None:
+                # Registered by another pull meanwhile: that one keeps its own record.
+                existing.references += 1
+                shutil.rmtree(staging, ignore_errors=True)
+                self.driver.remove(cache_id)
+                return existing
             try:
-                write_dir(self._meta_dir(cid), files)
+                os.replace(staging, self._meta_dir(cid))
             except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
                 self.driver.remove(cache_id)
                 raise
             layer = ROLayer(cid, diff_id, cache_id, size, parent, references=1)
@@ -239,6 +265,52 @@ class LayerStore:
                 parent.references += 1
             self._layers[cid] = layer
             return layer
+
+    def tar_stream(self, layer: ROLayer, out: BinaryIO) -> None:
+        """Write *layer*'s uncompressed tar to *out*, byte for byte the one registered.
+
+        The stream is checked against the DiffID as it is written; a mismatch
+        raises :class:`errdefs.System` at the end, so *out* should be a temp
+        file.  The caller holds a reference to *layer*.
+        """
+        meta = self._meta_dir(layer.chain_id)
+        root = str(self.driver.apply_target(layer.cache_id))
+        no_record = errdefs.System(
+            f"layer {layer.diff_id} has no tar-split data (it was registered before berth "
+            "kept it), so its tar cannot be reproduced: pull or load the image again"
+        )
+        try:
+            split = open(meta / TAR_SPLIT, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            split = None
+        try:
+            if split is not None:
+                with split:
+                    digest, _ = assemble_tar_split(split, root, out)
+            else:
+                refused = meta / TAR_SPLIT_REFUSED
+                if refused.exists():
+                    raise errdefs.System(
+                        f"layer {layer.diff_id} cannot be reproduced as the tar it came from: "
+                        f"{self._read(refused)}; push and save need that tar, so build the "
+                        "layer from a tar that writes each file once"
+                    )
+                if self.driver.whiteout_format != "overlay":
+                    raise no_record
+                digest, _ = pack_layer_diff(root, out)
+                if digest != layer.diff_id:
+                    raise no_record
+        except errdefs.System as e:
+            if layer.diff_id in str(e):
+                raise
+            raise errdefs.System(f"layer {layer.diff_id}: {e}") from e
+        except OSError as e:
+            raise errdefs.System(f"writing the tar of layer {layer.diff_id}: {e}") from e
+        if digest != layer.diff_id:
+            raise errdefs.System(
+                f"layer {layer.diff_id}: the reassembled tar has digest {digest}: the layer's "
+                "files changed since it was registered"
+            )
 
     def release(self, layer: ROLayer) -> list[ROLayer]:
         """Drop one reference; return the layers that were deleted, top first."""
@@ -356,3 +428,19 @@ class LayerStore:
 
     def rw_size(self, rw: RWLayer) -> int:
         return self.driver.diff_size(rw.mount_id)
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write and fsync *files* in *directory*, which is then renamed into place."""
+    for name, data in files.items():
+        with open(directory / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    for name in os.listdir(directory):
+        if name not in files:  # the record, written by the recorder
+            fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
