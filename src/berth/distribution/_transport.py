@@ -9,11 +9,12 @@ that the CLI shows what a dockerd user would see.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -33,6 +34,13 @@ class Readable(Protocol):
 class TransportError(errdefs.Unavailable):
     """The registry could not be spoken to at all (no HTTP answer): a reason to try
     the next endpoint (https → http for insecure registries, a mirror → the registry)."""
+
+
+class Cancelled(errdefs.Unavailable):
+    """A transfer stopped because its caller went away (dockerd's ``context canceled``)."""
+
+    def __init__(self) -> None:
+        super().__init__("context canceled")
 
 
 class Response:
@@ -69,6 +77,14 @@ class Response:
         self.close()
         return data
 
+    def abort(self) -> None:
+        """Shut the connection down from another thread: a read blocked on a stalled
+        registry returns at once (the reader then closes the response as broken)."""
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self, *, broken: bool = False) -> None:
         if self._done:
             return
@@ -78,6 +94,47 @@ class Response:
             self._conn.close()
             return
         self._transport.release(self._key, self._conn)
+
+
+class Cancel(threading.Event):
+    """A cancellation flag that also cuts the transfers it watches: ``set()`` shuts down
+    the connection of every response being read under :meth:`watching`, so that a pull
+    stops at once even while a registry sends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watch_lock = threading.Lock()
+        self._watched: set[Response] = set()
+
+    def set(self) -> None:
+        with self._watch_lock:
+            super().set()
+            for resp in self._watched:
+                resp.abort()
+
+    @contextlib.contextmanager
+    def watching(self, resp: Response) -> Iterator[None]:
+        """Abort *resp* if this is set while the block runs.  The connection is no
+        longer touched once the block is left, so it can go back to the pool."""
+        with self._watch_lock:
+            if self.is_set():
+                resp.abort()
+            self._watched.add(resp)
+        try:
+            yield
+        finally:
+            with self._watch_lock:
+                self._watched.discard(resp)
+
+
+def watching(
+    cancel: threading.Event | None, resp: Response
+) -> contextlib.AbstractContextManager[None]:
+    """``cancel.watching(resp)`` for a :class:`Cancel`; nothing for a plain flag, which the
+    reader can only check between reads."""
+    if isinstance(cancel, Cancel):
+        return cancel.watching(resp)
+    return contextlib.nullcontext()
 
 
 def go_method(method: str) -> str:

@@ -15,6 +15,7 @@ caller never holds unverified bytes it believes verified.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
 import json
 import socket
@@ -37,7 +38,15 @@ from berth.distribution._auth import (
     parse_challenges,
     token_from_response,
 )
-from berth.distribution._transport import Readable, Response, Transport, TransportError, go_method
+from berth.distribution._transport import (
+    Cancelled,
+    Readable,
+    Response,
+    Transport,
+    TransportError,
+    go_method,
+    watching,
+)
 from berth.distribution.manifest import (
     ALL_MANIFEST_TYPES,
     MAX_MANIFEST_SIZE,
@@ -52,6 +61,8 @@ from berth.image.reference import DEFAULT_DOMAIN, Reference
 __all__ = [
     "ALL_MANIFEST_TYPES",
     "AuthConfig",
+    "Cancelled",
+    "DigestMismatch",
     "Manifest",
     "RegistryClient",
     "RepositorySession",
@@ -95,6 +106,10 @@ def _strip_scheme(value: str) -> str:
         if low.startswith(prefix):
             return value[len(prefix) :]
     return value
+
+
+class DigestMismatch(errdefs.InvalidParameter):
+    """A blob's bytes do not hash to its digest (the blob is bad, not the request)."""
 
 
 class RegistryClient:
@@ -763,7 +778,8 @@ class RepositorySession:
             msg = f"repository {name} not found: {cause}"
         else:
             return err
-        return _errors.make(errdefs.NotFound, msg, code, status)
+        # The cause stays the error's first: translated twice, the message is the same.
+        return _errors.make(errdefs.NotFound, msg, code, status, cause)
 
     def put_manifest(self, tag_or_digest: str, raw: bytes, media_type: str) -> str:
         """Push a manifest under a tag (or its digest); returns its digest."""
@@ -837,12 +853,15 @@ class RepositorySession:
         *,
         progress: Callable[[int, int], None] | None = None,
         offset: int = 0,
+        cancel: threading.Event | None = None,
     ) -> int:
         """Stream the blob into *dest* while hashing; returns the bytes written by this call.
 
         With *offset* > 0, *dest* already holds that many bytes (it must be readable and
         seekable, e.g. opened ``r+b``): they are hashed and the rest asked for with
-        Range.  A digest mismatch empties *dest* and raises InvalidParameter."""
+        Range.  A digest mismatch empties *dest* and raises DigestMismatch.  Once
+        *cancel* is set the transfer stops with Cancelled, what arrived kept in *dest*
+        (a ``_transport.Cancel`` also cuts a read that is waiting on the registry)."""
         _check_digest(digest)
         h = _hasher(digest)
         if offset:
@@ -882,20 +901,29 @@ class RepositorySession:
             buf = bytearray(_CHUNK)
             view = memoryview(buf)
             try:
-                while True:
-                    n = resp.raw.readinto(buf)
-                    if not n:
-                        break
-                    h.update(view[:n])
-                    dest.write(view[:n])
-                    written += n
-                    if progress is not None:
-                        progress(have + written, total)
-            except (OSError, ValueError) as e:
+                with watching(cancel, resp):
+                    while True:
+                        n = resp.raw.readinto(buf)
+                        if n:
+                            h.update(view[:n])
+                            dest.write(view[:n])
+                            written += n
+                        if cancel is not None and cancel.is_set():
+                            raise Cancelled()
+                        if not n:
+                            break
+                        if progress is not None:
+                            progress(have + written, total)
+            except (OSError, ValueError, http.client.HTTPException) as e:
                 resp.close(broken=True)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled() from None
                 raise errdefs.Unavailable(
                     f"error pulling blob {digest} after {have + written} bytes: {e}"
                 ) from None
+            except BaseException:
+                resp.close(broken=True)  # cancelled, or the progress callback gave up
+                raise
             if total >= 0 and have + written != total:
                 resp.close(broken=True)
                 raise errdefs.Unavailable(
@@ -911,9 +939,7 @@ class RepositorySession:
                 dest.truncate()
             except OSError:
                 pass
-            raise errdefs.InvalidParameter(
-                f"filesystem layer verification failed for digest {digest}"
-            )
+            raise DigestMismatch(f"filesystem layer verification failed for digest {digest}")
         return written
 
     def push_blob(self, digest: str, size: int, src: BinaryIO, *, mount_from: str = "") -> str:
