@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import h11
 
@@ -18,6 +19,7 @@ from berth.api import _versions
 from berth.api._http import ClientGone, Request, Response, StreamingResponse
 from berth.api.bodypipe import BodyPipe
 from berth.api.context import Context
+from berth.api.distribution import progress_stream
 from berth.api.errors import classify
 from berth.api.httputils import (
     bool_value,
@@ -30,6 +32,7 @@ from berth.api.httputils import (
 from berth.api.router import Route
 from berth.backend import ImageBackend
 from berth.distribution import pull as _pull_mod
+from berth.distribution.progress import Progress
 from berth.distribution.registry import AuthConfig
 from berth.types.image import ImportOptions
 from berth.types.wire import encode as wire_encode
@@ -114,46 +117,30 @@ def routes(ctx: Context) -> list[Route]:
         return Response(200, _json_lines([{"status": image_id}]), "application/json")
 
     async def _pull(req: Request, from_image: str) -> StreamingResponse:
-        """As dockerd: what is known before any layer moves is an HTTP error; after
-        that, errors are the stream's last message."""
+        """As dockerd: what is known before any layer moves (no such repository, tag or
+        digest; access denied; registry unreachable) is an HTTP error; after that,
+        errors are the stream's last message.  No tag and no digest pulls every tag
+        (``docker pull -a``).  A client that goes away stops the pull; what it had
+        downloaded is kept for the next one."""
         if ctx.registry is None or not isinstance(images, _pull_mod.PullTarget):
             raise errdefs.NotImplementedFeature(
                 f"pulling {from_image} from a registry is not supported by this daemon"
             )
         registry = ctx.registry
-        auth = AuthConfig.from_header(req.headers.get("x-registry-auth", ""))
+        try:
+            auth = AuthConfig.from_header(req.headers.get("x-registry-auth", ""))
+        except errdefs.InvalidParameter:
+            auth = AuthConfig()  # dockerd ignores an undecodable header on pull
         ref = _pull_mod.normalize_reference(from_image, query(req, "tag"))
         value = query(req, "platform")
         platform = parse_platform(value) if value else None
         plan = await ctx.run(_pull_mod.prepare, registry, ref, auth, platform)
         target = images
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-        def progress(msg: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, encode(msg) + b"\r\n")
+        def work(progress: Progress, cancel: threading.Event) -> None:
+            _pull_mod.execute(target, plan, progress, cancel)
 
-        def run() -> None:
-            try:
-                _pull_mod.execute(target, plan, progress)
-            except Exception as e:
-                loop.call_soon_threadsafe(queue.put_nowait, _error_line(e))
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        task = asyncio.ensure_future(ctx.run(run))
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        break
-                    yield item
-            finally:
-                await asyncio.shield(task)
-
-        return StreamingResponse(chunks(), content_type="application/json")
+        return progress_stream(ctx, work)
 
     async def load(req: Request) -> StreamingResponse:
         """As dockerd: 200 and a JSON stream, whose last message carries any error

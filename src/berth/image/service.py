@@ -10,6 +10,8 @@ containers use an image) is injected, so it never imports the daemon.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +45,9 @@ ImageUsers = Callable[[], Mapping[str, list[tuple[str, bool]]]]
 
 IMAGE_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
 
+#: a pull's kept download untouched this long is dropped at start-up (seconds)
+STALE_DOWNLOAD_AGE = 24 * 3600
+
 
 class ImageNotFound(errdefs.NotFound):
     def __init__(self, ref: str) -> None:
@@ -70,6 +75,30 @@ class ImageService:
         self.layers = LayerStore(root / "layerdb", driver)
         self.images = ImageStore(root / "imagedb", self.layers)
         self.references = ReferenceStore(root / "repositories.json")
+        #: where pulls keep blobs by digest until their layer is registered, so that an
+        #: interrupted pull (client gone, registry cut, daemon restart) resumes without
+        #: fetching them again; not the tmp dir, which is emptied at start-up
+        self.downloads_dir = root / "distribution" / "downloads"
+        self.downloads_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep_downloads(STALE_DOWNLOAD_AGE)
+
+    def _sweep_downloads(self, max_age: float) -> None:
+        """Drop downloads no pull has touched for *max_age* seconds: an image nobody
+        asks for again should not keep its layers' bytes forever."""
+        limit = time.time() - max_age
+        try:
+            entries = list(os.scandir(self.downloads_dir))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime >= limit:
+                    continue
+                os.unlink(entry.path)
+            except IsADirectoryError:
+                log.warning("unexpected directory in %s: %s", self.downloads_dir, entry.name)
+            except OSError as e:
+                log.warning("cannot remove stale download %s: %s", entry.path, e)
 
     # -- start-up ------------------------------------------------------------
     def drop_dangling_references(self) -> None:
@@ -430,9 +459,7 @@ class ImageService:
             return
         parent_img = self.images.get(parent)
         if parent_img is not None:
-            self._delete_helper(
-                parent_img, records, False, True, True, containers_using, deleted
-            )
+            self._delete_helper(parent_img, records, False, True, True, containers_using, deleted)
 
     # -- layers for containers -------------------------------------------------
     def create_rw_layer(self, container_id: str, img: Image | None, init: InitFunc) -> RWLayer:
