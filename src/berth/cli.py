@@ -125,7 +125,6 @@ async def _serve(cfg: Config) -> None:
         images=daemon.images,
         networks=NetworkService(daemon.networks),
         volumes=daemon.volumes,
-        registry=daemon.registry,
         distribution=daemon.distribution,
     )
     stop = asyncio.Event()

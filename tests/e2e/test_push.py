@@ -132,6 +132,14 @@ def test_push_a_pulled_image_to_another_registry_and_all_tags(
     image_cleanup.append(src)
     berthd.docker("pull", src)
     image_id = _inspect(berthd, src, "{{.Id}}")
+    # The pull recorded where its layers came from: pushing them to another repository of
+    # the same registry mounts them instead of uploading.
+    copy = f"{registry.host}/copy:latest"
+    image_cleanup.append(copy)
+    berthd.docker("tag", src, copy)
+    mounted = _lines(berthd.docker("push", copy).stdout)
+    for diff_id in oci_image.diff_ids:
+        assert f"{diff_id[7:19]}: Mounted from src" in mounted, mounted
     with running_registry() as second:
         one, two = f"{second.host}/multi:one", f"{second.host}/multi:two"
         image_cleanup += [one, two]
@@ -144,7 +152,7 @@ def test_push_a_pulled_image_to_another_registry_and_all_tags(
         _check_in_registry(second, "multi", "one", image_id, list(oci_image.diff_ids))
         assert sorted(second.tags("multi")) == ["one", "two"]
 
-        berthd.docker("rmi", one, two, src)
+        berthd.docker("rmi", one, two, src, copy)
         berthd.docker("pull", one)
         assert _inspect(berthd, one, "{{.Id}}") == image_id
         cat = berthd.docker("run", "--rm", one, "cat", "/" + oci_image.layer2_path)

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
-from berth.distribution.registry import RegistryClient
 from berth.distribution.service import DistributionService
 
 P = ParamSpec("P")
@@ -26,7 +25,6 @@ class Context:
         images: ImageBackend,
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
-        registry: RegistryClient | None = None,
         distribution: DistributionService | None = None,
         workers: int = 32,
     ) -> None:
@@ -36,11 +34,10 @@ class Context:
         self.networks = networks
         # None until the Daemon hands its volume service over: no volume routes.
         self.volumes = volumes
-        # None until the Daemon hands its registry client over: pulls are refused.
-        self.registry = registry
-        # None until the Daemon hands its distribution service over: pushes are refused.
+        # None until the Daemon hands its distribution service over: no pull, push, login
+        # or search.
         self.distribution = distribution
-        # distribution and builder join them here, each typed by its Protocol in
+        # the builder joins them here, typed by its Protocol in
         # berth.backend and handed over by the ApiServer.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
 

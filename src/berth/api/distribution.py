@@ -83,12 +83,13 @@ def routes(ctx: Context) -> list[Route]:
         the answer is a JSON array of results."""
         limit = _search.parse_limit(query(req, "limit"))
         options = _search.parse_options(filters(req))
-        if ctx.registry is None:
+        if ctx.distribution is None:
             raise errdefs.NotImplementedFeature(
                 "searching registries is not supported by this daemon"
             )
+        client = ctx.distribution.client
         found = await ctx.run(
-            _search.search, ctx.registry, query(req, "term"), limit, options, _auth(req)
+            _search.search, client, query(req, "term"), limit, options, _auth(req)
         )
         return json_response(found)
 

@@ -122,11 +122,11 @@ def routes(ctx: Context) -> list[Route]:
         errors are the stream's last message.  No tag and no digest pulls every tag
         (``docker pull -a``).  A client that goes away stops the pull; what it had
         downloaded is kept for the next one."""
-        if ctx.registry is None or not isinstance(images, _pull_mod.PullTarget):
+        service = ctx.distribution
+        if service is None:
             raise errdefs.NotImplementedFeature(
                 f"pulling {from_image} from a registry is not supported by this daemon"
             )
-        registry = ctx.registry
         try:
             auth = AuthConfig.from_header(req.headers.get("x-registry-auth", ""))
         except errdefs.InvalidParameter:
@@ -134,11 +134,10 @@ def routes(ctx: Context) -> list[Route]:
         ref = _pull_mod.normalize_reference(from_image, query(req, "tag"))
         value = query(req, "platform")
         platform = parse_platform(value) if value else None
-        plan = await ctx.run(_pull_mod.prepare, registry, ref, auth, platform)
-        target = images
+        plan = await ctx.run(service.prepare_pull, ref, auth, platform)
 
         def work(progress: Progress, cancel: threading.Event) -> None:
-            _pull_mod.execute(target, plan, progress, cancel)
+            service.pull(plan, progress, cancel)
 
         return progress_stream(ctx, work)
 

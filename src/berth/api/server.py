@@ -18,7 +18,6 @@ from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
 from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
-from berth.distribution.registry import RegistryClient
 from berth.distribution.service import DistributionService
 
 log = logging.getLogger(__name__)
@@ -44,13 +43,13 @@ class ApiServer:
         images: ImageBackend,
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
-        registry: RegistryClient | None = None,
         distribution: DistributionService | None = None,
     ) -> None:
         """*backend* serves the container routes; each service serves its own routes
-        (the distribution and build services will follow *images*, *networks* and
-        *volumes*).  Without *networks* there are no network routes (404), without
-        *volumes* no volume routes."""
+        (the build service will follow *images*, *networks*, *volumes* and
+        *distribution*).  Without *networks* there are no network routes (404), without
+        *volumes* no volume routes, without *distribution* no pull, push, login or
+        search (501)."""
         self.backend = backend
         self.router = Router()
         self.context = Context(
@@ -58,7 +57,6 @@ class ApiServer:
             images=images,
             networks=networks,
             volumes=volumes,
-            registry=registry,
             distribution=distribution,
         )
         self.router.extend(distribution_routes.routes(self.context))  # before /images/{name}

@@ -44,9 +44,9 @@ def routes(ctx: Context) -> list[Route]:
     async def auth(req: Request) -> Response:
         """``docker login``: the credentials are checked against the registry itself (the
         CLI keeps them); a token the registry gives for them goes back to the CLI."""
-        client = ctx.registry
-        if client is None:
-            raise errdefs.NotImplementedFeature("registry logins are not supported by berth yet")
+        if ctx.distribution is None:
+            raise errdefs.NotImplementedFeature("registry logins are not supported by this daemon")
+        client = ctx.distribution.client
         raw = await req.body()
         try:
             doc = msgspec.json.decode(raw) if raw.strip() else None

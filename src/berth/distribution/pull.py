@@ -51,6 +51,7 @@ from berth.distribution.manifest import (
     parse_manifest,
     select_platform,
 )
+from berth.distribution.metadata import V2MetadataStore
 from berth.distribution.progress import PROGRESS_STEP, Progress, Reporter, short_id
 from berth.distribution.registry import (
     AuthConfig,
@@ -170,10 +171,12 @@ def execute(
     plan: PullPlan,
     progress: Progress,
     cancel: threading.Event | None = None,
+    metadata: V2MetadataStore | None = None,
 ) -> list[str]:
     """Pull what *plan* names; the image IDs, one per reference.  A set *cancel* stops it
-    (Cancelled), keeping what was downloaded for the next pull."""
-    puller = _Puller(images, plan, Reporter(progress), cancel or threading.Event())
+    (Cancelled), keeping what was downloaded for the next pull.  *metadata* learns which
+    blob of this repository holds each layer, for later pushes."""
+    puller = _Puller(images, plan, Reporter(progress), cancel or threading.Event(), metadata)
     ids: list[str] = []
     updated = False
     for i, ref in enumerate(plan.refs):
@@ -339,9 +342,15 @@ class _Puller:
     """The state of one ``execute``: who reports, what stops it, where blobs go."""
 
     def __init__(
-        self, images: PullTarget, plan: PullPlan, report: Reporter, cancel: threading.Event
+        self,
+        images: PullTarget,
+        plan: PullPlan,
+        report: Reporter,
+        cancel: threading.Event,
+        metadata: V2MetadataStore | None = None,
     ) -> None:
         self.images = images
+        self.metadata = metadata
         self.plan = plan
         self.session = plan.session
         self.report = report
@@ -424,10 +433,10 @@ class _Puller:
 
     def _registered(self, desc: Descriptor, diff_id: str) -> None:
         """Layer *diff_id* is in the layer store, from blob *desc* of this repository
-        (dockerd's ``DigestRegisterer.Registered``, called for layers found and made).
-
-        This is where (diff_id → blob digest, repository) is to be recorded for push.
-        """
+        (dockerd's ``DigestRegisterer.Registered``, called for layers found and made):
+        a later push of the layer to this registry is a HEAD or a mount, not an upload."""
+        if self.metadata is not None:
+            self.metadata.add(diff_id, desc.digest, self.plan.reference.name)
 
     def _fetch_config(self, desc: Descriptor) -> bytes:
         """The config, verified (moby's ``pullSchema2Config`` and its messages)."""

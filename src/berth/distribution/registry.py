@@ -139,6 +139,10 @@ class RegistryClient:
                     f"insecure registry {entry} should not contain '://'"
                 )
             try:
+                # Only a CIDR is a network; a bare address is a registry name, as for
+                # dockerd (``10.0.0.1`` does not cover ``10.0.0.1:5000``).
+                if "/" not in entry:
+                    raise ValueError(entry)
                 self._insecure_nets.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 self._insecure_names.add("docker.io" if entry == "index.docker.io" else entry)
