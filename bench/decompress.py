@@ -4,7 +4,7 @@ Builds a ~100 MB layer tar (random files, which do not compress, between text fi
 do), compresses it once with gzip -6 and zstd -3, then times, alternating the ways round by
 round, ``apply_layer`` (decompress + tar parse + sha256 + file writes, what a pull does per
 layer) and ``digest_stream`` (decompress + sha256 only) on it.  Prints MB/s of the plain tar
-(and of the compressed input) as the median of the rounds.
+(and of the compressed input), median and best of the rounds, and the CPU time spent.
 
     .venv/bin/python bench/decompress.py [--rounds 5] [--size-mb 100]
 """
@@ -61,20 +61,26 @@ def force(method: str) -> None:
     _compress.default_gzip_method = lambda environ=None: method
 
 
-def time_apply(packed: bytes, workdir: Path) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (unpigz), all threads."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def time_apply(packed: bytes, workdir: Path) -> tuple[float, float]:
     target = workdir / "target"
     target.mkdir()
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     apply_layer(io.BytesIO(packed), str(target), "overlay")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     shutil.rmtree(target)
-    return elapsed
+    return elapsed, cpu
 
 
-def time_digest(packed: bytes, _: Path) -> float:
-    start = time.perf_counter()
+def time_digest(packed: bytes, _: Path) -> tuple[float, float]:
+    cpu, start = cpu_seconds(), time.perf_counter()
     digest_stream(io.BytesIO(packed))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -96,26 +102,31 @@ def main() -> None:
         ("gzip inline (before)", "inline", gz),
         ("zstd thread", "thread", zst),
     ]
-    timers: list[tuple[str, Callable[[bytes, Path], float]]] = [
+    timers: list[tuple[str, Callable[[bytes, Path], tuple[float, float]]]] = [
         ("apply_layer", time_apply),
         ("digest_stream", time_digest),
     ]
-    samples: dict[tuple[str, str], list[float]] = {}
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="berth-bench-decompress-", dir="/var/tmp") as tmp:
         for _ in range(args.rounds):
             for name, method, packed in ways:
                 force(method)
                 for what, timer in timers:
                     samples.setdefault((what, name), []).append(timer(packed, Path(tmp)))
-    print(f"\nMB/s of the plain tar (of the compressed input): median and best of {args.rounds}")
+    print(
+        f"\nMB/s of the plain tar (of the compressed input), median and best of {args.rounds};"
+        " CPU seconds per layer (all threads and unpigz), median"
+    )
     for what, _ in timers:
         print(f"\n{what}")
         for name, _, packed in ways:
-            t = statistics.median(samples[(what, name)])
-            best = min(samples[(what, name)])
+            walls = [wall for wall, _ in samples[(what, name)]]
+            t, best = statistics.median(walls), min(walls)
+            cpu = statistics.median(c for _, c in samples[(what, name)])
             print(
                 f"  {name:22} {mb / t:6.1f} MB/s ({len(packed) / 1e6 / t:5.1f} in)"
                 f"   best {mb / best:6.1f} MB/s ({len(packed) / 1e6 / best:5.1f} in)"
+                f"   cpu {cpu:5.2f} s"
             )
 
 

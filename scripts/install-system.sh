@@ -3,7 +3,8 @@
 set -euo pipefail
 
 PACKAGES=(busybox-static tar gzip xz-utils bzip2 util-linux procps containerd runc tini nftables iptables docker-compose)
-# unpigz decompresses gzip layers beside berthd, as dockerd uses it (MOBY_DISABLE_PIGZ=1 opts out)
+# unpigz: gzip layers decompressed in a process beside berthd, dockerd's way, when
+# BERTH_GZIP_DECOMPRESS=unpigz asks for it (src/berth/archive/_compress.py), and its tests
 PACKAGES+=(pigz)
 # The distribution tests' registries (tests/e2e/registries.py): distribution 2.8, skopeo to put
 # images in, htpasswd -B for bcrypt Basic auth, openssl for the token server's signing key.

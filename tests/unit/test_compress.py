@@ -24,7 +24,7 @@ import pytest
 import zstandard
 
 from berth.archive import InvalidLayer, apply_layer, decompress, digest_stream
-from berth.archive._compress import CorruptCompression, default_gzip_method
+from berth.archive._compress import GZIP_METHOD_ENV, CorruptCompression, default_gzip_method
 
 UNPIGZ = shutil.which("unpigz")
 needs_unpigz = pytest.mark.skipif(UNPIGZ is None, reason="unpigz (Debian's pigz) not installed")
@@ -209,7 +209,8 @@ def test_the_thread_is_the_one_decompressing() -> None:
 def test_gzip_layer_applies_and_its_diff_id_is_of_the_plain_tar(
     tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MOBY_DISABLE_PIGZ", "0" if method == "unpigz" else "1")
+    monkeypatch.setenv(GZIP_METHOD_ENV, method)
+    monkeypatch.delenv("MOBY_DISABLE_PIGZ", raising=False)
     assert default_gzip_method() == method
     tar = make_tar({"a.txt": b"a" * 5000, "b.bin": payload(2 << 20)})
     target = tmp_path / "t"
@@ -262,7 +263,8 @@ def test_broken_gzip_is_a_clear_error(method: str, damage: str) -> None:
 def test_broken_gzip_layer_is_the_clients_error(
     tmp_path: Path, method: str, damage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MOBY_DISABLE_PIGZ", "false" if method == "unpigz" else "true")
+    monkeypatch.setenv(GZIP_METHOD_ENV, method)
+    monkeypatch.delenv("MOBY_DISABLE_PIGZ", raising=False)
     assert default_gzip_method() == method
     tar = make_tar({"big": payload(3 << 20)})
     target = tmp_path / "t"
@@ -315,7 +317,8 @@ def test_tar_error_mid_layer_leaves_nothing(
     tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """apply_layer gives up with most of the stream unread; the helper goes with its reader."""
-    monkeypatch.setenv("MOBY_DISABLE_PIGZ", "0" if method == "unpigz" else "1")
+    monkeypatch.setenv(GZIP_METHOD_ENV, method)
+    monkeypatch.delenv("MOBY_DISABLE_PIGZ", raising=False)
     tar = make_tar({"a": payload(1 << 20), "loop": "loop", "loop/f": b"x", "b": payload(8 << 20)})
     target = tmp_path / "t"
     target.mkdir()
@@ -360,19 +363,33 @@ def test_a_failing_source_surfaces_its_own_error(method: str) -> None:
 # -- choosing ---------------------------------------------------------------------------------
 
 
-def test_default_gzip_method_follows_dockerd(tmp_path: Path) -> None:
+def test_default_gzip_method(tmp_path: Path) -> None:
+    """The thread unless asked; unpigz when asked, with dockerd's MOBY_DISABLE_PIGZ rule."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "unpigz").write_text("#!/bin/sh\n")
     (bin_dir / "unpigz").chmod(0o755)
-    with_pigz = str(bin_dir)
-    assert default_gzip_method({"PATH": with_pigz}) == "unpigz"
-    assert default_gzip_method({"PATH": with_pigz, "MOBY_DISABLE_PIGZ": "true"}) == "thread"
-    assert default_gzip_method({"PATH": with_pigz, "MOBY_DISABLE_PIGZ": "1"}) == "thread"
-    assert default_gzip_method({"PATH": with_pigz, "MOBY_DISABLE_PIGZ": "false"}) == "unpigz"
+    pigz = {"PATH": str(bin_dir)}
+    asked = {**pigz, GZIP_METHOD_ENV: "unpigz"}
+    assert default_gzip_method(pigz) == "thread"
+    assert default_gzip_method({**pigz, GZIP_METHOD_ENV: "inline"}) == "inline"
+    assert default_gzip_method({**pigz, GZIP_METHOD_ENV: "gunzip"}) == "thread"  # warned
+    assert default_gzip_method(asked) == "unpigz"
+    assert default_gzip_method({**asked, "MOBY_DISABLE_PIGZ": "true"}) == "thread"
+    assert default_gzip_method({**asked, "MOBY_DISABLE_PIGZ": "1"}) == "thread"
+    assert default_gzip_method({**asked, "MOBY_DISABLE_PIGZ": "false"}) == "unpigz"
     # not a Go bool: dockerd warns and keeps pigz
-    assert default_gzip_method({"PATH": with_pigz, "MOBY_DISABLE_PIGZ": "yes"}) == "unpigz"
-    assert default_gzip_method({"PATH": str(tmp_path / "empty")}) == "thread"
+    assert default_gzip_method({**asked, "MOBY_DISABLE_PIGZ": "yes"}) == "unpigz"
+    assert default_gzip_method({**asked, "PATH": str(tmp_path / "empty")}) == "thread"
+
+
+def test_the_daemon_default_is_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(GZIP_METHOD_ENV, raising=False)
+    reader = decompress(io.BytesIO(gzip.compress(payload(20 << 20))))
+    assert reader.read(10)
+    assert children() == []
+    assert decoder_threads() == ["berth-decompress"]
+    reader.close()
 
 
 def test_unknown_gzip_method_is_refused() -> None:
