@@ -266,7 +266,7 @@ class Transport:
     def _describe(method: str, url: str, netloc: str, e: BaseException) -> str:
         prefix = f'{go_method(method)} "{url}"'
         if isinstance(e, ssl.SSLCertVerificationError):
-            return f"{prefix}: tls: failed to verify certificate: {e.verify_message or e}"
+            return f"{prefix}: tls: failed to verify certificate: {_x509(e)}"
         if isinstance(e, ssl.SSLError):
             if "WRONG_VERSION_NUMBER" in str(e) or "record layer failure" in str(e):
                 return f"{prefix}: http: server gave HTTP response to HTTPS client"
@@ -277,6 +277,23 @@ class Transport:
             host = urlsplit(url).hostname or netloc
             return f"{prefix}: dial tcp: lookup {host}: no such host"
         return f"{prefix}: dial tcp {netloc}: connect: {_words(e)}"
+
+
+# OpenSSL's verify codes whose meaning Go's crypto/x509 words differently
+_UNKNOWN_AUTHORITY = {2, 18, 19, 20, 21}  # no issuer, self-signed, not trusted
+_EXPIRED, _HOSTNAME_MISMATCH, _IP_MISMATCH = 10, 62, 64
+
+
+def _x509(e: ssl.SSLCertVerificationError) -> str:
+    """Go's wording (what dockerd prints) for the common verification failures."""
+    code = e.verify_code
+    if code in _UNKNOWN_AUTHORITY:
+        return "x509: certificate signed by unknown authority"
+    if code == _EXPIRED:
+        return "x509: certificate has expired or is not yet valid"
+    if code in (_HOSTNAME_MISMATCH, _IP_MISMATCH):
+        return f"x509: certificate is not valid for this name ({e.verify_message})"
+    return f"x509: {e.verify_message or e}"
 
 
 def _words(e: BaseException) -> str:
