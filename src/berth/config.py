@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-download-attempts",
         type=int,
         metavar="N",
-        help="attempts per layer download (default 5; accepted, berth does not retry yet)",
+        help="tries of one layer download, 5 s, 10 s, ... apart (default 5)",
     )
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     return p

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from berth.testing import DOCKER, Berthd
+from berth.testing import DOCKER, Berthd, running_berthd
 from tests.e2e.faulty_proxy import Fault, FaultyProxy, Seen
 from tests.e2e.pull_images import PushedImage, layer_tar, random_layer, upload_image
 from tests.e2e.registries import (
@@ -554,36 +554,63 @@ def test_digest_mismatch_mid_pull(
     berthd.docker("pull", ref)
 
 
-def test_connection_cut_mid_layer_then_resume(
+def test_connection_cut_mid_layer_is_retried_resuming(
     berthd: Berthd,
     registry: Registry,  # noqa: F811
     proxy: FaultyProxy,
     image_cleanup: list[str],
 ) -> None:
-    """The registry's connection cut half-way through a layer: an error in the stream; the
-    next pull asks only for the rest of that layer (Range) and nothing of the others."""
-    img = upload_image(registry, "cut", "v1", [random_layer(LAYER) for _ in range(3)])
+    """The registry's connection cut half-way through a layer: as dockerd, the transfer is
+    tried again after "Retrying in 5 seconds", asking only for the rest (Range), and the
+    pull succeeds."""
+    img = upload_image(registry, "retried", "v1", [random_layer(LAYER) for _ in range(2)])
     ref = img.ref(proxy.host)
     image_cleanup.append(ref)
-    before = _before(berthd)
     victim = img.layers[1]
-    # Slow, so that the other two have arrived when it is cut.
-    proxy.add(Fault(r"/blobs/" + victim.digest, cut_after=700_000, rate=500_000, times=1))
-    _, error = _failing_pull(berthd, proxy, img)
-    assert error.startswith(f"error pulling blob {victim.digest}"), error
-    _assert_failed_cleanly(berthd, ref, before, {x.digest for x in img.layers})
-    kept = _downloads(berthd)
-    assert kept[_kept(victim.digest)] == 700_000
-    assert kept[_kept(img.layers[0].digest)] == img.layers[0].size
-
+    proxy.add(Fault(r"/blobs/" + victim.digest, cut_after=700_000, times=1))
     mark = proxy.mark()
-    status, again, _ = _pull_api(berthd, f"{proxy.host}/cut", "v1")
-    assert status == 200
-    assert again[-1] == {"status": f"Status: Downloaded newer image for {ref}"}
-    _assert_resumed(kept, img, proxy.since(mark, r"/blobs/sha256:"), again)
-    assert _downloads(berthd).keys().isdisjoint({_kept(x.digest) for x in img.layers})
+    status, messages, raw = _pull_api(berthd, f"{proxy.host}/retried", "v1")
+    assert status == 200, raw
+    assert not [m for m in messages if "error" in m], messages
+    assert messages[-1] == {"status": f"Status: Downloaded newer image for {ref}"}
+    retries = [m["status"] for m in messages if m.get("id") == victim.short]
+    assert "Retrying in 5 seconds" in retries and "Retrying in 1 second" in retries, retries
+    asked = [x.range for x in proxy.since(mark, r"/blobs/" + victim.digest)]
+    assert asked == ["", "bytes=700000-"], asked
     layers = berthd.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref)
     assert json.loads(layers.stdout) == [x.diff_id for x in img.layers]
+
+
+def test_connection_cut_mid_layer_then_resume(
+    registry: Registry,  # noqa: F811
+    proxy: FaultyProxy,
+) -> None:
+    """With ``--max-download-attempts 1`` a cut ends the pull: an error in the stream; the
+    next pull asks only for the rest of that layer (Range) and nothing of the others."""
+    with running_berthd(["--max-download-attempts", "1"]) as d:
+        img = upload_image(registry, "cut", "v1", [random_layer(LAYER) for _ in range(3)])
+        ref = img.ref(proxy.host)
+        before = _before(d)
+        victim = img.layers[1]
+        # Slow, so that the other two have arrived when it is cut.
+        proxy.add(Fault(r"/blobs/" + victim.digest, cut_after=700_000, rate=500_000, times=1))
+        messages, error = _failing_pull(d, proxy, img)
+        assert error.startswith(f"error pulling blob {victim.digest}"), error
+        assert not [m for m in messages if str(m.get("status", "")).startswith("Retrying")]
+        _assert_failed_cleanly(d, ref, before, {x.digest for x in img.layers})
+        kept = _downloads(d)
+        assert kept[_kept(victim.digest)] == 700_000
+        assert kept[_kept(img.layers[0].digest)] == img.layers[0].size
+
+        mark = proxy.mark()
+        status, again, _ = _pull_api(d, f"{proxy.host}/cut", "v1")
+        assert status == 200
+        assert again[-1] == {"status": f"Status: Downloaded newer image for {ref}"}
+        _assert_resumed(kept, img, proxy.since(mark, r"/blobs/sha256:"), again)
+        assert _downloads(d).keys().isdisjoint({_kept(x.digest) for x in img.layers})
+        layers = d.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref)
+        assert json.loads(layers.stdout) == [x.diff_id for x in img.layers]
+        d.docker("rmi", ref)
 
 
 def test_layer_with_an_escaping_path_is_refused(

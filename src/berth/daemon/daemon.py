@@ -132,6 +132,7 @@ class Daemon:
             certs_dir=reg.certs_dir,
             max_concurrent_downloads=reg.max_concurrent_downloads,
             max_concurrent_uploads=reg.max_concurrent_uploads,
+            max_download_attempts=reg.max_download_attempts,
         )
         self.distribution = DistributionService(
             self.images, self.registry, self.images.root / "distribution"

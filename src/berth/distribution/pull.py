@@ -82,6 +82,8 @@ __all__ = [
 MAX_CONFIG_SIZE = 8 << 20
 #: seconds between two looks at the cancel flag while waiting for something else
 _POLL = 0.1
+#: seconds before the first retry of a failed blob transfer; the n-th waits n times this
+RETRY_DELAY = 5
 _HASH_CHUNK = 1 << 20
 
 
@@ -604,6 +606,30 @@ class _Puller:
         return path
 
     def _fetch(self, desc: Descriptor, f: BinaryIO, have: int) -> None:
+        """Fetch the rest of the blob into *f*; a transfer that fails (the registry cut
+        the connection, answered 5xx or 429) is tried again, resuming, up to the
+        daemon's ``--max-download-attempts``, after dockerd's back-off: 5 s, 10 s, ...
+        ("Retrying in N seconds")."""
+        attempts = self.session.client.max_download_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                self._fetch_once(desc, f, f.seek(0, os.SEEK_END) if attempt > 1 else have)
+                return
+            except (Cancelled, DigestMismatch):
+                raise
+            except errdefs.Unavailable:
+                if attempt >= attempts or self.stop.is_set():
+                    raise
+            self._back_off(short_id(desc.digest), attempt * RETRY_DELAY)
+
+    def _back_off(self, ident: str, delay: int) -> None:
+        for left in range(delay, 0, -1):
+            self.report.update(ident, f"Retrying in {left} second{'s' if left > 1 else ''}")
+            if self.stop.wait(1.0):
+                raise Cancelled()
+            self.check()
+
+    def _fetch_once(self, desc: Descriptor, f: BinaryIO, have: int) -> None:
         ident = short_id(desc.digest)
         last = [-1]
 

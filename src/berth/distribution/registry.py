@@ -125,11 +125,14 @@ class RegistryClient:
         user_agent: str = "berth/0.1",
         max_concurrent_downloads: int = 3,
         max_concurrent_uploads: int = 5,
+        max_download_attempts: int = 5,
     ) -> None:
         self.user_agent = user_agent
         #: dockerd's ``--max-concurrent-downloads`` / ``--max-concurrent-uploads``
         self.max_concurrent_downloads = max(1, max_concurrent_downloads)
         self.max_concurrent_uploads = max(1, max_concurrent_uploads)
+        #: dockerd's ``--max-download-attempts``: tries of one blob transfer in a pull
+        self.max_download_attempts = max(1, max_download_attempts)
         self._insecure_names: set[str] = set()
         self._insecure_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(_LOOPBACK)
         for given in insecure:
