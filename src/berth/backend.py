@@ -34,6 +34,7 @@ from berth.types.image import DeleteItem, HistoryItem, ImportOptions
 from berth.types.image import Summary as ImageSummary
 from berth.types.network import NetworkCreateRequest, NetworkCreateResponse, NetworkResource
 from berth.types.volume import Volume, VolumeCreateRequest, VolumePruneReport
+from berth.utils.platform import Platform
 
 
 class ExecInstance(Protocol):
@@ -71,6 +72,18 @@ class PathArchive(Protocol):
 
     def close(self) -> None:
         """Release the container's files without writing (idempotent)."""
+
+
+class ImageSave(Protocol):
+    """``docker save``: the images resolved and checked, their layers held, and once
+    their tarball."""
+
+    def write_to(self, fd: int) -> None:
+        """Write the tarball to *fd* (blocking), then release the layers; raises if it
+        could not be written whole, and the stream must then be cut, not ended."""
+
+    def close(self) -> None:
+        """Release the layers without writing (idempotent)."""
 
 
 class StatsSampler(Protocol):
@@ -218,6 +231,10 @@ class ImageBackend(Protocol):
 
     def load(self, path: Path) -> list[str]:
         """The messages of ``docker load``, one per image loaded or tagged."""
+
+    def prepare_save(self, names: list[str], platform: Platform | None) -> ImageSave:
+        """``docker save`` of *names* (tags, names, IDs, digests): NotFound for any of
+        them, or a layer that cannot be reproduced, before anything is written."""
 
 
 class NetworkBackend(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import threading
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import IO
 
 import h11
+import msgspec
 
 from berth import errdefs
 from berth.api import _versions
 from berth.api._http import ClientGone, Request, Response, StreamingResponse
-from berth.api.bodypipe import BodyPipe
+from berth.api.bodypipe import BodyPipe, ResponsePipe
 from berth.api.context import Context
 from berth.api.distribution import progress_stream
 from berth.api.errors import classify
@@ -36,7 +38,9 @@ from berth.distribution.progress import Progress
 from berth.distribution.registry import AuthConfig
 from berth.types.image import ImportOptions
 from berth.types.wire import encode as wire_encode
-from berth.utils.platform import parse_platform
+from berth.utils.platform import Platform, parse_platform
+
+log = logging.getLogger(__name__)
 
 
 def _json_lines(messages: list[dict[str, str]]) -> bytes:
@@ -161,8 +165,43 @@ def routes(ctx: Context) -> list[Route]:
             body = _error_line(e)
         return StreamingResponse(_once(body), content_type="application/json")
 
+    async def save(req: Request) -> StreamingResponse:
+        """``docker save``: every name is resolved and every layer checked before the
+        first byte, so that a missing image is a 404.  A failure after it cuts the
+        connection: the client reports an error instead of keeping a short tarball
+        (dockerd appends a JSON error to the tar, which no tar reader notices)."""
+        name = req.params.get("name")
+        names = [name] if name is not None else query_all(req, "names")
+        archive = await ctx.run(images.prepare_save, names, _save_platform(req))
+        failed = threading.Event()
+
+        def produce(fd: int) -> None:
+            try:
+                archive.write_to(fd)
+            except BaseException as e:
+                if _client_gone(e):
+                    log.info("docker save: the client went away")
+                    return
+                failed.set()
+                raise
+
+        try:
+            pipe = ResponsePipe()
+        except BaseException:
+            archive.close()
+            raise
+        try:
+            pipe.start(produce, "berth-save")
+        except BaseException:
+            pipe.close()
+            archive.close()
+            raise
+        return StreamingResponse(_cut_on_failure(pipe, failed), content_type="application/x-tar")
+
     return [
         Route("GET", "/images/json", list_),
+        Route("GET", "/images/get", save),
+        Route("GET", "/images/{name:.*}/get", save),
         Route("POST", "/images/create", create),
         Route("POST", "/images/load", load),
         Route("GET", "/images/{name:.*}/json", inspect),
@@ -170,6 +209,62 @@ def routes(ctx: Context) -> list[Route]:
         Route("POST", "/images/{name:.*}/tag", tag),
         Route("DELETE", "/images/{name:.*}", delete),
     ]
+
+
+class _PlatformQuery(msgspec.Struct):
+    """An OCI platform as the ``platform`` query parameter carries it (JSON)."""
+
+    os: str = ""
+    architecture: str = ""
+    variant: str = ""
+    os_version: str = msgspec.field(default="", name="os.version")
+    os_features: list[str] = msgspec.field(default_factory=list, name="os.features")
+
+
+def _save_platform(req: Request) -> Platform | None:
+    """moby's ``DecodePlatforms`` for save (API 1.48 on; one platform before 1.52)."""
+    if req.api_version < (1, 48):
+        return None
+    values = query_all(req, "platform")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise errdefs.InvalidParameter(
+            "multiple platform parameters are not supported in this API version; "
+            "use API version 1.52 or later"
+        )
+    try:
+        p = msgspec.json.decode(values[0], type=_PlatformQuery)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise errdefs.InvalidParameter(f"failed to parse platform: {e}") from None
+    if not p.os and not p.architecture and (p.variant or p.os_version or p.os_features):
+        raise errdefs.InvalidParameter(
+            "optional platform fields provided, but OS and Architecture are missing"
+        )
+    if not p.os or not p.architecture:
+        raise errdefs.InvalidParameter("both OS and Architecture must be provided")
+    return Platform(p.os, p.architecture, p.variant)
+
+
+def _client_gone(e: BaseException | None) -> bool:
+    """Whether *e* (or what it wraps) says the reader of the response went away."""
+    while e is not None:
+        if isinstance(e, (BrokenPipeError, ConnectionResetError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+async def _cut_on_failure(pipe: ResponsePipe, failed: threading.Event) -> AsyncIterator[bytes]:
+    """The pipe's chunks; if its producer failed, an error instead of the end, so that
+    the HTTP layer drops the connection without the chunked body's last chunk."""
+    try:
+        async for chunk in pipe:
+            yield chunk
+    finally:
+        pipe.close()
+    if failed.is_set():
+        raise ConnectionAbortedError("the response could not be written whole")
 
 
 def _import_body(images: ImageBackend, pipe: BodyPipe, options: ImportOptions) -> str:

@@ -30,7 +30,12 @@ from berth.archive._gopath import (
     preserve_trailing_dot_or_separator,
 )
 from berth.archive._pack import TarWriter, pack, tar_header
-from berth.archive._tarsplit import TarSplitRecorder, assemble_tar_split, pack_layer_diff
+from berth.archive._tarsplit import (
+    TarSplitRecorder,
+    assemble_tar_split,
+    pack_layer_diff,
+    tar_split_size,
+)
 from berth.archive._unpack import (
     OPAQUE_XATTR,
     WHITEOUT_META_PREFIX,
@@ -90,5 +95,6 @@ __all__ = [
     "resolve_in_root",
     "tar_errors",
     "tar_header",
+    "tar_split_size",
     "unpack",
 ]

@@ -298,6 +298,46 @@ def assemble_tar_split(split: IO[bytes], root: str, out: BinaryIO) -> tuple[str,
     return w.digest(), w.count
 
 
+class _Sized(msgspec.Struct):
+    """What :func:`tar_split_size` needs of an entry: the payload stays base64 text."""
+
+    type: int
+    size: int = 0
+    payload: str | None = None
+
+
+_sized_decoder = msgspec.json.Decoder(_Sized)
+
+
+def tar_split_size(split: IO[bytes]) -> int:
+    """The length of the tar recorded in *split*, without reading the layer's files.
+
+    Every byte of the rebuilt stream is either a segment's payload or a file's
+    contents of the recorded size (:func:`assemble_tar_split` refuses a file of
+    another size), so the sum is exact: a tar header can be written before the
+    stream (``docker save``).
+    """
+    total = 0
+    try:
+        with gzip.GzipFile(fileobj=split, mode="rb") as lines:
+            for line in lines:
+                try:
+                    e = _sized_decoder.decode(line)
+                except msgspec.DecodeError as err:
+                    raise errdefs.System(f"tar-split: corrupt record: {err}") from None
+                if e.type == SEGMENT_TYPE:
+                    if e.payload:  # standard, padded base64: 4 characters carry 3 bytes
+                        pad = 2 if e.payload.endswith("==") else int(e.payload.endswith("="))
+                        total += len(e.payload) // 4 * 3 - pad
+                elif e.type == FILE_TYPE:
+                    total += e.size
+                else:
+                    raise errdefs.System(f"tar-split: unknown entry type {e.type}")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise errdefs.System(f"tar-split: corrupt record: {err}") from err
+    return total
+
+
 def _copy_file(opener: _Opener, rel: str, size: int, view: memoryview, w: _HashingWriter) -> None:
     try:
         fd = opener.open(rel)
@@ -417,4 +457,5 @@ __all__ = [
     "TarSplitRecorder",
     "assemble_tar_split",
     "pack_layer_diff",
+    "tar_split_size",
 ]

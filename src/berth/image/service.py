@@ -22,6 +22,7 @@ from berth.graphdriver import Driver
 from berth.image.importer import import_image, prepare
 from berth.image.load import load_archive
 from berth.image.reference import Reference, parse_any, parse_normalized_named, repo_tag_reference
+from berth.image.save import ImageArchive, check_platform, resolve
 from berth.image.store import Image, ImageStore, ReferenceStore
 from berth.layer import LayerStore, ROLayer, RWLayer, chain_id
 from berth.layer.store import InitFunc
@@ -30,6 +31,7 @@ from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem, ImportOptions, Summary
 from berth.types.wire import to_wire
 from berth.utils.pathmatch import path_match
+from berth.utils.platform import Platform
 from berth.utils.stringid import truncate_id
 from berth.utils.timefmt import ZERO_TIME, parse_rfc3339, parse_timestamp
 
@@ -490,6 +492,14 @@ class ImageService:
             if line.startswith("Loaded image"):
                 self._emit("load", name, name)
         return messages
+
+    def prepare_save(self, names: list[str], platform: Platform | None) -> ImageArchive:
+        """``docker save``: every name resolved and every layer checked before the
+        tarball's first byte; the archive announces ``save`` once it is written."""
+        saved = resolve(self, names)
+        if platform is not None:
+            check_platform(saved, platform)
+        return ImageArchive(self, saved, lambda ident: self._emit("save", ident))
 
     def _emit(self, action: str, ident: str, name: str = "") -> None:
         self.events.publish("image", action, ident, {"name": name or ident})

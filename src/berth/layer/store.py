@@ -13,6 +13,7 @@ names are swept at start-up.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
@@ -22,10 +23,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from berth import errdefs
-from berth.archive import TarSplitRecorder, apply_layer, assemble_tar_split, pack_layer_diff
+from berth.archive import (
+    TarSplitRecorder,
+    apply_layer,
+    assemble_tar_split,
+    pack_layer_diff,
+    tar_split_size,
+)
 from berth.graphdriver.base import Driver
 from berth.layer.chain import chain_id as make_chain_id
 from berth.utils.atomic import sweep_temp, write_dir
@@ -85,6 +92,8 @@ class LayerStore:
         self.driver = driver
         self._layers: dict[str, ROLayer] = {}
         self._mounts: dict[str, RWLayer] = {}
+        #: each layer's tar length once asked (layers never change)
+        self._tar_sizes: dict[str, int] = {}
         self._lock = threading.RLock()
         (root / "sha256").mkdir(parents=True, exist_ok=True)
         (root / "mounts").mkdir(parents=True, exist_ok=True)
@@ -271,35 +280,19 @@ class LayerStore:
 
         The stream is checked against the DiffID as it is written; a mismatch
         raises :class:`errdefs.System` at the end, so *out* should be a temp
-        file.  The caller holds a reference to *layer*.
+        file (or a stream its reader can be told to drop).  The caller holds a
+        reference to *layer*.
         """
-        meta = self._meta_dir(layer.chain_id)
         root = str(self.driver.apply_target(layer.cache_id))
-        no_record = errdefs.System(
-            f"layer {layer.diff_id} has no tar-split data (it was registered before berth "
-            "kept it), so its tar cannot be reproduced: pull or load the image again"
-        )
         try:
-            split = open(meta / TAR_SPLIT, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            split = None
-        try:
+            split = self._open_record(layer)
             if split is not None:
                 with split:
                     digest, _ = assemble_tar_split(split, root, out)
             else:
-                refused = meta / TAR_SPLIT_REFUSED
-                if refused.exists():
-                    raise errdefs.System(
-                        f"layer {layer.diff_id} cannot be reproduced as the tar it came from: "
-                        f"{self._read(refused)}; push and save need that tar, so build the "
-                        "layer from a tar that writes each file once"
-                    )
-                if self.driver.whiteout_format != "overlay":
-                    raise no_record
                 digest, _ = pack_layer_diff(root, out)
                 if digest != layer.diff_id:
-                    raise no_record
+                    raise self._no_record(layer)
         except errdefs.System as e:
             if layer.diff_id in str(e):
                 raise
@@ -311,6 +304,65 @@ class LayerStore:
                 f"layer {layer.diff_id}: the reassembled tar has digest {digest}: the layer's "
                 "files changed since it was registered"
             )
+
+    def tar_size(self, layer: ROLayer) -> int:
+        """The length of the tar :meth:`tar_stream` writes, known before it is written
+        (``docker save`` writes a tar header first), and so a check that it can be.
+
+        With a tar-split record, the sum of its segments and of its files' recorded
+        sizes: exactly what the stream is assembled from, without reading the files.
+        A layer without one is packed once into nothing, which also checks that it
+        still comes out as its DiffID.  The caller holds a reference to *layer*.
+        """
+        with self._lock:
+            known = self._tar_sizes.get(layer.chain_id)
+        if known is not None:
+            return known
+        try:
+            split = self._open_record(layer)
+            if split is not None:
+                with split:
+                    size = tar_split_size(split)
+            else:
+                root = str(self.driver.apply_target(layer.cache_id))
+                digest, size = pack_layer_diff(root, cast(BinaryIO, _Discard()))
+                if digest != layer.diff_id:
+                    raise self._no_record(layer)
+        except errdefs.System as e:
+            if layer.diff_id in str(e):
+                raise
+            raise errdefs.System(f"layer {layer.diff_id}: {e}") from e
+        except OSError as e:
+            raise errdefs.System(f"reading the tar of layer {layer.diff_id}: {e}") from e
+        with self._lock:
+            self._tar_sizes[layer.chain_id] = size
+        return size
+
+    def _open_record(self, layer: ROLayer) -> IO[bytes] | None:
+        """The layer's tar-split record, or None when its overlay diff directory is to be
+        packed instead; raises when the tar cannot be reproduced at all."""
+        meta = self._meta_dir(layer.chain_id)
+        try:
+            return open(meta / TAR_SPLIT, "rb")
+        except FileNotFoundError:
+            pass
+        refused = meta / TAR_SPLIT_REFUSED
+        if refused.exists():
+            raise errdefs.System(
+                f"layer {layer.diff_id} cannot be reproduced as the tar it came from: "
+                f"{self._read(refused)}; push and save need that tar, so build the "
+                "layer from a tar that writes each file once"
+            )
+        if self.driver.whiteout_format != "overlay":
+            raise self._no_record(layer)
+        return None
+
+    @staticmethod
+    def _no_record(layer: ROLayer) -> errdefs.System:
+        return errdefs.System(
+            f"layer {layer.diff_id} has no tar-split data (it was registered before berth "
+            "kept it), so its tar cannot be reproduced: pull or load the image again"
+        )
 
     def release(self, layer: ROLayer) -> list[ROLayer]:
         """Drop one reference; return the layers that were deleted, top first."""
@@ -325,6 +377,7 @@ class LayerStore:
         current: ROLayer | None = layer
         while current is not None and current.references <= 0:
             self._layers.pop(current.chain_id, None)
+            self._tar_sizes.pop(current.chain_id, None)
             # Metadata first: a crash after it leaves only an orphaned driver
             # directory, which the start-up sweep removes.
             shutil.rmtree(self._meta_dir(current.chain_id), ignore_errors=True)
@@ -428,6 +481,16 @@ class LayerStore:
 
     def rw_size(self, rw: RWLayer) -> int:
         return self.driver.diff_size(rw.mount_id)
+
+
+class _Discard(io.RawIOBase):
+    """A sink that takes everything: packing only to learn a tar's length and digest."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        return len(b)
 
 
 def _write_files(directory: Path, files: dict[str, bytes]) -> None:
