@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from berth.testing import DOCKER, Berthd, busybox_rootfs_tar, running_berthd, unique_name
-from tests.e2e.archives import docker_archive, image_config, sha256
+from tests.e2e.archives import Archive, docker_archive, image_config, sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -395,3 +395,73 @@ def test_a_failure_part_way_cuts_the_stream(tmp_path: Path) -> None:
         assert "files changed since it was registered" in d.log()
         # the daemon serves on
         assert d.docker("image", "inspect", "--format", "{{.Id}}", "cut-me:1").returncode == 0
+
+
+def _two_generations(related: bool = True) -> tuple[bytes, str, str]:
+    """An archive of an image and its child (one layer and one history step more, unless
+    not *related*), the child's manifest.json entry naming the parent; (archive, parent
+    ID, child ID)."""
+    base = _pax_tar(("gen", None), ("gen/1", b"first\n"))
+    more = _pax_tar(("gen", None), ("gen/2", b"second\n"))
+    parent = image_config([sha256(base)])
+    child = image_config([sha256(base), sha256(more)])
+    if not related:
+        history = [{"created": "2024-01-02T03:04:05Z", "created_by": f"other {i}"} for i in (0, 1)]
+        child = image_config([sha256(base), sha256(more)], history=history)
+    ar = Archive()
+    for layer in (base, more):
+        ar.add(f"blobs/sha256/{sha256(layer)[7:]}", layer)
+    for cfg in (parent, child):
+        ar.add(f"blobs/sha256/{sha256(cfg)[7:]}", cfg)
+    manifest = [
+        {
+            "Config": f"blobs/sha256/{sha256(parent)[7:]}",
+            "RepoTags": ["gen:1"],
+            "Layers": [f"blobs/sha256/{sha256(base)[7:]}"],
+        },
+        {
+            "Config": f"blobs/sha256/{sha256(child)[7:]}",
+            "RepoTags": ["gen:2"],
+            "Layers": [f"blobs/sha256/{sha256(base)[7:]}", f"blobs/sha256/{sha256(more)[7:]}"],
+            "Parent": sha256(parent),
+        },
+    ]
+    ar.add("manifest.json", json.dumps(manifest).encode())
+    return ar.build(), sha256(parent), sha256(child)
+
+
+def test_parent_links_survive_save_and_load(tmp_path: Path) -> None:
+    archive, parent_id, child_id = _two_generations()
+    path = tmp_path / "generations.tar"
+    path.write_bytes(archive)
+    with running_berthd() as d:
+        d.docker("load", "-i", str(path))
+        assert d.docker("image", "inspect", "-f", "{{.Parent}}", "gen:2").stdout.strip() == (
+            parent_id
+        )
+        saved = _save(d, "gen:2", "gen:1")
+        saved.check()
+        assert saved.item(child_id)["Parent"] == parent_id
+        assert "Parent" not in saved.item(parent_id)
+        # alone, the child is saved without a parent the tarball does not hold
+        assert "Parent" not in _save(d, "gen:2").item(child_id)
+    path.write_bytes(saved.data)
+    with running_berthd() as fresh:
+        fresh.docker("load", "-i", str(path))
+        assert fresh.docker("image", "inspect", "-f", "{{.Parent}}", "gen:2").stdout.strip() == (
+            parent_id
+        )
+        assert fresh.docker("image", "inspect", "-f", "{{.Parent}}", "gen:1").stdout.strip() == ""
+
+
+def test_a_parent_whose_history_does_not_lead_to_the_child_is_not_recorded(
+    tmp_path: Path,
+) -> None:
+    archive, _, child_id = _two_generations(related=False)
+    path = tmp_path / "unrelated.tar"
+    path.write_bytes(archive)
+    with running_berthd() as d:
+        d.docker("load", "-i", str(path))
+        assert d.docker("image", "inspect", "-f", "{{.Id}} {{.Parent}}", "gen:2").stdout == (
+            f"{child_id} \n"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import posixpath
 import shutil
 import tarfile
@@ -29,9 +30,12 @@ from berth.image.store import decode_config
 from berth.layer import ROLayer, chain_id
 from berth.types.image import ImageConfig
 from berth.utils.platform import host_platform
+from berth.utils.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
     from berth.image.service import ImageService
+
+log = logging.getLogger(__name__)
 
 _MAX_LINKS = 64
 _MAX_JSON = 64 << 20
@@ -88,6 +92,7 @@ class _Entry:
     layers: list[_LayerSource]
     tags: list[Reference]
     held: list[ROLayer] = field(default_factory=list)
+    parent: str = ""  # manifest.json's Parent: the image this one was built on
 
 
 class _Archive:
@@ -233,7 +238,9 @@ def _docker_archive(ar: _Archive) -> list[_Entry]:
         ]
         for src in layers:
             ar.resolve(src.member)
-        entries.append(_Entry(raw, cfg, layers, _parse_tags(item.RepoTags or [])))
+        entries.append(
+            _Entry(raw, cfg, layers, _parse_tags(item.RepoTags or []), parent=item.Parent)
+        )
     return entries
 
 
@@ -391,9 +398,11 @@ def _load(svc: ImageService, path: Path) -> list[str]:
         ar.close()
 
     messages: list[str] = []
+    loaded: list[tuple[str, _Entry]] = []
     try:
         for entry in entries:
             img = svc.images.create(entry.raw_config)
+            loaded.append((img.id, entry))
             tagged = False
             for ref in entry.tags:
                 previous = svc.tag_image(img.id, ref)
@@ -406,7 +415,52 @@ def _load(svc: ImageService, path: Path) -> list[str]:
                 tagged = True
             if not tagged:
                 messages.append(f"Loaded image ID: {img.id}\n")
+        _set_parents(svc, loaded)
     finally:
         for entry in entries:
             svc.release_layers(reversed(entry.held))
     return messages
+
+
+def _set_parents(svc: ImageService, loaded: list[tuple[str, _Entry]]) -> None:
+    """Record the Parent manifest.json names (moby's ``validatedParentLinks``): only one
+    loaded from the same archive, and only if the child's history is the parent's plus
+    one step (``checkValidParent``); any other claim is ignored."""
+    ids = {ident for ident, _ in loaded}
+    for ident, entry in loaded:
+        parent = entry.parent
+        if not parent or parent == ident or parent not in ids:
+            continue
+        child_img, parent_img = svc.images.get(ident), svc.images.get(parent)
+        if child_img is None or parent_img is None:
+            continue
+        if _valid_parent(child_img.config, parent_img.config):
+            svc.images.set_parent(ident, parent)
+        else:
+            log.warning("load: %s is not a valid parent for %s; not recorded", parent, ident)
+
+
+def _valid_parent(child: ImageConfig, parent: ImageConfig) -> bool:
+    if not child.history and not parent.history:
+        return True
+    if len(child.history) - len(parent.history) != 1:
+        return False
+    for p, c in zip(parent.history, child.history, strict=False):
+        if _when(p.created) != _when(c.created):
+            return False
+        if (p.author, p.created_by, p.comment, p.empty_layer) != (
+            c.author,
+            c.created_by,
+            c.comment,
+            c.empty_layer,
+        ):
+            return False
+    return True
+
+
+def _when(created: str) -> int | str:
+    """A history time as an instant (Go compares them with Equal), or as written."""
+    try:
+        return parse_rfc3339(created) if created else ""
+    except ValueError:
+        return created
