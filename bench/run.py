@@ -36,6 +36,7 @@ from typing import Any
 
 from engines import Engine, Failed, Result, Unavailable, memory_kib
 from registry import CACHE, RegistryBench
+from save import save_workloads
 from workloads import IMAGE, LABEL, Workload, _rm, all_workloads
 
 from berth.testing import busybox_rootfs_tar, running_berthd
@@ -565,6 +566,7 @@ def main() -> int:
                 *volume_workloads(tmp),
                 *health_workloads(),
                 *registry.workloads(),
+                *save_workloads(tmp, args.cache, args.seed),
             ]
             for w in workloads:
                 if args.only and not any(o in w.name for o in args.only):
