@@ -31,6 +31,7 @@ from berth.types.container import (
 )
 from berth.types.filters import Filters
 from berth.types.image import DeleteItem, HistoryItem, ImportOptions
+from berth.types.image import PruneReport as ImagePruneReport
 from berth.types.image import Summary as ImageSummary
 from berth.types.network import NetworkCreateRequest, NetworkCreateResponse, NetworkResource
 from berth.types.volume import Volume, VolumeCreateRequest, VolumePruneReport
@@ -206,7 +207,7 @@ class NetworkAttachBackend(Protocol):
 
 class ImageBackend(Protocol):
     """The image routes' service (the image service itself, not relayed by the Daemon);
-    it publishes the image events (tag, untag, delete, import, load) itself."""
+    it publishes the image events (tag, untag, delete, import, load, prune) itself."""
 
     @property
     def tmp_dir(self) -> Path:
@@ -223,6 +224,11 @@ class ImageBackend(Protocol):
     def tag(self, ref_or_id: str, repo: str, tag: str) -> None: ...
 
     def delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]: ...
+
+    def prune_images(self, filters: Filters) -> ImagePruneReport:
+        """``POST /images/prune``: the filters (dangling, label, label!, until) are
+        checked here, as dockerd's image service checks them; Conflict while another
+        prune runs.  Publishes the untag/delete events of each image and one prune."""
 
     def check_import(self, options: ImportOptions) -> None:
         """Refuse a bad import before its body is read."""

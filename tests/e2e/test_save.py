@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -15,7 +16,14 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from berth.testing import DOCKER, Berthd, busybox_rootfs_tar, running_berthd, unique_name
+from berth.testing import (
+    DOCKER,
+    Berthd,
+    busybox_rootfs_tar,
+    running_berthd,
+    unique_name,
+    wait_for,
+)
 from tests.e2e.archives import Archive, docker_archive, image_config, sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -465,3 +473,32 @@ def test_a_parent_whose_history_does_not_lead_to_the_child_is_not_recorded(
         assert d.docker("image", "inspect", "-f", "{{.Id}} {{.Parent}}", "gen:2").stdout == (
             f"{child_id} \n"
         )
+
+
+def test_a_client_that_goes_away_stops_the_save_and_frees_the_layers(tmp_path: Path) -> None:
+    big = _pax_tar(("big", os.urandom(24 << 20)))  # more than the pipe and socket hold
+    archive = tmp_path / "big.tar"
+    archive.write_bytes(docker_archive([big], ["going-away:1"]))
+    with running_berthd() as d:
+        d.docker("load", "-i", str(archive))
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(d.sock)
+        sock.sendall(b"GET /images/going-away:1/get HTTP/1.1\r\nHost: berth\r\n\r\n")
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        sock.close()
+        wait_for(lambda: "docker save: the client went away" in d.log(), what="the save to stop")
+        assert "Traceback" not in d.log()
+        # nothing holds the layer any more: it goes with the image
+        d.docker("rmi", "going-away:1")
+        layerdb = next((d.data_root / "image").iterdir()) / "layerdb" / "sha256"
+        assert list(layerdb.iterdir()) == []
+
+
+def test_no_names_is_an_empty_archive(berthd: Berthd) -> None:
+    status, headers, body = berthd.request("GET", "/images/get")
+    assert status == 200 and headers["content-type"] == "application/x-tar"
+    saved = Saved(body)
+    saved.check()
+    assert saved.json("manifest.json") == []
+    assert saved.json("index.json")["manifests"] == []

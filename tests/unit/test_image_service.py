@@ -79,8 +79,27 @@ def test_import_tag_delete_publish_image_events(svc: ImageService, events: Event
     assert _published(events) == [
         ("image", "import", ident, {"name": ident}),
         ("image", "tag", ident, {"name": "hello:2"}),
-        ("image", "untag", "hello:1", {"name": "hello:1"}),
-        ("image", "untag", "hello:2", {"name": "hello:2"}),
+        # dockerd's LogImageEvent(imgID, imgID, "untag"): the image, not the tag removed
+        ("image", "untag", ident, {"name": ident}),
+        ("image", "untag", ident, {"name": ident}),
+        ("image", "delete", ident, {"name": ident}),
+    ]
+
+
+def test_image_events_carry_the_image_labels_while_it_exists(
+    svc: ImageService, events: Events
+) -> None:
+    options = ImportOptions(repo="labelled", changes=["LABEL a=b name=mine"])
+    ident = svc.import_image(_layer(), options)
+    svc.tag("labelled", "other", "1")
+    svc.delete("other:1", False, True)
+    svc.delete("labelled", False, True)
+    # as dockerd: the image's labels first, "name" over them; a delete finds no image
+    assert _published(events) == [
+        ("image", "import", ident, {"a": "b", "name": ident}),
+        ("image", "tag", ident, {"a": "b", "name": "other:1"}),
+        ("image", "untag", ident, {"a": "b", "name": ident}),
+        ("image", "untag", ident, {"a": "b", "name": ident}),
         ("image", "delete", ident, {"name": ident}),
     ]
 

@@ -196,7 +196,7 @@ def routes(ctx: Context) -> list[Route]:
             pipe.close()
             archive.close()
             raise
-        return StreamingResponse(_cut_on_failure(pipe, failed), content_type="application/x-tar")
+        return StreamingResponse(_CutOnFailure(pipe, failed), content_type="application/x-tar")
 
     return [
         Route("GET", "/images/json", list_),
@@ -255,16 +255,28 @@ def _client_gone(e: BaseException | None) -> bool:
     return False
 
 
-async def _cut_on_failure(pipe: ResponsePipe, failed: threading.Event) -> AsyncIterator[bytes]:
+class _CutOnFailure:
     """The pipe's chunks; if its producer failed, an error instead of the end, so that
-    the HTTP layer drops the connection without the chunked body's last chunk."""
-    try:
-        async for chunk in pipe:
-            yield chunk
-    finally:
-        pipe.close()
-    if failed.is_set():
-        raise ConnectionAbortedError("the response could not be written whole")
+    the HTTP layer drops the connection without the chunked body's last chunk.  Closing
+    it (the client went away) closes the pipe, and the producer stops on EPIPE."""
+
+    def __init__(self, pipe: ResponsePipe, failed: threading.Event) -> None:
+        self._pipe = pipe
+        self._failed = failed
+
+    def __aiter__(self) -> _CutOnFailure:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._pipe.__anext__()
+        except StopAsyncIteration:
+            if self._failed.is_set():
+                raise ConnectionAbortedError("the response could not be written whole") from None
+            raise
+
+    async def aclose(self) -> None:
+        self._pipe.close()
 
 
 def _import_body(images: ImageBackend, pipe: BodyPipe, options: ImportOptions) -> str:

@@ -7,7 +7,7 @@ import logging
 import re
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
-from berth.api import archive, containers, events, execs, lifecycle, system
+from berth.api import archive, build, containers, events, execs, lifecycle, system
 from berth.api import distribution as distribution_routes
 from berth.api import images as image_routes
 from berth.api import networks as network_routes
@@ -60,7 +60,7 @@ class ApiServer:
             distribution=distribution,
         )
         self.router.extend(distribution_routes.routes(self.context))  # before /images/{name}
-        for module in (system, events, containers, lifecycle, archive, execs, image_routes):
+        for module in (system, events, containers, lifecycle, archive, execs, image_routes, build):
             self.router.extend(module.routes(self.context))
         if networks is not None:
             self.router.extend(network_routes.routes(self.context, networks))

@@ -37,7 +37,7 @@ import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import msgspec
 
@@ -359,7 +359,7 @@ class ImageArchive:
                 out.write(blob.data)
             else:
                 counted = _Exact(out, blob.size, blob.layer.diff_id)
-                self._layers.tar_stream(blob.layer, counted)  # type: ignore[arg-type]
+                self._layers.tar_stream(blob.layer, cast(BinaryIO, counted))
                 counted.check()
             out.write(bytes(_padded(blob.size) - blob.size))
         for name, data in self._files:

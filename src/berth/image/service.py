@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from berth.events import Events
 from berth.graphdriver import Driver
 from berth.image.importer import import_image, prepare
 from berth.image.load import load_archive
+from berth.image.prune import prune_images
 from berth.image.reference import Reference, parse_any, parse_normalized_named, repo_tag_reference
 from berth.image.save import ImageArchive, check_platform, resolve
 from berth.image.store import Image, ImageStore, ReferenceStore
@@ -28,7 +30,7 @@ from berth.layer import LayerStore, ROLayer, RWLayer, chain_id
 from berth.layer.store import InitFunc
 from berth.types.container import Config
 from berth.types.filters import Filters
-from berth.types.image import DeleteItem, HistoryItem, ImportOptions, Summary
+from berth.types.image import DeleteItem, HistoryItem, ImportOptions, PruneReport, Summary
 from berth.types.wire import to_wire
 from berth.utils.pathmatch import path_match
 from berth.utils.platform import Platform
@@ -69,6 +71,15 @@ class ImageService:
         self.driver = driver
         self.events = events
         self._image_users = image_users
+        #: held while a delete or a prune decides and removes, and while a container's
+        #: RW layer is pinned to its image: a delete never sees an image unused that a
+        #: container being created is about to stand on
+        self.delete_lock = threading.RLock()
+        #: container ID → image ID, from the RW layer's creation until the container
+        #: side lists the container (or its layer is released)
+        self._creating: dict[str, str] = {}
+        #: one prune at a time, as dockerd's pruneRunning
+        self.prune_running = threading.Lock()
         #: where ``docker load`` spools its upload (the daemon's, emptied at start-up)
         self.tmp_dir = tmp_dir
         root = data_root / "image" / driver.name
@@ -334,22 +345,17 @@ class ImageService:
         return previous
 
     def delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]:
-        """``docker rmi``: untag, and delete the image when nothing else names it."""
-        deleted: set[str] = set()
-        items = self._delete(ref_or_id, force, prune, deleted)
-        for item in items:
-            if item.Untagged:
-                self._emit("untag", item.Untagged)
-            elif item.Deleted in deleted:  # images, as dockerd: not the layers that went too
-                self._emit("delete", item.Deleted)
-        return items
+        """``docker rmi``: untag, and delete the image when nothing else names it.
 
-    def _delete(
-        self, ref_or_id: str, force: bool, prune: bool, deleted: set[str]
-    ) -> list[DeleteItem]:
+        Events as dockerd logs them: ``untag`` and ``delete`` under the image's ID
+        (``name`` the ID too, an untag with the image's labels), none for the layers."""
+        with self.delete_lock:
+            return self._delete(ref_or_id, force, prune)
+
+    def _delete(self, ref_or_id: str, force: bool, prune: bool) -> list[DeleteItem]:
         if not ref_or_id.strip():
             raise errdefs.InvalidParameter("image name cannot be blank")
-        in_use = self._image_users()  # one look at the containers for the whole delete
+        in_use = self.users()  # one look at the containers for the whole delete
 
         def containers_using(image_id: str) -> list[tuple[str, bool]]:
             return in_use.get(image_id, [])
@@ -369,6 +375,7 @@ class ImageService:
             parsed = parse_normalized_named(ref_or_id)
             self.references.delete(parsed)
             records.append(DeleteItem(Untagged=parsed.tag_name_only().familiar()))
+            self._emit("untag", img.id)
             repo_refs = self.references.references(img.id)
             if not parsed.digest and not any(
                 r.name == parsed.name and not r.digest for r in repo_refs
@@ -390,9 +397,8 @@ class ImageService:
             for r in repo_refs:
                 self.references.delete(r)
                 records.append(DeleteItem(Untagged=r.familiar()))
-        self._delete_helper(
-            img, records, force, prune, removed_repository_ref, containers_using, deleted
-        )
+                self._emit("untag", img.id)
+        self._delete_helper(img, records, force, prune, removed_repository_ref, containers_using)
         return records
 
     def _conflict(
@@ -438,7 +444,6 @@ class ImageService:
         prune: bool,
         quiet: bool,
         containers_using: ContainersUsing,
-        deleted: set[str],
     ) -> None:
         conflict = self._conflict(
             img, hard_only=force, check_refs=True, users=containers_using(img.id)
@@ -453,21 +458,60 @@ class ImageService:
         for r in self.references.references(img.id):
             self.references.delete(r)
             records.append(DeleteItem(Untagged=r.familiar()))
+            self._emit("untag", img.id)
         removed = self.images.delete(img.id)
+        self._emit("delete", img.id)
         records.append(DeleteItem(Deleted=img.id))
-        deleted.add(img.id)
         records.extend(DeleteItem(Deleted=layer.chain_id) for layer in removed)
         if not prune or not parent:
             return
         parent_img = self.images.get(parent)
         if parent_img is not None:
-            self._delete_helper(parent_img, records, False, True, True, containers_using, deleted)
+            self._delete_helper(parent_img, records, False, True, True, containers_using)
+
+    def users(self) -> Mapping[str, list[tuple[str, bool]]]:
+        """Which containers use each image: the container side's answer, plus the
+        containers whose RW layer is made or being made but which it does not list yet
+        (counted as stopped).  A pin the container side now lists is dropped."""
+        users = self._image_users()
+        with self.delete_lock:
+            if not self._creating:
+                return users
+            listed = {cid for found in users.values() for cid, _ in found}
+            merged = {ident: list(found) for ident, found in users.items()}
+            for cid, ident in list(self._creating.items()):
+                if cid in listed:
+                    del self._creating[cid]
+                else:
+                    merged.setdefault(ident, []).append((cid, False))
+            return merged
+
+    def prune_images(self, filters: Filters) -> PruneReport:
+        """``docker image prune`` (see :mod:`berth.image.prune`)."""
+        return prune_images(self, filters)
 
     # -- layers for containers -------------------------------------------------
     def create_rw_layer(self, container_id: str, img: Image | None, init: InitFunc) -> RWLayer:
-        return self.layers.create_rw_layer(container_id, img.chain_id if img else None, init)
+        """The container's init and RW layers on *img*, which stays in use from here on:
+        a delete or prune that runs before the container side lists the container
+        counts it (:meth:`users`), and one that ran since the caller resolved *img* makes
+        this a NotFound instead of a container on a deleted image."""
+        if img is None:
+            return self.layers.create_rw_layer(container_id, None, init)
+        with self.delete_lock:
+            if self.images.get(img.id) is None:
+                raise ImageNotFound(img.id)
+            self._creating[container_id] = img.id
+        try:
+            return self.layers.create_rw_layer(container_id, img.chain_id, init)
+        except BaseException:
+            with self.delete_lock:
+                self._creating.pop(container_id, None)
+            raise
 
     def release_rw_layer(self, container_id: str) -> None:
+        with self.delete_lock:
+            self._creating.pop(container_id, None)
         try:
             rw = self.layers.get_rw_layer(container_id)
         except errdefs.NotFound:
@@ -502,7 +546,13 @@ class ImageService:
         return ImageArchive(self, saved, lambda ident: self._emit("save", ident))
 
     def _emit(self, action: str, ident: str, name: str = "") -> None:
-        self.events.publish("image", action, ident, {"name": name or ident})
+        """moby's LogImageEvent: the image's labels while it exists, then ``name``."""
+        attributes: dict[str, str] = {}
+        img = self.images.get(ident)
+        if img is not None and img.config.config is not None:
+            attributes.update(img.config.config.labels or {})
+        attributes["name"] = name or ident
+        self.events.publish("image", action, ident, attributes)
 
     def release_layers(self, layers: Iterable[ROLayer]) -> None:
         for layer in layers:

@@ -90,3 +90,11 @@ class ImportOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: Dockerfile-like instructions (``CMD``, ``ENV``...) applied to the image's config
     changes: list[str] = msgspec.field(default_factory=list)
     platform: str = ""
+
+
+class PruneReport(msgspec.Struct):
+    """``POST /images/prune``: ``ImagesDeleted`` is ``null`` when nothing went (moby
+    appends to a nil slice); ``SpaceReclaimed`` counts only the layers removed."""
+
+    ImagesDeleted: list[DeleteItem] | None
+    SpaceReclaimed: int
