@@ -90,6 +90,9 @@ def routes(ctx: Context) -> list[Route]:
         )
         return json_response(items)
 
+    async def prune(req: Request) -> Response:
+        return json_response(await ctx.run(images.prune_images, filters(req)))
+
     async def create(req: Request) -> Response | StreamingResponse:
         from_image = query(req, "fromImage")
         if from_image:
@@ -204,6 +207,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("GET", "/images/{name:.*}/get", save),
         Route("POST", "/images/create", create),
         Route("POST", "/images/load", load),
+        Route("POST", "/images/prune", prune),
         Route("GET", "/images/{name:.*}/json", inspect),
         Route("GET", "/images/{name:.*}/history", history),
         Route("POST", "/images/{name:.*}/tag", tag),
