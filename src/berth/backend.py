@@ -87,6 +87,16 @@ class ImageSave(Protocol):
         """Release the layers without writing (idempotent)."""
 
 
+class ContainerExport(Protocol):
+    """``GET /containers/{name}/export``: the container's filesystem as one tar, once."""
+
+    def write_to(self, fd: int) -> None:
+        """Write the tar to *fd* (blocking), then release the container's files."""
+
+    def close(self) -> None:
+        """Release the container's files without writing (idempotent)."""
+
+
 class StatsSampler(Protocol):
     """Successive ``docker stats`` objects of one container (blocking; run off the loop)."""
 
@@ -168,6 +178,10 @@ class CopyBackend(Protocol):
         no_overwrite_dir_non_dir: bool,
         content: IO[bytes],
     ) -> None: ...
+
+    def container_export(self, ref: str) -> ContainerExport:
+        """A one-shot writer of the container's filesystem (its layers, not its volumes);
+        NotFound for a missing container, Conflict for a dead one or one being removed."""
 
 
 class MonitorBackend(Protocol):

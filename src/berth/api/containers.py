@@ -8,7 +8,8 @@ import msgspec
 
 from berth import errdefs
 from berth.api import _versions
-from berth.api._http import Request, Response
+from berth.api._http import Request, Response, StreamingResponse
+from berth.api.bodypipe import ResponsePipe
 from berth.api.context import Context
 from berth.api.httputils import (
     bool_value,
@@ -184,8 +185,27 @@ def routes(ctx: Context) -> list[Route]:
         warnings = await ctx.run(backend.update_container, req.params["name"], config)
         return json_response(UpdateResponse(warnings or None))
 
+    async def export(req: Request) -> StreamingResponse:
+        """``docker export``: the tar flows from a worker thread through a pipe, never
+        held whole; an unknown container is a 404 before any byte.  dockerd sets no type
+        and Go's sniffing calls a tar ``application/octet-stream``."""
+        exported = await ctx.run(backend.container_export, req.params["name"])
+        try:
+            pipe = ResponsePipe()
+        except BaseException:
+            exported.close()
+            raise
+        try:
+            pipe.start(exported.write_to, "berth-export")
+        except BaseException:
+            pipe.close()
+            exported.close()
+            raise
+        return StreamingResponse(pipe, content_type="application/octet-stream")
+
     return [
         Route("POST", "/containers/create", create),
+        Route("GET", "/containers/{name}/export", export),
         Route("GET", "/containers/json", list_),
         Route("GET", "/containers/{name}/json", inspect),
         Route("POST", "/containers/{name}/rename", rename),

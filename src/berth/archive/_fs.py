@@ -29,7 +29,7 @@ from typing import IO
 
 from berth import errdefs
 from berth.archive._gopath import container_abs_path, go_base, go_file_mode, go_split
-from berth.archive._pack import pack
+from berth.archive._pack import pack, pack_contents
 from berth.archive._unpack import unpack
 from berth.types.container import PathStat
 from berth.utils.symlink import Link, components, follow_in_root
@@ -309,6 +309,11 @@ class ContainerFS:
     def archive(self, r: Resolved, out: int) -> None:
         """Write the tar of *r* to descriptor *out* (see :func:`berth.archive._pack.pack`)."""
         pack(self, r, out)
+
+    def export(self, out: int) -> None:
+        """Write the tar of the whole filesystem to *out*, as ``docker export`` streams it
+        (see :func:`berth.archive._pack.pack_contents`)."""
+        pack_contents(self, out)
 
     def children(self, d: Dir) -> list[str]:
         """The names in *d*, with the mount points made in it."""

@@ -160,15 +160,39 @@ def pack(fs: ContainerFS, r: Resolved, out: int) -> None:
     writer.finish()
 
 
+def pack_contents(fs: ContainerFS, out: int) -> None:
+    """Write the tar of everything under the container's root to descriptor *out*, named
+    relative to it (``bin/``, ``bin/sh``), with no entry for the root itself.
+
+    moby's ``TarWithOptions`` of a directory, which ``docker export`` streams; only
+    what *fs* was given as mounts is followed into (none, for export).
+    """
+    writer = TarWriter(out)
+    _pack_children(fs, fs.open_entry(fs.self_entry(fs.root)), "", writer, {})
+    writer.finish()
+
+
 def _pack_tree(
     fs: ContainerFS, top: Entry, top_name: str, writer: TarWriter, seen: dict[tuple[int, int], str]
 ) -> None:
     first = _emit(fs, top, top_name, writer, seen)
-    if first is None:
-        return
+    if first is not None:
+        _pack_children(fs, first, top_name + "/", writer, seen)
+
+
+def _pack_children(
+    fs: ContainerFS, first: Dir, prefix: str, writer: TarWriter, seen: dict[tuple[int, int], str]
+) -> None:
+    """Everything below the open directory *first* (closed here), depth first in name
+    order as Go's ``filepath.WalkDir``, each name *prefix* + its path below *first*."""
     stack: list[tuple[Dir, str, Iterator[str]]] = []
     try:
-        stack.append((first, top_name, iter(fs.children(first))))
+        try:
+            children = fs.children(first)
+        except BaseException:
+            first.close()
+            raise
+        stack.append((first, prefix, iter(children)))
         while stack:
             d, prefix, names = stack[-1]
             name = next(names, None)
@@ -176,7 +200,7 @@ def _pack_tree(
                 d.close()
                 stack.pop()
                 continue
-            child_name = f"{prefix}/{name}"
+            child_name = f"{prefix}{name}"
             try:
                 entry = fs.lookup(d, name)
             except OSError as e:  # a mount whose source is gone
@@ -191,7 +215,7 @@ def _pack_tree(
                 log.debug("archive: cannot list %s: %s", sub.path, e)
                 sub.close()
                 continue
-            stack.append((sub, child_name, iter(children)))
+            stack.append((sub, child_name + "/", iter(children)))
     finally:
         for d, _, _ in stack:
             d.close()

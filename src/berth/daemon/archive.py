@@ -1,4 +1,5 @@
-"""``docker cp``: stat, archive and extract paths of a container (moby's ``daemon/archive*.go``).
+"""``docker cp`` and ``docker export``: a container's files as tars, and tars into them
+(moby's ``daemon/archive*.go`` and ``daemon/export.go``).
 
 The container may be created, running or stopped: its RW layer is mounted
 (a reference more if it runs) for the operation and released on every path
@@ -50,9 +51,13 @@ def fs_mounts(d: Daemon, container: Container) -> list[Mount]:
 
 
 class _Session:
-    """The container's RW layer mounted and its files opened, until :meth:`close`."""
+    """The container's RW layer mounted and its files opened, until :meth:`close`.
 
-    def __init__(self, d: Daemon, container: Container) -> None:
+    With *with_mounts* (``docker cp``) its binds and volumes appear over the root as
+    its processes see them; without (``docker export``) only its own layers do.
+    """
+
+    def __init__(self, d: Daemon, container: Container, *, with_mounts: bool = True) -> None:
         self._d = d
         self.container = container
         layers = d.images.layers
@@ -62,7 +67,7 @@ class _Session:
             self._rw: RWLayer = layers.get_rw_layer(container.id)
             self.rootfs: Path = layers.mount(self._rw)
             try:
-                mounts = fs_mounts(d, container)
+                mounts = fs_mounts(d, container) if with_mounts else []
                 readonly = container.host_config.readonly_rootfs
                 self.user = container.record.config.user
             except BaseException:
@@ -193,3 +198,48 @@ def extract_to_dir(
     finally:
         session.close()
     d.emit_container(container, "extract-to-dir")
+
+
+class Export:
+    """``GET /containers/{name}/export``: the container's filesystem as one tar, once.
+
+    What dockerd's ``containerExport`` tars: the mounted RW layer over the init layer
+    and the image's layers, as the container's processes see its root, but not its
+    volumes and binds, which are mounted only in the container's own mount namespace
+    (their mount points are there, empty).  Holds the layer mounted until
+    :meth:`write_to` ends or :meth:`close`; the API sees it as
+    :class:`berth.backend.ContainerExport`.
+    """
+
+    def __init__(self, d: Daemon, session: _Session) -> None:
+        self._d = d
+        self._session = session
+
+    def write_to(self, fd: int) -> None:
+        """Write the tar to *fd* (blocking), then release the layer; the ``export`` event
+        once the whole tar is out, as dockerd sends it."""
+        container = self._session.container
+        try:
+            self._session.fs.export(fd)
+        except BrokenPipeError:
+            log.debug("export of %s: the client went away", container.id)
+            return
+        except Exception:
+            log.exception("export of %s failed", container.id)
+            return
+        finally:
+            self.close()
+        self._d.emit_container(container, "export")
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def export_container(d: Daemon, ref: str) -> Export:
+    """moby's ``ContainerExport``: refused for a dead container or one being removed."""
+    container = d.get_container(ref)
+    if container.state.dead:
+        raise errdefs.Conflict(f"You cannot export container {container.id} which is Dead")
+    if container.state.removal_in_progress:
+        raise errdefs.Conflict(f"You cannot export container {container.id} which is being removed")
+    return Export(d, _Session(d, container, with_mounts=False))

@@ -677,6 +677,9 @@ class Daemon:
     ) -> None:
         _archive.extract_to_dir(self, ref, path, copy_uid_gid, no_overwrite_dir_non_dir, content)
 
+    def container_export(self, ref: str) -> _archive.Export:
+        return _archive.export_container(self, ref)
+
     # -- Backend: system -------------------------------------------------------
     def system_info(self) -> dict[str, Any]:
         return _info.system_info(self)
