@@ -252,13 +252,24 @@ class Berthd:
         return env
 
     def docker(
-        self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120
+        self,
+        *args: str,
+        input: bytes | None = None,
+        check: bool = True,
+        timeout: float = 120,
+        config: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the real docker CLI against this daemon."""
+        """Run the real docker CLI against this daemon; *config*: a CLI config directory
+        of its own (stored registry credentials).  Without *input* stdin is /dev/null, so
+        the CLI never waits for a login prompt."""
+        env = self.env()
+        if config is not None:
+            env["DOCKER_CONFIG"] = str(config)
         proc = subprocess.run(
             [DOCKER, *args],
-            env=self.env(),
+            env=env,
             input=input.decode() if input is not None else None,
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -117,20 +117,6 @@ def test_pull_missing_tag_and_repository(
     assert status == 404, body
 
 
-def _docker_with_config(d: Berthd, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = d.env()
-    env["DOCKER_CONFIG"] = str(config)
-    return subprocess.run(
-        [DOCKER, *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_pull_with_basic_auth(
     berthd: Berthd,
     htpasswd_registry: Registry,  # noqa: F811
@@ -151,7 +137,7 @@ def test_pull_with_basic_auth(
     assert b"no basic auth credentials" in body
     token = base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
-    ok = _docker_with_config(berthd, tmp_path, "pull", ref)
+    ok = berthd.docker("pull", ref, config=tmp_path, check=False)
     assert ok.returncode == 0, ok.stderr
     assert f"Status: Downloaded newer image for {ref}" in ok.stdout
 
@@ -191,7 +177,7 @@ def test_login_checks_the_credentials_with_the_registry(
     )
     assert right.returncode == 0 and "Login Succeeded" in right.stdout, right
     assert reg.host in json.loads((tmp_path / "config.json").read_text())["auths"]
-    pulled = _docker_with_config(berthd, tmp_path, "pull", ref)
+    pulled = berthd.docker("pull", ref, config=tmp_path, check=False)
     assert pulled.returncode == 0, pulled.stderr
 
 

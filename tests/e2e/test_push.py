@@ -34,18 +34,6 @@ def _lines(out: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def _docker_with_config(d: Berthd, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKER, *args],
-        env={**d.env(), "DOCKER_CONFIG": str(config)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _check_in_registry(
     reg: Registry, repo: str, tag: str, image_id: str, diff_ids: list[str]
 ) -> str:
@@ -204,7 +192,7 @@ def test_push_with_basic_auth(
     assert "no basic auth credentials" in last["error"], last
     token = base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
-    ok = _docker_with_config(berthd, tmp_path, "push", ref)
+    ok = berthd.docker("push", ref, config=tmp_path, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "v1: digest: sha256:" in ok.stdout
 

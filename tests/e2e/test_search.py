@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from berth.testing import DOCKER, Berthd
+from berth.testing import Berthd
 from tests.e2e.registries import (
     Registry,
     free_port,
@@ -22,22 +21,6 @@ from tests.e2e.search_index import (
     search_index,  # noqa: F401
     token_search_index,  # noqa: F401
 )
-
-
-def _docker(d: Berthd, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI with no terminal and, when given, its own config (stored credentials)."""
-    env = d.env()
-    if config is not None:
-        env["DOCKER_CONFIG"] = str(config)
-    return subprocess.run(
-        [DOCKER, *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _table(out: str) -> list[list[str]]:
@@ -57,7 +40,7 @@ def test_search_shows_the_index_results(
     search_index: SearchIndex,  # noqa: F811
 ) -> None:
     idx = search_index
-    out = berthd.docker("search", f"{idx.host}/bus").stdout
+    out = berthd.docker("search", f"{idx.host}/bus", check=False).stdout
     rows = _table(out)
     # every catalogue entry holding "bus", by stars (the CLI sorts), descriptions cut at 45
     assert [r[0] for r in rows] == [
@@ -78,10 +61,10 @@ def test_search_shows_the_index_results(
 
 def test_search_limit(berthd: Berthd, search_index: SearchIndex) -> None:  # noqa: F811
     idx = search_index
-    out = berthd.docker("search", "--limit", "2", f"{idx.host}/bus").stdout
+    out = berthd.docker("search", "--limit", "2", f"{idx.host}/bus", check=False).stdout
     assert [r[0] for r in _table(out)] == ["busybox", "berth/busybox-tools"]
     assert idx.searches()[-1].query["n"] == ["2"]
-    too_many = _docker(berthd, "search", "--limit", "101", f"{idx.host}/bus")
+    too_many = berthd.docker("search", "--limit", "101", f"{idx.host}/bus", check=False)
     assert too_many.returncode == 1
     assert "limit 101 is outside the range of [1, 100]" in too_many.stderr
     status, _, body = berthd.request("GET", f"/images/search?term={idx.host}/bus&limit=ten")
@@ -96,26 +79,34 @@ def test_search_filters(berthd: Berthd, search_index: SearchIndex) -> None:  # n
     idx = search_index
     term = f"{idx.host}/bus"
     fmt = "{{.Name}}"
-    starred = berthd.docker("search", "--filter", "stars=3", "--format", fmt, term).stdout
+    starred = berthd.docker(
+        "search", "--filter", "stars=3", "--format", fmt, term, check=False
+    ).stdout
     assert starred.split() == ["busybox", "berth/busybox-tools"]
     highest = berthd.docker(
-        "search", "--filter", "stars=3", "--filter", "stars=100", "--format", fmt, term
+        "search", "--filter", "stars=3", "--filter", "stars=100", "--format", fmt, term, check=False
     ).stdout
     assert highest.split() == ["busybox"]
-    official = berthd.docker("search", "--filter", "is-official=true", "--format", fmt, term)
+    official = berthd.docker(
+        "search", "--filter", "is-official=true", "--format", fmt, term, check=False
+    )
     assert official.stdout.split() == ["busybox"]
-    others = berthd.docker("search", "--filter", "is-official=false", "--format", fmt, term)
+    others = berthd.docker(
+        "search", "--filter", "is-official=false", "--format", fmt, term, check=False
+    )
     assert others.stdout.split() == ["berth/busybox-tools", "someone/busy-app", "berth/quiet"]
     # deprecated: true matches nothing (one entry of the catalogue says it is automated)
-    automated = berthd.docker("search", "--filter", "is-automated=true", "--format", fmt, term)
+    automated = berthd.docker(
+        "search", "--filter", "is-automated=true", "--format", fmt, term, check=False
+    )
     assert automated.stdout.split() == []
-    unknown = _docker(berthd, "search", "--filter", "label=x", term)
+    unknown = berthd.docker("search", "--filter", "label=x", term, check=False)
     assert unknown.returncode == 1
     assert "invalid filter 'label'" in unknown.stderr
-    bad_stars = _docker(berthd, "search", "--filter", "stars=many", term)
+    bad_stars = berthd.docker("search", "--filter", "stars=many", term, check=False)
     assert bad_stars.returncode == 1
     assert "invalid filter 'stars=many'" in bad_stars.stderr
-    bad_bool = _docker(berthd, "search", "--filter", "is-official=perhaps", term)
+    bad_bool = berthd.docker("search", "--filter", "is-official=perhaps", term, check=False)
     assert bad_bool.returncode == 1
     assert "invalid filter 'is-official" in bad_bool.stderr
 
@@ -125,7 +116,7 @@ def test_search_no_trunc_and_format(
     search_index: SearchIndex,  # noqa: F811
 ) -> None:
     idx = search_index
-    full = berthd.docker("search", "--no-trunc", f"{idx.host}/busybox-tools").stdout
+    full = berthd.docker("search", "--no-trunc", f"{idx.host}/busybox-tools", check=False).stdout
     rows = _table(full)
     assert rows == [
         [
@@ -136,17 +127,23 @@ def test_search_no_trunc_and_format(
         ]
     ]
     lines = berthd.docker(
-        "search", "--format", "{{.Name}}|{{.StarCount}}|{{.IsOfficial}}", f"{idx.host}/alpine"
+        "search",
+        "--format",
+        "{{.Name}}|{{.StarCount}}|{{.IsOfficial}}",
+        f"{idx.host}/alpine",
+        check=False,
     ).stdout.splitlines()
     assert lines == ["alpine|10500|[OK]"]
-    as_json = berthd.docker("search", "--format", "{{json .}}", f"{idx.host}/alpine").stdout
+    as_json = berthd.docker(
+        "search", "--format", "{{json .}}", f"{idx.host}/alpine", check=False
+    ).stdout
     assert json.loads(as_json) == {
         "Name": "alpine",
         "Description": "A minimal Docker image based on Alpine Linux",
         "StarCount": "10500",
         "IsOfficial": "true",
     }
-    nothing = berthd.docker("search", f"{idx.host}/no-such-thing").stdout
+    nothing = berthd.docker("search", f"{idx.host}/no-such-thing", check=False).stdout
     assert nothing.splitlines()[1:] == []
 
 
@@ -210,7 +207,7 @@ def test_search_against_a_registry_without_search(
     registry: Registry,  # noqa: F811
 ) -> None:
     """distribution 2.x has no v1 search: dockerd's message and what it means, exit 1."""
-    res = _docker(berthd, "search", f"{registry.host}/busybox")
+    res = berthd.docker("search", f"{registry.host}/busybox", check=False)
     assert res.returncode == 1
     assert res.stdout == ""
     assert res.stderr.strip() == (
@@ -221,15 +218,17 @@ def test_search_against_a_registry_without_search(
 
 def test_search_index_down(berthd: Berthd) -> None:
     port = free_port()  # nothing listens there
-    res = _docker(berthd, "search", f"127.0.0.1:{port}/busybox")
+    res = berthd.docker("search", f"127.0.0.1:{port}/busybox", check=False)
     assert res.returncode == 1
     err = res.stderr
     assert f'invalid registry endpoint "http://127.0.0.1:{port}/v1/". HTTPS attempt: ' in err
     assert f'Get "https://127.0.0.1:{port}/v1/search?q=busybox&n=25": ' in err
     assert f'. HTTP attempt: Get "http://127.0.0.1:{port}/v1/search?q=busybox&n=25": ' in err
     assert "connection refused" in err
-    assert berthd.docker("version", "--format", "{{.Server.APIVersion}}").stdout.strip()
-    assert berthd.docker("images", "-q").returncode == 0
+    assert berthd.docker(
+        "version", "--format", "{{.Server.APIVersion}}", check=False
+    ).stdout.strip()
+    assert berthd.docker("images", "-q", check=False).returncode == 0
 
 
 def test_search_with_basic_auth(
@@ -240,7 +239,7 @@ def test_search_with_basic_auth(
     idx = basic_search_index
     term = f"{idx.host}/bus"
     # No credentials: refused with a way out, as a 403 (on a 401 the CLI would prompt)
-    anonymous = _docker(berthd, "search", term)
+    anonymous = berthd.docker("search", term, check=False)
     assert anonymous.returncode == 1
     assert "no basic auth credentials" in anonymous.stderr
     assert f"log in with 'docker login {idx.host}'" in anonymous.stderr
@@ -248,7 +247,7 @@ def test_search_with_basic_auth(
     # Stored credentials: the CLI sends them as X-Registry-Auth, berthd as Basic
     token = base64.b64encode(f"{idx.username}:{idx.password}".encode()).decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {idx.host: {"auth": token}}}))
-    ok = _docker(berthd, "search", "--format", "{{.Name}}", term, config=tmp_path)
+    ok = berthd.docker("search", "--format", "{{.Name}}", term, config=tmp_path, check=False)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split() == [
         "busybox",
