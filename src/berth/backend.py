@@ -34,6 +34,7 @@ from berth.types.image import DeleteItem, HistoryItem, ImportOptions
 from berth.types.image import PruneReport as ImagePruneReport
 from berth.types.image import Summary as ImageSummary
 from berth.types.network import NetworkCreateRequest, NetworkCreateResponse, NetworkResource
+from berth.types.system import DiskUsage
 from berth.types.volume import Volume, VolumeCreateRequest, VolumePruneReport
 from berth.utils.platform import Platform
 
@@ -327,6 +328,12 @@ class SystemBackend(Protocol):
     def system_info(self) -> dict[str, Any]: ...
 
     def system_version(self) -> dict[str, Any]: ...
+
+    def system_disk_usage(
+        self, containers: bool, images: bool, volumes: bool, build_cache: bool
+    ) -> DiskUsage:
+        """``GET /system/df`` in the current API's shape, with only the kinds asked for
+        (the others ``null``); blocking (it measures layers and volumes)."""
 
 
 class Backend(

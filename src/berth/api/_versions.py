@@ -12,6 +12,7 @@ from typing import Any
 from berth.types.filters import Filters
 from berth.types.image import Summary as ImageSummary
 from berth.types.network import NetworkCreateRequest
+from berth.types.system import DiskUsage
 from berth.types.volume import VolumeCreateRequest
 from berth.utils.timefmt import ZERO_TIME
 
@@ -45,6 +46,16 @@ def image_summaries(summaries: list[ImageSummary], version: Version) -> list[Ima
         if virtual_size:
             s.VirtualSize = s.Size
     return summaries
+
+
+def disk_usage(du: DiskUsage, version: Version) -> DiskUsage:
+    """``GET /system/df``; changes *du* in place (it is built per request).  Its images
+    keep ``Containers`` (the CLI's reclaimable figure needs it) and show
+    ``VirtualSize`` before API 1.44, as moby's system router sets it."""
+    if version < (1, 44):
+        for s in du.Images or []:
+            s.VirtualSize = s.Size
+    return du
 
 
 def image_inspect(doc: dict[str, Any], version: Version) -> dict[str, Any]:

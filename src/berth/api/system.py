@@ -8,9 +8,10 @@ from berth import errdefs
 from berth.api import _versions
 from berth.api._http import Request, Response
 from berth.api.context import Context
-from berth.api.httputils import json_response
+from berth.api.httputils import json_response, query_all
 from berth.api.router import Route
 from berth.distribution.registry import AuthConfig
+from berth.types.wire import encode as wire_encode
 
 _NOT_MANAGER = (
     'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
@@ -69,6 +70,26 @@ def routes(ctx: Context) -> list[Route]:
     async def no_swarm_support(req: Request) -> Response:
         raise errdefs.NotImplementedFeature("berth does not support swarm mode")
 
+    async def disk_usage(req: Request) -> Response:
+        """``docker system df``: every kind, or from API 1.42 those named by ``type``."""
+        kinds = {"container": False, "image": False, "volume": False, "build-cache": False}
+        asked = query_all(req, "type")
+        if req.api_version < (1, 42) or "type" not in req.query:
+            kinds = dict.fromkeys(kinds, True)
+        for kind in asked if req.api_version >= (1, 42) else []:
+            if kind not in kinds:
+                raise errdefs.InvalidParameter(f"unknown object type: {kind}")
+            kinds[kind] = True
+        du = await ctx.run(
+            backend.system_disk_usage,
+            kinds["container"],
+            kinds["image"],
+            kinds["volume"],
+            kinds["build-cache"],
+        )
+        du = _versions.disk_usage(du, req.api_version)
+        return Response(200, wire_encode(du) + b"\n", "application/json")
+
     async def plugins(req: Request) -> Response:
         return json_response([])
 
@@ -81,6 +102,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("GET", "/version", version),
         Route("POST", "/auth", auth),
         Route("GET", "/info", info),
+        Route("GET", "/system/df", disk_usage),
         Route("GET", "/plugins", plugins),
         Route("GET", "/plugins/{name:.*}/json", plugin),
         Route("POST", "/swarm/leave", not_in_swarm),

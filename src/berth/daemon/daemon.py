@@ -33,6 +33,7 @@ from berth.container.view import Snapshot, ViewDB
 from berth.daemon import archive as _archive
 from berth.daemon import create as _create
 from berth.daemon import delete as _delete
+from berth.daemon import disk_usage as _disk_usage
 from berth.daemon import info as _info
 from berth.daemon import inspect as _inspect
 from berth.daemon import list as _list
@@ -73,6 +74,7 @@ from berth.types.container import (
     UpdateConfig,
 )
 from berth.types.filters import Filters
+from berth.types.system import DiskUsage
 from berth.utils.atomic import write_file
 from berth.utils.timefmt import now_ns
 from berth.volume.service import VolumeService
@@ -480,13 +482,7 @@ class Daemon:
         return data or None
 
     def container_sizes(self, container_id: str) -> tuple[int, int]:
-        try:
-            rw = self.images.layers.get_rw_layer(container_id)
-        except errdefs.NotFound:
-            return 0, 0
-        size_rw = self.images.layers.rw_size(rw)
-        below = rw.parent.total_size() if rw.parent else 0
-        return size_rw, size_rw + below
+        return _disk_usage.container_sizes(self, container_id)
 
     def state_counts(self) -> dict[str, int]:
         counts = {"total": 0, "running": 0, "paused": 0, "stopped": 0}
@@ -686,3 +682,8 @@ class Daemon:
 
     def system_version(self) -> dict[str, Any]:
         return _info.system_version()
+
+    def system_disk_usage(
+        self, containers: bool, images: bool, volumes: bool, build_cache: bool
+    ) -> DiskUsage:
+        return _disk_usage.system_disk_usage(self, containers, images, volumes, build_cache)

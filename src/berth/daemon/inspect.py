@@ -28,7 +28,7 @@ def inspect_container(d: Daemon, ref: str, size: bool) -> dict[str, Any]:
     """
     snap = d.view.snapshot().find(ref)
     if size:
-        return to_wire(build(d, snap, size))  # type: ignore[no-any-return]
+        return _with_sizes(build(d, snap, size))
     key = ("inspect", tuple(d.exec_ids(snap.id) or ()))
     wire: dict[str, Any] | None = snap.memo.get(key)
     if wire is None:
@@ -95,3 +95,15 @@ def build(d: Daemon, snap: Snapshot, size: bool) -> InspectResponse:
     if size:
         resp.size_rw, resp.size_root_fs = d.container_sizes(rec.id)
     return resp
+
+
+def _with_sizes(resp: InspectResponse) -> dict[str, Any]:
+    """The answer of ``inspect -s``: dockerd's ``SizeRw``/``SizeRootFs`` are pointers,
+    shown when asked for even when 0 (``docker ps -s``'s are omitted when 0)."""
+    wire: dict[str, Any] = to_wire(resp)
+    out: dict[str, Any] = {}
+    for key, value in wire.items():
+        out[key] = value
+        if key == "GraphDriver":
+            out["SizeRw"], out["SizeRootFs"] = resp.size_rw, resp.size_root_fs
+    return out

@@ -57,5 +57,6 @@ class Driver(Protocol):
     def unmount_all(self, except_ids: set[str]) -> None:
         """Unmount every layer mount except those of *except_ids*."""
 
-    def diff_size(self, ident: str) -> int:
-        """Bytes used by the changes of *ident* alone."""
+    def diff_size(self, ident: str, parent: str | None = None) -> int:
+        """Bytes used by the changes of *ident* alone (over *parent*, its layer below, for
+        a driver whose layers are whole copies)."""

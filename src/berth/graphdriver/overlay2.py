@@ -268,7 +268,7 @@ class Overlay2:
             ["userxattr", "false"],
         ]
 
-    def diff_size(self, ident: str) -> int:
+    def diff_size(self, ident: str, parent: str | None = None) -> int:
         return dir_size(self._dir(ident) / "diff")
 
     def cleanup(self) -> None:

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from berth import errdefs
-from berth.graphdriver._size import dir_size
+from berth.graphdriver._size import changes_size, dir_size
 
 
 class Vfs:
@@ -69,8 +69,12 @@ class Vfs:
     def status(self) -> list[list[str]]:
         return []
 
-    def diff_size(self, ident: str) -> int:
-        return dir_size(self._dir(ident))
+    def diff_size(self, ident: str, parent: str | None = None) -> int:
+        """A vfs layer is a whole copy: its changes are what differs from *parent*
+        (moby's naive ``DiffSize``)."""
+        if parent is None:
+            return dir_size(self._dir(ident))
+        return changes_size(self._dir(ident), self._dir(parent))
 
     def cleanup(self) -> None:
         return None

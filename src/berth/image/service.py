@@ -239,6 +239,21 @@ class ImageService:
         out.sort(key=lambda t: t[0], reverse=True)
         return [s for _, s in out]
 
+    def layers_size(self) -> int:
+        """``LayersSize`` of ``docker system df`` (moby's ``LayerDiskUsage``): the own size
+        of every layer some image stands on, each once; layers no image uses (leaked by
+        an interrupted pull) are not counted.  An untagged image with children adds
+        nothing its children do not."""
+        seen: set[str] = set()
+        total = 0
+        for img in self.images.all():
+            layer = img.layer
+            while layer is not None and layer.chain_id not in seen:
+                seen.add(layer.chain_id)
+                total += layer.size
+                layer = layer.parent
+        return total
+
     @staticmethod
     def _created_ns(img: Image) -> int:
         try:

@@ -84,6 +84,11 @@ class RWLayer:
     parent: ROLayer | None
     _mounts: int = field(default=0)
     _metadata: dict[str, str] | None = field(default=None)
+    #: bumped by every mount and unmount: whatever writes the layer through the daemon
+    #: (the container's processes, ``docker cp``, a start) holds it mounted meanwhile
+    _generation: int = field(default=0)
+    #: (generation, bytes) of the last size measured while nothing held it mounted
+    _size: tuple[int, int] | None = field(default=None)
 
 
 class LayerStore:
@@ -444,13 +449,18 @@ class LayerStore:
             return list(self._mounts)
 
     def mount(self, rw: RWLayer) -> Path:
+        with self._lock:
+            rw._generation += 1  # before a writer can reach it: see rw_size
         path = self.driver.get(rw.mount_id)
-        rw._mounts += 1
+        with self._lock:
+            rw._mounts += 1
         return path
 
     def unmount(self, rw: RWLayer) -> None:
         if rw._mounts > 0:
-            rw._mounts -= 1
+            with self._lock:
+                rw._mounts -= 1
+                rw._generation += 1  # its writer is done: see rw_size
             self.driver.put(rw.mount_id)
 
     def release_rw_layer(self, rw: RWLayer) -> list[ROLayer]:
@@ -480,7 +490,26 @@ class LayerStore:
         return dict(rw._metadata)
 
     def rw_size(self, rw: RWLayer) -> int:
-        return self.driver.diff_size(rw.mount_id)
+        """Bytes in the RW layer (dockerd's ``rwlayer.Size``: the driver's diff size over
+        the init layer), measured again only when the layer may have changed.
+
+        Everything that writes it through the daemon holds it mounted: a running
+        container from start to exit, ``docker cp`` for the copy, a start that fails.
+        A size measured while nothing held it mounted, and with no mount or unmount
+        since (the generation both bump), is still its size; a mounted layer is
+        measured every time, as dockerd always does.
+        """
+        with self._lock:
+            generation, idle, cached = rw._generation, rw._mounts == 0, rw._size
+        if idle and cached is not None and cached[0] == generation:
+            return cached[1]
+        below = rw.init_id or (rw.parent.cache_id if rw.parent else None)
+        size = self.driver.diff_size(rw.mount_id, below)
+        if idle:
+            with self._lock:
+                if rw._generation == generation:  # not mounted meanwhile
+                    rw._size = (generation, size)
+        return size
 
 
 class _Discard(io.RawIOBase):

@@ -56,6 +56,17 @@ class VolumeService:
             else None,
         )
 
+    def local_volumes_size(self) -> list[Volume]:
+        """The volumes of ``docker system df`` (moby's ``LocalVolumesSize``): the local
+        driver's without driver options (an option volume's data is a mount of something
+        else: a tmpfs, a device, NFS), with ``UsageData``: the bytes under its data
+        directory and how many containers reference it."""
+        return [
+            self.to_api(rec, usage=True)
+            for rec in self.store.list()
+            if rec.driver == "local" and not rec.options
+        ]
+
     # -- VolumeBackend ---------------------------------------------------------------------
     def list_volumes(self, filters: Filters) -> tuple[list[Volume], list[str]]:
         dangling: bool | None = None
