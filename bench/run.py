@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from disk import disk_workloads
 from engines import Engine, Failed, Result, Unavailable, memory_kib
 from registry import CACHE, RegistryBench
 from save import save_workloads
@@ -566,6 +567,7 @@ def main() -> int:
                 *volume_workloads(tmp),
                 *health_workloads(),
                 *registry.workloads(),
+                *disk_workloads(tmp),
                 *save_workloads(tmp, args.cache, args.seed),
             ]
             for w in workloads:
