@@ -9,6 +9,7 @@ commit and export.  The
 modules are private; this is the surface.
 """
 
+from berth.archive._changes import Change, dir_changes, export_changes, overlay_changes
 from berth.archive._compress import DigestReader, decompress, detect_compression
 from berth.archive._errors import InvalidLayer, Wording, tar_errors
 from berth.archive._fs import ContainerFS, Dir, Entry, Mount, Resolved
@@ -64,6 +65,7 @@ __all__ = [
     "WHITEOUT_META_PREFIX",
     "WHITEOUT_OPAQUE",
     "WHITEOUT_PREFIX",
+    "Change",
     "ContainerFS",
     "DigestReader",
     "Dir",
@@ -82,6 +84,8 @@ __all__ = [
     "decompress",
     "detect_compression",
     "digest_stream",
+    "dir_changes",
+    "export_changes",
     "follow_in_root",
     "go_base",
     "go_clean",
@@ -89,6 +93,7 @@ __all__ = [
     "go_join",
     "go_quote",
     "go_split",
+    "overlay_changes",
     "pack",
     "pack_layer_diff",
     "preserve_trailing_dot_or_separator",
