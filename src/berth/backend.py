@@ -17,6 +17,7 @@ from typing import IO, Any, Protocol
 from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
+from berth.types.commit import CommitOptions, FilesystemChange
 from berth.types.container import (
     Config,
     CreateResponse,
@@ -202,6 +203,18 @@ class MonitorBackend(Protocol):
     def container_stats(self, ref: str) -> StatsSampler:
         """Samples of the container's resource usage (blocking; run off the loop)."""
 
+    def container_changes(self, ref: str) -> list[FilesystemChange]:
+        """``docker diff``: what the container changed over its image, in dockerd's
+        order (blocking: it walks the RW layer)."""
+
+
+class CommitBackend(Protocol):
+    def commit_container(self, options: CommitOptions) -> str:
+        """``docker commit``: the new image's ID.  NotFound for a missing container,
+        InvalidParameter for a bad change or reference (before anything is paused or
+        written), Conflict for a dead container or one being removed; a failure leaves
+        no layer and no image (blocking)."""
+
 
 class ContainerSystemBackend(Protocol):
     def prune_containers(self, filters: Filters) -> PruneReport: ...
@@ -342,6 +355,7 @@ class Backend(
     ExecBackend,
     CopyBackend,
     MonitorBackend,
+    CommitBackend,
     ContainerSystemBackend,
     NetworkAttachBackend,
     SystemBackend,

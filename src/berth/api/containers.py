@@ -20,10 +20,12 @@ from berth.api.httputils import (
     json_response,
     no_content,
     query,
+    query_all,
     read_json,
     strip_nulls,
 )
 from berth.api.router import Route
+from berth.types.commit import CommitOptions, CommitResponse
 from berth.types.container import (
     CreateRequest,
     EndpointSettings,
@@ -185,6 +187,33 @@ def routes(ctx: Context) -> list[Route]:
         warnings = await ctx.run(backend.update_container, req.params["name"], config)
         return json_response(UpdateResponse(warnings or None))
 
+    async def changes(req: Request) -> Response:
+        """``docker diff``; dockerd answers ``null`` for no changes."""
+        result = await ctx.run(backend.container_changes, req.params["name"])
+        return json_response(result or None)
+
+    async def commit(req: Request) -> Response:
+        """``docker commit``: the body, if any, is a container config that stands in for
+        the container's own (moby's ``postCommit``)."""
+        raw = await req.body()
+        config = None
+        if raw.strip():
+            check_json_content_type(req)
+            config = _decode_create(raw).config()
+        options = CommitOptions(
+            container=query(req, "container"),
+            repo=query(req, "repo"),
+            tag=query(req, "tag"),
+            author=query(req, "author"),
+            comment=query(req, "comment"),
+            # absent means true since API 1.13, older than any berth takes
+            pause=bool_value(req, "pause") if query(req, "pause") else True,
+            changes=query_all(req, "changes"),
+            config=config,
+        )
+        image_id = await ctx.run(backend.commit_container, options)
+        return json_response(CommitResponse(image_id), status=201)
+
     async def export(req: Request) -> StreamingResponse:
         """``docker export``: the tar flows from a worker thread through a pipe, never
         held whole; an unknown container is a 404 before any byte.  dockerd sets no type
@@ -215,6 +244,8 @@ def routes(ctx: Context) -> list[Route]:
         Route("DELETE", "/containers/{name:/?[^/]+(?:/[^/]+)?}", delete),
         Route("POST", "/containers/prune", prune),
         Route("POST", "/containers/{name}/update", update),
+        Route("GET", "/containers/{name}/changes", changes),
+        Route("POST", "/commit", commit),
     ]
 
 

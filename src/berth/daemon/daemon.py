@@ -31,6 +31,7 @@ from berth.container.container import (
 from berth.container.stream import AttachInfo
 from berth.container.view import Snapshot, ViewDB
 from berth.daemon import archive as _archive
+from berth.daemon import commit as _commit
 from berth.daemon import create as _create
 from berth.daemon import delete as _delete
 from berth.daemon import disk_usage as _disk_usage
@@ -61,6 +62,7 @@ from berth.logger import LogMessage
 from berth.network.controller import NetworkController
 from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
 from berth.runtime.seccomp import kernel_runs_x32
+from berth.types.commit import CommitOptions, FilesystemChange
 from berth.types.container import (
     Config,
     CreateResponse,
@@ -655,6 +657,13 @@ class Daemon:
         if container.host_config.log_config.type == "none":
             raise errdefs.InvalidParameter("configured logging driver does not support reading")
         return container.record.config.tty, make
+
+    # -- Backend: docker diff, docker commit --------------------------------------
+    def container_changes(self, ref: str) -> list[FilesystemChange]:
+        return _commit.container_changes(self, ref)
+
+    def commit_container(self, options: CommitOptions) -> str:
+        return _commit.commit_container(self, options)
 
     # -- Backend: copy (docker cp) -------------------------------------------
     def container_stat_path(self, ref: str, path: str) -> PathStat:

@@ -20,6 +20,7 @@ from typing import IO, Any
 from berth import errdefs
 from berth.events import Events
 from berth.graphdriver import Driver
+from berth.image.commit import CommitConfig, commit_image
 from berth.image.importer import import_image, prepare
 from berth.image.load import load_archive
 from berth.image.prune import prune_images
@@ -543,6 +544,11 @@ class ImageService:
         ident = import_image(self, stream, options)
         self._emit("import", ident)
         return ident
+
+    def commit_image(self, layer_tar: IO[bytes] | None, config: CommitConfig) -> str:
+        """``docker commit``'s image: *layer_tar* (None: nothing changed) registered on
+        the container's image and the child config made; all or nothing."""
+        return commit_image(self, layer_tar, config)
 
     def load(self, path: Path) -> list[str]:
         messages = load_archive(self, path)
