@@ -77,8 +77,6 @@ def check_prune_filters(f: Filters) -> None:
 
 
 def routes(ctx: Context) -> list[Route]:
-    events = ctx.backend.events
-
     async def prune(req: Request) -> Response:
         flt = filters(req)
         # The router reads the sizes before the backend looks at the filters.
@@ -90,7 +88,7 @@ def routes(ctx: Context) -> list[Route]:
         else:
             byte_count(req, "keep-storage")
         check_prune_filters(flt)
-        events.publish("builder", "prune", "", {"reclaimed": "0"})
+        ctx.backend.events.publish("builder", "prune", "", {"reclaimed": "0"})
         return json_response(CachePruneReport(CachesDeleted=None, SpaceReclaimed=0))
 
     return [Route("POST", "/build/prune", prune)]
