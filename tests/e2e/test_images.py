@@ -381,3 +381,17 @@ def test_docker_py_images(berthd: Berthd, image_cleanup: list[str]) -> None:
             client.images.get(f"{repo}:2")
     finally:
         client.close()
+
+
+def test_rmi_right_after_run_rm(
+    berthd: Berthd, busybox_tar: Path, image_cleanup: list[str]
+) -> None:
+    """``docker run --rm IMG`` then ``docker rmi IMG``: once the run has returned, the
+    removed container no longer holds the image (it did while its layer was released)."""
+    for _ in range(5):
+        name = unique_name("rmi-after-run").lower() + ":v1"
+        image_cleanup.append(name)
+        berthd.docker("import", str(busybox_tar), name)
+        assert berthd.docker("run", "--rm", name, "/bin/busybox", "true").returncode == 0
+        removed = berthd.docker("rmi", name, check=False)
+        assert removed.returncode == 0, removed.stderr

@@ -304,6 +304,7 @@ def create_container(
         d.images.create_rw_layer(ident, img, initlayer.setup)
         d.checkpoint(container)
         d.register(container)
+        d.images.container_listed(ident)
     except BaseException:
         d.view.release_name(reserved)
         d.images.release_rw_layer(ident)

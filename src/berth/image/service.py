@@ -525,6 +525,14 @@ class ImageService:
                 self._creating.pop(container_id, None)
             raise
 
+    def container_listed(self, container_id: str) -> None:
+        """The container side lists *container_id* from now on, so its users show the
+        image's use: the pin taken at ``create_rw_layer`` goes.  (Kept until the layer's
+        release instead, it outlived a ``run --rm``'s removal and made an ``rmi`` right
+        after it see a stopped container that was no longer there.)"""
+        with self.delete_lock:
+            self._creating.pop(container_id, None)
+
     def release_rw_layer(self, container_id: str) -> None:
         with self.delete_lock:
             self._creating.pop(container_id, None)
