@@ -312,9 +312,10 @@ class Berthd:
         """Mount points under this daemon's roots (there should be none after stop)."""
         return mounts_under(str(self.root))
 
-    def cleanup(self) -> None:
+    def cleanup(self, remove_files: bool = True) -> None:
         """Leave nothing behind, even after a test that failed half-way: berthd, its
-        containerd, shims, container processes, cgroups, mounts and files."""
+        containerd, shims, container processes, cgroups, mounts and (unless the root
+        was the caller's) files."""
         with contextlib.suppress(Exception):
             self.kill()
         containers = set()
@@ -338,7 +339,8 @@ class Berthd:
         for mp in sorted(self.mounts(), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], check=False)
         self.remove_network_objects()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if remove_files:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def bridges(self) -> list[str]:
         """The bridge devices of this daemon's networks, as it recorded them."""
@@ -452,9 +454,6 @@ def running_berthd(extra_args: list[str] | None = None, root: Path | None = None
         if left:
             raise RuntimeError(f"berthd left mounts behind: {left}")
     finally:
-        if own_root:
-            d.cleanup()
-        else:
-            with contextlib.suppress(Exception):
-                d.kill()
-            d.remove_network_objects()
+        # A root the caller gave keeps its files, but not the daemon's containerd, shims,
+        # mounts or network objects (a failed test used to leave its containerd running).
+        d.cleanup(remove_files=own_root)
