@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -395,3 +396,17 @@ def test_rmi_right_after_run_rm(
         assert berthd.docker("run", "--rm", name, "/bin/busybox", "true").returncode == 0
         removed = berthd.docker("rmi", name, check=False)
         assert removed.returncode == 0, removed.stderr
+
+
+def test_load_event_names_the_image_id(berthd: Berthd, image_cleanup: list[str]) -> None:
+    """One ``load`` event per image, under its ID (moby's load), not per tag."""
+    one, two = unique_name("ev-load").lower() + ":a", unique_name("ev-load").lower() + ":b"
+    image_cleanup += [one, two]
+    since = str(int(time.time()) - 1)
+    load(berthd, docker_archive([layer_tar({"f": "load event\n"})], [one, two]))
+    ident = berthd.docker("image", "inspect", "--format", "{{.Id}}", one).stdout.strip()
+    out = berthd.docker(
+        "events", "--since", since, "--until", str(int(time.time()) + 1),
+        "--filter", "type=image", "--filter", "event=load", "--format", "{{.Actor.ID}}",
+    ).stdout.split()  # fmt: skip
+    assert out == [ident]

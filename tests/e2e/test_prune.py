@@ -402,6 +402,8 @@ def test_system_prune_with_some_of_everything(fresh_berthd: Berthd, tmp_path: Pa
     assert d.docker("volume", "ls", "-q").stdout.split() == [named]
     kinds = [(e["Type"], e["Action"]) for e in events_since(d, since) if e["Action"] == "prune"]
     assert ("image", "prune") in kinds and ("builder", "prune") in kinds
+    assert ("container", "prune") in kinds and ("network", "prune") in kinds
+    assert ("volume", "prune") in kinds
     assert kinds.count(("builder", "prune")) == 2
     d.docker("rm", "-f", running)
     d.docker("network", "rm", in_use)

@@ -45,6 +45,7 @@ def prune_containers(d: Daemon, filters: Filters) -> PruneReport:
                 continue
             deleted.append(rec.id)
             reclaimed += size or 0
+        d.events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
         return PruneReport(ContainersDeleted=deleted or None, SpaceReclaimed=reclaimed)
     finally:
         _running.release()

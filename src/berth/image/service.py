@@ -560,10 +560,18 @@ class ImageService:
 
     def load(self, path: Path) -> list[str]:
         messages = load_archive(self, path)
+        seen: set[str] = set()
         for line in messages:
             name = line.split(": ", 1)[-1].strip()
-            if line.startswith("Loaded image"):
-                self._emit("load", name, name)
+            if not line.startswith("Loaded image"):
+                continue
+            try:
+                ident = self.get_image(name).id
+            except errdefs.NotFound:
+                continue  # untagged again by a later entry of the same archive
+            if ident not in seen:  # one event per image, under its ID, as moby's load
+                seen.add(ident)
+                self._emit("load", ident, ident)
         return messages
 
     def prepare_save(self, names: list[str], platform: Platform | None) -> ImageArchive:
