@@ -15,7 +15,7 @@ import msgspec
 
 from berth import errdefs
 from berth.api._http import Request, Response, StreamingResponse
-from berth.api.bodypipe import BodyPipe, ResponsePipe
+from berth.api.bodypipe import BodyPipe, piped
 from berth.api.context import Context
 from berth.api.httputils import bool_value, query
 from berth.api.router import Route
@@ -48,17 +48,7 @@ def routes(ctx: Context) -> list[Route]:
 
     async def get(req: Request) -> StreamingResponse:
         archive = await ctx.run(backend.container_archive_path, req.params["name"], _path(req))
-        try:
-            pipe = ResponsePipe()
-        except BaseException:
-            archive.close()
-            raise
-        try:
-            pipe.start(archive.write_to, "berth-archive")
-        except BaseException:
-            pipe.close()
-            archive.close()
-            raise
+        pipe = piped(archive, archive.write_to, "berth-archive")
         return StreamingResponse(
             pipe,
             content_type="application/x-tar",

@@ -22,7 +22,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +223,25 @@ class ResponsePipe:
 
     def __del__(self) -> None:
         self.close()
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def piped(source: _Closeable, produce: Callable[[int], None], name: str) -> ResponsePipe:
+    """A :class:`ResponsePipe` that ``produce(fd)`` fills from *source* in a thread of its
+    own.  Once started the producer owns *source*; if the pipe cannot be made or started,
+    *source* is closed here, so nothing it holds (a mount, a layer reference) leaks."""
+    try:
+        pipe = ResponsePipe()
+    except BaseException:
+        source.close()
+        raise
+    try:
+        pipe.start(produce, name)
+    except BaseException:
+        pipe.close()
+        source.close()
+        raise
+    return pipe

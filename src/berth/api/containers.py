@@ -9,7 +9,7 @@ import msgspec
 from berth import errdefs
 from berth.api import _versions
 from berth.api._http import Request, Response, StreamingResponse
-from berth.api.bodypipe import ResponsePipe
+from berth.api.bodypipe import piped
 from berth.api.context import Context
 from berth.api.httputils import (
     bool_value,
@@ -219,17 +219,7 @@ def routes(ctx: Context) -> list[Route]:
         held whole; an unknown container is a 404 before any byte.  dockerd sets no type
         and Go's sniffing calls a tar ``application/octet-stream``."""
         exported = await ctx.run(backend.container_export, req.params["name"])
-        try:
-            pipe = ResponsePipe()
-        except BaseException:
-            exported.close()
-            raise
-        try:
-            pipe.start(exported.write_to, "berth-export")
-        except BaseException:
-            pipe.close()
-            exported.close()
-            raise
+        pipe = piped(exported, exported.write_to, "berth-export")
         return StreamingResponse(pipe, content_type="application/octet-stream")
 
     return [

@@ -19,7 +19,7 @@ import msgspec
 from berth import errdefs
 from berth.api import _versions
 from berth.api._http import ClientGone, Request, Response, StreamingResponse
-from berth.api.bodypipe import BodyPipe, ResponsePipe
+from berth.api.bodypipe import BodyPipe, ResponsePipe, piped
 from berth.api.context import Context
 from berth.api.distribution import progress_stream
 from berth.api.errors import classify
@@ -188,17 +188,7 @@ def routes(ctx: Context) -> list[Route]:
                 failed.set()
                 raise
 
-        try:
-            pipe = ResponsePipe()
-        except BaseException:
-            archive.close()
-            raise
-        try:
-            pipe.start(produce, "berth-save")
-        except BaseException:
-            pipe.close()
-            archive.close()
-            raise
+        pipe = piped(archive, produce, "berth-save")
         return StreamingResponse(_CutOnFailure(pipe, failed), content_type="application/x-tar")
 
     return [
