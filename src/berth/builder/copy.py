@@ -975,13 +975,13 @@ def _copy_item(
         _copy_tree(tree, canon, d, identity)
         return
     if plan.decompress and not item.no_decompress and stat.S_ISREG(st.st_mode):
-        fd = os.open(src.name, _O_FILE, dir_fd=src.dir_fd)
-        with open(fd, "rb") as f:
-            if _is_archive(f):
-                f.seek(0)
+        with open(os.open(src.name, _O_FILE, dir_fd=src.dir_fd), "rb") as f:
+            archive = _is_archive(f)
+        if archive:
+            with open(os.open(src.name, _O_FILE, dir_fd=src.dir_fd), "rb") as f:
                 d, _ = _mkdir_all(fs, dest_path, (0, 0))
-                _extract(f, d, dest_path)
-                return
+                _extract(f, d)
+            return
     target = dest_path
     try:
         fs.open_dir(dest_path)
@@ -1086,7 +1086,10 @@ def _is_archive(f: IO[bytes]) -> bool:
     """moby's ``IsArchivePath``: the (decompressed) file starts with a valid tar header."""
     try:
         plain = decompress(f)
-        block = plain.read(tarfile.BLOCKSIZE)
+        try:
+            block = plain.read(tarfile.BLOCKSIZE)
+        finally:
+            plain.close()  # stops a decompressing thread
         if len(block) < tarfile.BLOCKSIZE:
             return False
         tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
@@ -1131,31 +1134,28 @@ def _tar_node(m: tarfile.TarInfo) -> _Node:
     )
 
 
-def _extract(f: IO[bytes], dest: Dir, dest_path: str) -> None:
+def _extract(f: IO[bytes], dest: Dir) -> None:
     """moby's ``Untar`` of an ADD source into *dest*, as if it were the root: entries
     keep the owners, modes and times they carry; none may leave the directory."""
     with _sub_fs(dest) as out:
         writer = _Writer(out, None)
+        plain = decompress(f)
         try:
-            tf = tarfile.open(fileobj=decompress(f), mode="r|", bufsize=_CHUNK)  # noqa: SIM115
-        except tarfile.ReadError as err:
-            raise errdefs.InvalidParameter(f"invalid tar archive: {err}") from None
-        try:
-            with tf:
+            with tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK) as tf:
                 for m in tf:
-                    _extract_entry(tf, m, out, writer, dest_path)
+                    _extract_entry(tf, m, out, writer)
         except (tarfile.TarError, EOFError, zlib.error) as err:
             raise errdefs.InvalidParameter(f"invalid tar archive: {err}") from None
+        finally:
+            plain.close()
         writer.finish()
 
 
 def _extract_entry(
-    tf: tarfile.TarFile, m: tarfile.TarInfo, out: ContainerFS, writer: _Writer, dest_path: str
+    tf: tarfile.TarFile, m: tarfile.TarInfo, out: ContainerFS, writer: _Writer
 ) -> None:
-    name = go_clean(m.name)
-    if name == ".." or name.startswith("../"):
-        raise errdefs.InvalidParameter(f'"{m.name}" is outside of "{dest_path}"')
-    name = name.lstrip("/")
+    # Joined to the root of the chroot moby extracts in: ".." stops there.
+    name = go_clean("/" + m.name).lstrip("/")
     if name in ("", "."):
         return  # the directory itself
     if not (
