@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from build import build_workloads
 from commit import commit_workloads
 from disk import disk_workloads
 from engines import Engine, Failed, Result, Unavailable, memory_kib
@@ -571,6 +572,7 @@ def main() -> int:
                 *disk_workloads(tmp),
                 *save_workloads(tmp, args.cache, args.seed),
                 *commit_workloads(),
+                *build_workloads(tmp, args.seed),
             ]
             for w in workloads:
                 if args.only and not any(o in w.name for o in args.only):
