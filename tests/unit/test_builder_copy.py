@@ -611,3 +611,19 @@ def test_a_failed_prepare_leaves_no_download(
 def test_email_dates_parse_as_go_does() -> None:
     # the Last-Modified form http.server sends, which Go's http.ParseTime reads
     assert email.utils.formatdate(T2020, usegmt=True) == "Thu, 02 Jan 2020 03:04:05 GMT"
+
+
+@needs_root
+def test_a_cancelled_build_stops_the_copy(ctx: Path, root: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    src = CopySource(str(ctx))
+    with pytest.raises(errdefs.Unavailable):
+        prepare_copy(COPY, ["dir"], "/d", src, cancel=cancel)
+    with (
+        prepare_copy(COPY, ["dir"], "/d", src) as plan,
+        ContainerFS(str(root)) as fs,
+        pytest.raises(errdefs.Unavailable),
+    ):
+        perform_copy(plan, fs, cancel=cancel)
+    assert list((root / "d").iterdir()) == []

@@ -41,6 +41,7 @@ import socket
 import stat
 import tarfile
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -77,7 +78,8 @@ CHMOD_NEEDS_BUILDKIT = (
     "to learn how to build images with BuildKit enabled"
 )
 
-#: ``progress(done, total)`` while ADD downloads a URL; *total* is -1 when unknown.
+#: ``progress(done, total)`` while ADD downloads a URL; *total* is -1 when unknown.  moby
+#: shows it as a "Downloading" progress bar, then prints an empty line to the step's output.
 Progress = Callable[[int, int], None]
 
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -236,20 +238,27 @@ class _Tree:
             st = e.lstat()
         except (FileNotFoundError, NotADirectoryError):
             return rel if self.context else self.canonical(rel)
+        return self.hash_entry(canon, e, st)
+
+    def hash_entry(self, canon: str, e: Entry, st: os.stat_result) -> str:
+        """The hash of the entry at canonical path *canon* (no link on its way)."""
+        if stat.S_ISLNK(st.st_mode):
+            return self.hash(canon)  # what it points to
         sum_ = self._sums.get(canon)
         if sum_ is None:
             sum_ = _file_hash(e, canon, st)
             self._sums[canon] = sum_
         return sum_
 
-    def walk(self, canon: str) -> Iterator[str]:
-        """The relative paths of everything below the directory *canon* (itself first
-        unless it is the root), depth first in name order, links not followed:
-        Go's ``filepath.WalkDir``."""
+    def walk(self, canon: str) -> Iterator[tuple[str, Entry, os.stat_result]]:
+        """Everything below the directory *canon* (itself first unless it is the root),
+        depth first in name order, links not followed: Go's ``filepath.WalkDir``.
+        Each path is canonical up to its last name, which may be a link."""
+        top_entry = self.entry(canon)
         if canon != ".":
-            yield canon
+            yield canon, top_entry, top_entry.lstat()
         prefix = "" if canon == "." else canon + "/"
-        top = self.fs.open_entry(self.entry(canon))
+        top = self.fs.open_entry(top_entry)
         stack: list[tuple[Dir, str, Iterator[str]]] = [(top, prefix, iter(_names(top)))]
         try:
             while stack:
@@ -260,11 +269,15 @@ class _Tree:
                     stack.pop()
                     continue
                 rel = prefix + name
-                yield rel
                 e = self.fs.lookup(d, name)
                 try:
-                    if not stat.S_ISDIR(e.lstat().st_mode):
-                        continue
+                    st = e.lstat()
+                except OSError:
+                    continue  # gone meanwhile
+                yield rel, e, st
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                try:
                     sub = self.fs.open_entry(e)
                 except OSError:
                     continue
@@ -361,6 +374,11 @@ def _file_hash(e: Entry, canon: str, st: os.stat_result) -> str:
 # -- resolving the sources (moby's copier) ----------------------------------------------------
 
 
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise errdefs.Unavailable("build cancelled: the client went away")
+
+
 def _forbidden(path: str) -> errdefs.BerthError:
     return errdefs.InvalidParameter(f"forbidden path outside the build context: {path} ()")
 
@@ -380,6 +398,7 @@ class _Copier:
         checksum: str,
         progress: Progress | None,
         temp_root: str | None,
+        cancel: threading.Event | None,
     ) -> None:
         self.cmd = cmd
         self.source = source
@@ -387,6 +406,7 @@ class _Copier:
         self.checksum = checksum
         self.progress = progress
         self.temp_root = temp_root
+        self.cancel = cancel
         self.temp_dirs: list[str] = []
         self._tree: _Tree | None = None
 
@@ -406,7 +426,7 @@ class _Copier:
             return self.calc(orig, allow_wildcards=True)
         if not self.allow_urls:
             raise errdefs.InvalidParameter("source can't be a URL for COPY")
-        tmp, name = _download(orig, self.temp_root, self.progress, self.checksum)
+        tmp, name = _download(orig, self.temp_root, self.progress, self.checksum, self.cancel)
         self.temp_dirs.append(tmp)
         if name == "":
             if dest.endswith("/"):
@@ -443,9 +463,10 @@ class _Copier:
         if not stat.S_ISDIR(st.st_mode):
             return [CopyItem(tree.root, path, "file:" + tree.hash(path))]
         subfiles = []
-        for rel in tree.walk(canon):
+        for rel, e, est in tree.walk(canon):
+            _check(self.cancel)
             try:
-                subfiles.append(tree.hash(rel))
+                subfiles.append(tree.hash_entry(rel, e, est))
             except (errdefs.BerthError, OSError):
                 continue  # moby's walkSource skips what it cannot hash (a socket)
         subfiles.sort()
@@ -455,7 +476,7 @@ class _Copier:
         """moby's ``copyWithWildcards``: every path of the tree (links not followed) that
         ``filepath.Match`` matches, each a source of its own."""
         out: list[CopyItem] = []
-        for rel in self.tree.walk("."):
+        for rel, _, _ in self.tree.walk("."):
             try:
                 matched = path_match(pattern, rel)
             except errdefs.InvalidParameter:
@@ -476,6 +497,7 @@ def prepare_copy(
     checksum: str = "",
     progress: Progress | None = None,
     temp_root: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> CopyPlan:
     """Resolve a COPY (``cmd="COPY"``) or ADD's *sources* and compute the cache key.
 
@@ -485,7 +507,9 @@ def prepare_copy(
     *temp_root* (the system's temporary directory by default) with
     *progress* told of it; ``--checksum`` (``sha256:<hex>``) is checked
     against a download and, as the classic builder does, ignored for a local
-    source.  Raises InvalidParameter with dockerd's messages: ``COPY failed:
+    source.  A set *cancel* stops it (Unavailable).
+
+    Raises InvalidParameter with dockerd's messages: ``COPY failed:
     file not found in build context or excluded by .dockerignore: stat x: file
     does not exist``, ``COPY failed: forbidden path outside the build context:
     ../x ()``, ``COPY failed: no source files were specified``, ``When using
@@ -503,6 +527,7 @@ def prepare_copy(
         checksum=checksum,
         progress=progress,
         temp_root=temp_root,
+        cancel=cancel,
     )
     try:
         try:
@@ -511,6 +536,8 @@ def prepare_copy(
                 items.extend(copier.infos(orig, dest))
             if not items:
                 raise errdefs.InvalidParameter("no source files were specified")
+        except errdefs.Unavailable:
+            raise
         except errdefs.BerthError as err:
             raise type(err)(f"{cmd} failed: {err.message}") from None
         if len(items) > 1 and not dest.endswith("/"):
@@ -601,7 +628,11 @@ def _fetch_error(url: str, err: Exception) -> errdefs.BerthError:
 
 
 def _download(
-    url: str, temp_root: str | None, progress: Progress | None, checksum: str
+    url: str,
+    temp_root: str | None,
+    progress: Progress | None,
+    checksum: str,
+    cancel: threading.Event | None,
 ) -> tuple[str, str]:
     """moby's ``downloadSource``: the body saved in a new temporary directory, mode
     0600, mtime from Last-Modified (the epoch without one).  Returns the directory
@@ -627,6 +658,7 @@ def _download(
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with open(fd, "wb") as out:
                 while True:
+                    _check(cancel)
                     try:
                         chunk = resp.read(_CHUNK // 4)
                     except OSError as err:
@@ -788,9 +820,15 @@ class _Writer:
     what is in the way replaced (a directory merged with a directory), then
     owner, xattrs, mode and times; *identity* chowned last (``fixPermissions``)."""
 
-    def __init__(self, fs: ContainerFS, identity: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        fs: ContainerFS,
+        identity: tuple[int, int] | None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.fs = fs
         self.identity = identity
+        self.cancel = cancel
         self.dir_times: list[tuple[str, tuple[int, int]]] = []
 
     def make(
@@ -801,6 +839,7 @@ class _Writer:
         data: Callable[[int], None] | None = None,
         hardlink: Entry | None = None,
     ) -> Entry:
+        _check(self.cancel)
         fs = self.fs
         e = fs.lookup(parent, name)
         try:
@@ -916,14 +955,21 @@ def _mkdir_all(fs: ContainerFS, path: str, owner: tuple[int, int] | None) -> tup
     return d, False
 
 
-def perform_copy(plan: CopyPlan, fs: ContainerFS, *, workdir: str = "/") -> None:
+def perform_copy(
+    plan: CopyPlan,
+    fs: ContainerFS,
+    *,
+    workdir: str = "/",
+    cancel: threading.Event | None = None,
+) -> None:
     """Copy *plan*'s sources into the container filesystem *fs* (moby's ``performCopy``).
 
     The destination is resolved inside *fs*'s root (a relative one from
     *workdir*).  Files are owned by root, by the ``--chown`` user (names looked
     up in *fs*'s ``/etc/passwd`` and ``/etc/group``), or for ``COPY --from``
     without ``--chown`` by their owner in the source.  Raises InvalidParameter
-    with moby's words when the destination cannot take a source.
+    with moby's words when the destination cannot take a source; a set *cancel*
+    stops it between entries (Unavailable).
     """
     dest = normalize_dest(workdir, plan.dest)
     identity: tuple[int, int] | None = None
@@ -937,7 +983,9 @@ def perform_copy(plan: CopyPlan, fs: ContainerFS, *, workdir: str = "/") -> None
             if tree is None:
                 tree = trees[item.root] = _Tree(item.root)
             try:
-                _copy_item(plan, item, tree, fs, dest, dest_path, identity)
+                _copy_item(plan, item, tree, fs, dest, dest_path, identity, cancel)
+            except errdefs.Unavailable:
+                raise
             except errdefs.BerthError as err:
                 raise type(err)(f"failed to copy files: {err.message}") from None
             except OSError as err:
@@ -958,6 +1006,7 @@ def _copy_item(
     dest: str,
     dest_path: str,
     identity: tuple[int, int] | None,
+    cancel: threading.Event | None,
 ) -> None:
     try:
         canon, src, st = tree.stat(item.path)
@@ -972,7 +1021,7 @@ def _copy_item(
             raise type(err)(f"failed to copy directory: {err.message}") from None
         if not existed and identity is not None and identity != (0, 0):
             os.chown(".", *identity, dir_fd=d.fd, follow_symlinks=False)
-        _copy_tree(tree, canon, d, identity)
+        _copy_tree(tree, canon, d, identity, cancel)
         return
     if plan.decompress and not item.no_decompress and stat.S_ISREG(st.st_mode):
         with open(os.open(src.name, _O_FILE, dir_fd=src.dir_fd), "rb") as f:
@@ -980,7 +1029,7 @@ def _copy_item(
         if archive:
             with open(os.open(src.name, _O_FILE, dir_fd=src.dir_fd), "rb") as f:
                 d, _ = _mkdir_all(fs, dest_path, (0, 0))
-                _extract(f, d)
+                _extract(f, d, cancel)
             return
     target = dest_path
     try:
@@ -997,7 +1046,7 @@ def _copy_item(
         raise type(err)(f"failed to create new directory: {err.message}") from None
     if not base:
         raise errdefs.InvalidParameter(f"cannot copy {item.path} over the root directory")
-    _copy_file(src, st, fs, parent, base, identity)
+    _copy_file(src, st, fs, parent, base, identity, cancel)
 
 
 def _copy_file(
@@ -1007,9 +1056,10 @@ def _copy_file(
     parent: Dir,
     name: str,
     identity: tuple[int, int] | None,
+    cancel: threading.Event | None,
 ) -> None:
     """moby's ``copyFile``: one non-directory, its link target's contents if it is one."""
-    writer = _Writer(fs, identity)
+    writer = _Writer(fs, identity, cancel)
     if stat.S_ISREG(st.st_mode):
         fd = os.open(src.name, _O_FILE, dir_fd=src.dir_fd)
         try:
@@ -1021,13 +1071,19 @@ def _copy_file(
         writer.make(parent, name, _stat_node(src, st))
 
 
-def _copy_tree(tree: _Tree, canon: str, dest: Dir, identity: tuple[int, int] | None) -> None:
+def _copy_tree(
+    tree: _Tree,
+    canon: str,
+    dest: Dir,
+    identity: tuple[int, int] | None,
+    cancel: threading.Event | None,
+) -> None:
     """moby's ``CopyWithTar``: the contents of *canon* merged into *dest*, entries made
     as if *dest* were the root, hard links kept, links copied as links."""
     src_fs = tree.fs
     top = src_fs.open_entry(tree.entry(canon))
     with _sub_fs(dest) as out:
-        writer = _Writer(out, identity)
+        writer = _Writer(out, identity, cancel)
         links: dict[tuple[int, int], Entry] = {}
         stack: list[tuple[Dir, Dir, Iterator[str]]] = [(top, out.root, iter(_names(top)))]
         try:
@@ -1134,11 +1190,11 @@ def _tar_node(m: tarfile.TarInfo) -> _Node:
     )
 
 
-def _extract(f: IO[bytes], dest: Dir) -> None:
+def _extract(f: IO[bytes], dest: Dir, cancel: threading.Event | None) -> None:
     """moby's ``Untar`` of an ADD source into *dest*, as if it were the root: entries
     keep the owners, modes and times they carry; none may leave the directory."""
     with _sub_fs(dest) as out:
-        writer = _Writer(out, None)
+        writer = _Writer(out, None, cancel)
         plain = decompress(f)
         try:
             with tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK) as tf:
