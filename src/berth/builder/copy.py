@@ -540,6 +540,8 @@ def prepare_copy(
             raise
         except errdefs.BerthError as err:
             raise type(err)(f"{cmd} failed: {err.message}") from None
+        except OSError as err:  # the host's failure, not the Dockerfile's
+            raise errdefs.System(f"{cmd} failed: {err.filename or ''}: {err.strerror}") from None
         if len(items) > 1 and not dest.endswith("/"):
             raise errdefs.InvalidParameter(
                 f"When using {cmd} with more than one source file, the destination must be "
