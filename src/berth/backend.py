@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from berth.builder.build import BuildOptions, BuildOutput
+from berth.builder.context import BuildContext
 from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
@@ -269,6 +271,24 @@ class ImageBackend(Protocol):
     def prepare_save(self, names: list[str], platform: Platform | None) -> ImageSave:
         """``docker save`` of *names* (tags, names, IDs, digests): NotFound for any of
         them, or a layer that cannot be reproduced, before anything is written."""
+
+
+class BuildBackend(Protocol):
+    """``POST /build``'s service (the builder itself, not relayed by the Daemon)."""
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where a build's context is unpacked (the daemon's, emptied at start-up)."""
+
+    def build(
+        self,
+        options: BuildOptions,
+        open_context: Callable[[], BuildContext],
+        output: BuildOutput,
+        cancel: threading.Event,
+    ) -> str:
+        """Build (blocking); the image ID.  What fails before *output* got a message is
+        the request's error; a set *cancel* (the client went away) stops the build."""
 
 
 class NetworkBackend(Protocol):

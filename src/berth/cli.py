@@ -126,6 +126,7 @@ async def _serve(cfg: Config) -> None:
         networks=NetworkService(daemon.networks),
         volumes=daemon.volumes,
         distribution=daemon.distribution,
+        builds=daemon.builds,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

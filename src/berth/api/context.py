@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
+from berth.backend import Backend, BuildBackend, ImageBackend, NetworkBackend, VolumeBackend
 from berth.distribution.service import DistributionService
 
 P = ParamSpec("P")
@@ -26,6 +26,7 @@ class Context:
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
         distribution: DistributionService | None = None,
+        builds: BuildBackend | None = None,
         workers: int = 32,
     ) -> None:
         self.backend = backend
@@ -37,8 +38,8 @@ class Context:
         # None until the Daemon hands its distribution service over: no pull, push, login
         # or search.
         self.distribution = distribution
-        # the builder joins them here, typed by its Protocol in
-        # berth.backend and handed over by the ApiServer.
+        # None until the Daemon hands its builder over: no POST /build.
+        self.builds = builds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

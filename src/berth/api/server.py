@@ -17,7 +17,7 @@ from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
-from berth.backend import Backend, ImageBackend, NetworkBackend, VolumeBackend
+from berth.backend import Backend, BuildBackend, ImageBackend, NetworkBackend, VolumeBackend
 from berth.distribution.service import DistributionService
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,12 @@ class ApiServer:
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
         distribution: DistributionService | None = None,
+        builds: BuildBackend | None = None,
     ) -> None:
         """*backend* serves the container routes; each service serves its own routes
-        (the build service will follow *images*, *networks*, *volumes* and
-        *distribution*).  Without *networks* there are no network routes (404), without
-        *volumes* no volume routes, without *distribution* no pull, push, login or
-        search (501)."""
+        (*images*, *networks*, *volumes*, *distribution*, *builds*).  Without *networks*
+        there are no network routes (404), without *volumes* no volume routes, without
+        *distribution* no pull, push, login or search, without *builds* no build (501)."""
         self.backend = backend
         self.router = Router()
         self.context = Context(
@@ -58,6 +58,7 @@ class ApiServer:
             networks=networks,
             volumes=volumes,
             distribution=distribution,
+            builds=builds,
         )
         self.router.extend(distribution_routes.routes(self.context))  # before /images/{name}
         for module in (system, events, containers, lifecycle, archive, execs, image_routes, build):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from berth import errdefs
+from berth.builder.build import BuildService
 from berth.container.container import (
     Container,
     decode_host_config,
@@ -46,6 +47,7 @@ from berth.daemon import restore as _restore
 from berth.daemon import start as _start
 from berth.daemon import stop as _stop
 from berth.daemon import update as _update
+from berth.daemon.buildsteps import BuildSteps
 from berth.daemon.exec import Exec, ExecStore
 from berth.daemon.logs import ContainerLog, open_log
 from berth.daemon.monitor import handle_exit
@@ -141,6 +143,8 @@ class Daemon:
         self.distribution = DistributionService(
             self.images, self.registry, self.images.root / "distribution"
         )
+        # the classic builder: images and pulls from the services, containers from here
+        self.builds = BuildService(self.images, self.distribution, BuildSteps(self), self.tmp_dir)
         self.volume_store = VolumeStore(
             root / "volumes", events=self.events, users=self.volume_users
         )

@@ -148,6 +148,19 @@ class ImageStore:
             write_file(meta / "lastUpdated", stamp.encode())
             img.last_updated = stamp
 
+    def set_built_locally(self, ident: str) -> None:
+        """Mark *ident* as made by a build on this daemon (moby's ``SetBuiltLocally``):
+        only such images are the build cache's candidates, never pulled or loaded ones."""
+        with self._lock:
+            if ident not in self._images:
+                return
+            meta = self._metadata / ident[7:]
+            meta.mkdir(parents=True, exist_ok=True)
+            write_file(meta / "builtLocally", b"true")
+
+    def is_built_locally(self, ident: str) -> bool:
+        return _read_opt(self._metadata / ident.removeprefix("sha256:") / "builtLocally") == "true"
+
     def raw_config(self, ident: str) -> bytes:
         """The config exactly as stored: its sha256 is the image ID (push sends it)."""
         try:

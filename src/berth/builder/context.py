@@ -1,0 +1,195 @@
+"""The build context: the request's tar unpacked once into a directory of the daemon's own,
+and the Dockerfile found in it (moby's ``builder/remotecontext``: ``FromArchive``,
+``withDockerfileFromContext``, ``removeDockerfile``).
+
+The tar (plain, gzip, bzip2, xz or zstd) is unpacked while it arrives, through
+:func:`berth.archive.unpack` over a :class:`~berth.archive.ContainerFS` rooted in a fresh
+directory under the daemon's tmp dir: every name is resolved inside that directory, so no
+entry (``..``, an absolute name, a symlink followed) lands outside it.  The context is
+never held whole in memory nor spooled as a tar.  Whatever fails removes the directory;
+:meth:`BuildContext.close` removes it after the build.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from berth import errdefs
+from berth.archive import ContainerFS, unpack
+from berth.builder.dockerignore import PatternMatcher, read_patterns
+from berth.utils.symlink import resolve_in_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DOCKERFILE = "Dockerfile"
+DOCKERIGNORE = ".dockerignore"
+#: the largest Dockerfile read (the parser has its own limits on lines)
+MAX_DOCKERFILE = 64 << 20
+
+
+@dataclass
+class BuildContext:
+    """An unpacked context (*root*; None for a remote Dockerfile sent alone) and its
+    Dockerfile, read and removed from the context as moby removes it when
+    .dockerignore names it."""
+
+    root: Path | None
+    dockerfile: bytes
+    dockerfile_name: str
+    _owned: list[Path] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Remove the unpacked context (idempotent)."""
+        for path in self._owned:
+            shutil.rmtree(path, ignore_errors=True)
+        self._owned.clear()
+
+
+def make_context_dir(tmp_dir: Path) -> Path:
+    """A fresh directory for one build's context, under the daemon's tmp dir."""
+    return Path(tempfile.mkdtemp(prefix="build-context-", dir=tmp_dir))
+
+
+def unpack_context(stream: IO[bytes], root: Path) -> None:
+    """Unpack the (possibly compressed) tar *stream* into *root*; a stream that is not a
+    tar is InvalidParameter, a host that runs out of space a System error."""
+    os.chmod(root, 0o755)
+    try:
+        with ContainerFS(str(root)) as fs:
+            unpack(fs, fs.open_dir("/"), stream)
+    except errdefs.InvalidParameter as e:
+        raise errdefs.InvalidParameter(f"the build context is not a valid tar: {e}") from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise errdefs.System(
+                f"not enough space to unpack the build context: {e.strerror}"
+            ) from None
+        raise
+
+
+def open_context(
+    root: Path, dockerfile_name: str, *, apply_dockerignore: bool = False
+) -> BuildContext:
+    """The context unpacked at *root* with its Dockerfile read (moby's
+    ``withDockerfileFromContext``); the context takes *root* over and removes it when
+    closed, or at once if this fails.  With *apply_dockerignore* (a ``remote`` context,
+    which no client filtered) what .dockerignore excludes is removed first."""
+    ctx = BuildContext(root, b"", dockerfile_name or DEFAULT_DOCKERFILE, [root])
+    try:
+        patterns = _dockerignore(root)
+        if apply_dockerignore and patterns:
+            _exclude(root, PatternMatcher(patterns), ctx.dockerfile_name)
+        name = ctx.dockerfile_name
+        path = _find(root, name)
+        if path is None and name == DEFAULT_DOCKERFILE:
+            name = name.lower()
+            path = _find(root, name)
+        if path is None:
+            raise errdefs.InvalidParameter(
+                f"Cannot locate specified Dockerfile: {ctx.dockerfile_name}"
+            )
+        ctx.dockerfile_name = name
+        ctx.dockerfile = _read_dockerfile(path, name)
+        if patterns:
+            _remove_named(root, PatternMatcher(patterns), name)
+    except BaseException:
+        ctx.close()
+        raise
+    return ctx
+
+
+def dockerfile_only(data: bytes, name: str = DEFAULT_DOCKERFILE) -> BuildContext:
+    """A context of a Dockerfile alone (a ``remote`` URL that served ``text/plain``):
+    nothing to COPY from, as in moby."""
+    if not data:
+        raise errdefs.InvalidParameter(f"the Dockerfile ({name}) cannot be empty")
+    return BuildContext(None, data, name)
+
+
+def _dockerignore(root: Path) -> list[str]:
+    try:
+        path = resolve_in_root(str(root), DOCKERIGNORE)
+        with open(path, "rb") as f:
+            return read_patterns(f.read(MAX_DOCKERFILE))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return []
+
+
+def _find(root: Path, name: str) -> str | None:
+    """The host path of *name* in the context, symlinks resolved inside it; None when
+    there is no such regular file."""
+    try:
+        path = resolve_in_root(str(root), name)
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise errdefs.InvalidParameter(f"the Dockerfile ({name}) is a directory")
+    return path
+
+
+def _read_dockerfile(path: str, name: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_DOCKERFILE + 1)
+    if not data:
+        raise errdefs.InvalidParameter(f"the Dockerfile ({name}) cannot be empty")
+    if len(data) > MAX_DOCKERFILE:
+        raise errdefs.InvalidParameter(
+            f"the Dockerfile ({name}) is larger than {MAX_DOCKERFILE >> 20} MiB"
+        )
+    return data
+
+
+def _remove_named(root: Path, matcher: PatternMatcher, dockerfile: str) -> None:
+    """moby's ``removeDockerfile``: .dockerignore and the Dockerfile leave the context
+    when .dockerignore names them (the CLI always sends both)."""
+    for name in (DOCKERIGNORE, dockerfile):
+        rel = os.path.normpath(name).lstrip("/")
+        if not matcher.matches(rel):
+            continue
+        parent, base = posixpath.split(rel)
+        try:
+            directory = resolve_in_root(str(root), parent) if parent else str(root)
+            os.unlink(os.path.join(directory, base))
+        except OSError as e:
+            log.debug("removing %s from the build context: %s", rel, e)
+
+
+def _exclude(root: Path, matcher: PatternMatcher, dockerfile: str) -> None:
+    """Remove what *matcher* excludes, as the CLI leaves it out of a local context: a
+    directory is walked only if an exclusion (``!``) could take something in it back;
+    the Dockerfile and .dockerignore stay (the CLI keeps them too)."""
+    keep = {DOCKERIGNORE, os.path.normpath(dockerfile).lstrip("/")}
+
+    def walk(directory: str, rel: str) -> None:
+        with os.scandir(directory) as it:
+            entries = list(it)
+        for entry in entries:
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            if path in keep:
+                continue
+            excluded = matcher.matches(path)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if is_dir and (not excluded or matcher.exclusions):
+                walk(entry.path, path)
+                if excluded:
+                    try:
+                        os.rmdir(entry.path)  # only if nothing in it was taken back
+                    except OSError:
+                        pass
+            elif excluded:
+                if is_dir:
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+
+    walk(str(root), "")
