@@ -123,7 +123,10 @@ class Command:
         return self.source_code
 
     def expand_with(self, expand: Expander) -> Self:
-        """This command with its expandable fields passed through *expand* (a copy)."""
+        """This command with its expandable fields passed through *expand* (a copy).
+
+        EXPOSE splits words as it expands, which only :meth:`expand` does.
+        """
         return self
 
     def expand(self, lex: Lex, env: EnvLike) -> Self:
