@@ -13,6 +13,7 @@ never held whole in memory nor spooled as a tar.  Whatever fails removes the dir
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import posixpath
@@ -21,10 +22,10 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from berth import errdefs
-from berth.archive import ContainerFS, unpack
+from berth.archive import ContainerFS, decompress, unpack
 from berth.builder.dockerignore import PatternMatcher, read_patterns
 from berth.utils.symlink import resolve_in_root
 
@@ -59,13 +60,44 @@ def make_context_dir(tmp_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="build-context-", dir=tmp_dir))
 
 
+class _TarEnd(io.RawIOBase):
+    """The plain tar with the end Go's writer may leave out: the CLI's ``-f -`` context
+    (``ReplaceFileTarWrapper``) stops right after its last file's data, with neither
+    the padding to 512 bytes nor the two zero blocks, and Go's reader takes that as the
+    end.  Zeros are added after the real end, which a whole tar ignores."""
+
+    def __init__(self, src: IO[bytes]) -> None:
+        super().__init__()
+        self._src = src
+        self._count = 0
+        self._tail = -1
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._tail < 0:
+            data = self._src.read(len(b))
+            if data:
+                n = len(data)
+                b[:n] = data
+                self._count += n
+                return n
+            self._tail = -self._count % 512 + 1024
+        n = min(len(b), self._tail)
+        b[:n] = bytes(n)
+        self._tail -= n
+        return n
+
+
 def unpack_context(stream: IO[bytes], root: Path) -> None:
     """Unpack the (possibly compressed) tar *stream* into *root*; a stream that is not a
     tar is InvalidParameter, a host that runs out of space a System error."""
     os.chmod(root, 0o755)
     try:
+        plain = io.BufferedReader(_TarEnd(decompress(stream)), 1 << 20)
         with ContainerFS(str(root)) as fs:
-            unpack(fs, fs.open_dir("/"), stream)
+            unpack(fs, fs.open_dir("/"), plain)
     except errdefs.InvalidParameter as e:
         raise errdefs.InvalidParameter(f"the build context is not a valid tar: {e}") from None
     except OSError as e:

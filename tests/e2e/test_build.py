@@ -1,0 +1,574 @@
+"""``docker build`` with the classic builder (POST /build): the real CLI (with and without
+``DOCKER_BUILDKIT=0``: without buildx it sends a classic build either way, as berthd's
+``/_ping`` says ``Builder-Version: 1``), docker-py and the raw API.
+
+What dockerd 20.10 answered for the same builds (run beside berthd as bench/README.md
+says, ``DOCKER_BUILDKIT=0``) is what these expect: the messages of the stream, the
+images' history, the cache, the intermediate containers' fate and the errors.  Images
+come from busybox:latest; nothing is pulled.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.testing import DOCKER, Berthd, unique_name, wait_for
+
+BUILT = re.compile(r"Successfully built ([0-9a-f]{12})")
+
+
+def write(ctx: Path, files: dict[str, str]) -> Path:
+    ctx.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = ctx / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return ctx
+
+
+def build(
+    d: Berthd,
+    images: list[str],
+    ctx: Path,
+    *args: str,
+    stdin: str | None = None,
+    check: bool = True,
+    classic: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``docker build ARGS CTX``; what it built (and tagged) is removed after the test."""
+    env = d.env()
+    if classic:
+        env["DOCKER_BUILDKIT"] = "0"
+    proc = subprocess.run(
+        [DOCKER, "build", *args, str(ctx)],
+        env=env,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    for i, arg in enumerate(args):
+        if arg == "-t":
+            images.insert(0, args[i + 1])
+    # every step's image, newest first (a stage's chain is not the final image's parents)
+    base = inspect(d, "busybox")["Id"][7:19]
+    made = re.findall(r"^ ---> ([0-9a-f]{12})$", proc.stdout, re.MULTILINE)
+    images.extend(dict.fromkeys(i for i in reversed(made) if i != base))
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"docker build exited {proc.returncode}\nstdout: {proc.stdout}\n"
+            f"stderr: {proc.stderr}\nberthd log:\n" + "\n".join(d.log().splitlines()[-30:])
+        )
+    return proc
+
+
+def steps(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("Step ")]
+
+
+def history(d: Berthd, ref: str) -> list[str]:
+    out = d.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref).stdout
+    return out.splitlines()
+
+
+def inspect(d: Berthd, ref: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(d.docker("image", "inspect", ref).stdout)[0]
+    return doc
+
+
+def run_out(d: Berthd, ref: str, *cmd: str) -> str:
+    return d.docker("run", "--rm", ref, *cmd).stdout
+
+
+def api_build(
+    d: Berthd, body: bytes, query: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, Any]] | dict[str, Any]]:
+    status, _, raw = d.request(
+        "POST",
+        f"/build?{query}",
+        body=body,
+        headers={"Content-Type": "application/x-tar", **(headers or {})},
+    )
+    text = raw.decode()
+    if status != 200:
+        return status, json.loads(text)
+    return status, [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def tar_of(files: dict[str, str | bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            raw = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            info.mtime = 1_700_000_000
+            tf.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+def built_id(messages: list[dict[str, Any]]) -> str:
+    ids = [m["aux"]["ID"] for m in messages if "aux" in m]
+    assert ids, messages
+    return str(ids[-1])
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classic", [True, False], ids=["DOCKER_BUILDKIT=0", "default"])
+def test_cli_build_output_history_and_image(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path, classic: bool
+) -> None:
+    tag = unique_name("build") + ":v1"
+    ctx = write(
+        tmp_path,
+        {
+            "Dockerfile": (
+                "FROM busybox\nENV A=1 B=2\nLABEL x=y\nWORKDIR /app/sub\n"
+                "RUN echo hello; echo err >&2\nCOPY f.txt /app/\nARG FOO=bar\n"
+                f'RUN echo $FOO {tag}\nCMD ["cat", "/app/f.txt"]\n'
+            ),
+            "f.txt": "from the context\n",
+        },
+    )
+    p = build(berthd, image_cleanup, ctx, "-t", tag, classic=classic)
+    assert steps(p.stdout) == [
+        "Step 1/9 : FROM busybox",
+        "Step 2/9 : ENV A=1 B=2",
+        "Step 3/9 : LABEL x=y",
+        "Step 4/9 : WORKDIR /app/sub",
+        "Step 5/9 : RUN echo hello; echo err >&2",
+        "Step 6/9 : COPY f.txt /app/",
+        "Step 7/9 : ARG FOO=bar",
+        f"Step 8/9 : RUN echo $FOO {tag}",
+        'Step 9/9 : CMD ["cat", "/app/f.txt"]',
+    ]
+    # the RUN's output between its container's announcement and removal; its stderr in
+    # red, as dockerd's stderr formatter wraps it
+    assert "\x1b[91merr\n\x1b[0m" in p.stdout
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", p.stdout).splitlines()
+    i = lines.index("Step 5/9 : RUN echo hello; echo err >&2")
+    assert re.fullmatch(r" ---> Running in [0-9a-f]{12}", lines[i + 1])
+    assert set(lines[i + 2 : i + 4]) == {"hello", "err"}
+    assert lines[i + 4] == f"Removing intermediate container {lines[i + 1][-12:]}"
+    assert re.fullmatch(r" ---> [0-9a-f]{12}", lines[i + 5])
+    # COPY makes no container
+    j = lines.index("Step 6/9 : COPY f.txt /app/")
+    assert re.fullmatch(r" ---> [0-9a-f]{12}", lines[j + 1])
+    assert f"bar {tag}" in lines
+    assert re.search(r"Successfully built [0-9a-f]{12}\nSuccessfully tagged " + tag, p.stdout)
+    assert run_out(berthd, tag) == "from the context\n"
+    created = history(berthd, tag)
+    assert created[:9] == [
+        '/bin/sh -c #(nop)  CMD ["cat" "/app/f.txt"]',
+        f"|1 FOO=bar /bin/sh -c echo $FOO {tag}",
+        "/bin/sh -c #(nop)  ARG FOO=bar",
+        created[3],
+        "/bin/sh -c echo hello; echo err >&2",
+        "/bin/sh -c #(nop) WORKDIR /app/sub",
+        "/bin/sh -c #(nop)  LABEL x=y",
+        "/bin/sh -c #(nop)  ENV A=1 B=2",
+        "",
+    ]
+    assert re.fullmatch(r"/bin/sh -c #\(nop\) COPY file:[0-9a-f]{64} in /app/ ", created[3])
+    img = inspect(berthd, tag)
+    assert img["Config"]["Env"][-2:] == ["A=1", "B=2"]
+    assert img["Config"]["WorkingDir"] == "/app/sub"
+    assert img["Config"]["Labels"] == {"x": "y"}
+    assert img["Config"]["Cmd"] == ["cat", "/app/f.txt"]
+    base = inspect(berthd, "busybox")
+    # WORKDIR and COPY add a layer each; the rest add none
+    assert len(img["RootFS"]["Layers"]) == len(base["RootFS"]["Layers"]) + 2
+    assert berthd.docker("ps", "-a", "-q", "--filter", f"ancestor={tag}").stdout == ""
+
+
+def test_dockerfile_flag_stdin_and_lowercase_fallback(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    ctx = write(
+        tmp_path / "ctx",
+        {
+            "sub/Other.df": "FROM busybox\nRUN echo from-f\n",
+            "dockerfile": "FROM busybox\nENV L=1\n",
+        },
+    )
+    p = build(berthd, image_cleanup, ctx, "-f", str(ctx / "sub/Other.df"))
+    assert "from-f" in p.stdout.splitlines()
+    # -f -: the CLI adds the Dockerfile to the context under a random name and a
+    # .dockerignore that drops it (and itself) from what COPY sees
+    p = build(
+        berthd, image_cleanup, ctx, "-f", "-", stdin="FROM busybox\nCOPY . /ctx\nRUN ls -A /ctx\n"
+    )
+    listed = p.stdout.splitlines()
+    assert "dockerfile" in listed and "sub" in listed
+    assert not any(name.startswith(".dockerfile") or name == ".dockerignore" for name in listed)
+    # no Dockerfile, but a dockerfile: moby's lower-case fallback
+    p = build(berthd, image_cleanup, ctx)
+    assert steps(p.stdout) == ["Step 1/2 : FROM busybox", "Step 2/2 : ENV L=1"]
+
+
+def test_build_args_labels_tags_and_quiet(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    name = unique_name("build-args")
+    ctx = write(
+        tmp_path,
+        {
+            "Dockerfile": f"FROM busybox\nARG WHO=nobody\nARG EMPTY\nRUN echo $WHO > /who\nLABEL n={name}\n"
+        },
+    )
+    p = build(
+        berthd, image_cleanup, ctx, "--build-arg", "WHO=someone", "--build-arg", "UNUSED=1",
+        "--label", "b=2", "--label", "a=1", "-t", f"{name}:one", "-t", f"{name}:two",
+    )  # fmt: skip
+    assert "[Warning] One or more build-args [UNUSED] were not consumed" in p.stdout
+    # the request's labels come last, one step each, in key order
+    assert steps(p.stdout)[-2:] == ["Step 6/7 : LABEL a=1", "Step 7/7 : LABEL b=2"]
+    assert p.stdout.rstrip().splitlines()[-2:] == [
+        f"Successfully tagged {name}:one",
+        f"Successfully tagged {name}:two",
+    ]
+    assert run_out(berthd, f"{name}:one", "cat", "/who") == "someone\n"
+    assert inspect(berthd, f"{name}:two")["Config"]["Labels"] == {"a": "1", "b": "2", "n": name}
+    assert "|1 WHO=someone /bin/sh -c echo $WHO > /who" in history(berthd, f"{name}:one")
+    # -q prints the image's ID alone
+    p = build(berthd, image_cleanup, ctx, "-q", "--build-arg", "WHO=someone")
+    ident = p.stdout.strip()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", ident)
+    image_cleanup.append(ident)
+    assert ident != inspect(berthd, f"{name}:one")["Id"]  # no labels from the request
+
+
+def test_target_runs_only_the_stages_it_needs(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    marker = unique_name("stage")
+    ctx = write(
+        tmp_path,
+        {
+            "Dockerfile": (
+                "ARG BASE=busybox\n"
+                f"FROM $BASE AS first\nRUN echo {marker}-first > /first\n"
+                f"FROM busybox AS unused\nRUN echo {marker}-unused\n"
+                f"FROM busybox AS Final\nCOPY --from=first /first /copied\nRUN cat /copied\n"
+                f"FROM busybox\nRUN echo {marker}-after\n"
+            )
+        },
+    )
+    p = build(berthd, image_cleanup, ctx, "--target", "final")
+    assert steps(p.stdout) == [
+        "Step 1/6 : ARG BASE=busybox",
+        "Step 2/6 : FROM $BASE AS first",
+        f"Step 3/6 : RUN echo {marker}-first > /first",
+        "Step 4/6 : FROM busybox AS Final",
+        "Step 5/6 : COPY --from=first /first /copied",
+        "Step 6/6 : RUN cat /copied",
+    ]
+    assert f"{marker}-first" in p.stdout.splitlines()
+    assert f"{marker}-unused" not in p.stdout and f"{marker}-after" not in p.stdout
+    p = build(berthd, image_cleanup, ctx, "--target", "nosuch", check=False)
+    assert p.returncode != 0
+    assert "failed to reach build target nosuch in Dockerfile" in p.stderr
+
+
+def test_cache_reuse_no_cache_and_cache_bust(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    marker = unique_name("cache")
+    ctx = write(
+        tmp_path,
+        {
+            "Dockerfile": f'FROM busybox\nENV M={marker}\nCOPY f /f\nRUN cat /f\nCMD ["true"]\n',
+            "f": "one\n",
+        },
+    )
+    first = build(berthd, image_cleanup, ctx)
+    ident = BUILT.findall(first.stdout)[-1]
+    second = build(berthd, image_cleanup, ctx)
+    assert second.stdout.count(" ---> Using cache") == 4
+    assert " ---> Running in" not in second.stdout
+    assert BUILT.findall(second.stdout)[-1] == ident
+    # a touch keeps the cache, new content busts it from the COPY on
+    os.utime(ctx / "f", (1, 1))
+    assert build(berthd, image_cleanup, ctx).stdout.count(" ---> Using cache") == 4
+    (ctx / "f").write_text("two\n")
+    third = build(berthd, image_cleanup, ctx)
+    assert third.stdout.count(" ---> Using cache") == 1
+    assert "two" in third.stdout.splitlines()
+    fresh = build(berthd, image_cleanup, ctx, "--no-cache")
+    assert " ---> Using cache" not in fresh.stdout
+    assert BUILT.findall(fresh.stdout)[-1] != BUILT.findall(third.stdout)[-1]
+
+
+def test_cache_from_takes_the_images_chain(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    marker = unique_name("cachefrom")
+    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nRUN echo {marker} > /m\nENV Q=1\n"})
+    tag = f"{marker}:src"
+    build(berthd, image_cleanup, ctx, "-t", tag)
+    p = build(berthd, image_cleanup, ctx, "--cache-from", tag)
+    assert p.stdout.count(" ---> Using cache") == 2
+    assert BUILT.findall(p.stdout)[-1] == inspect(berthd, tag)["Id"][7:19]
+    # an image that is not in the chain is no cache
+    other = build(berthd, image_cleanup, ctx, "--cache-from", "busybox")
+    assert " ---> Using cache" not in other.stdout
+
+
+def test_failing_run_keeps_its_container_unless_forcerm(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    marker = unique_name("fail")
+    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nENV M={marker}\nRUN echo hi && exit 3\n"})
+    p = build(berthd, image_cleanup, ctx, "-t", f"{marker}:x", check=False)
+    assert p.returncode == 3
+    assert "The command '/bin/sh -c echo hi && exit 3' returned a non-zero code: 3" in p.stderr
+    assert "hi" in p.stdout.splitlines()
+    assert "Successfully" not in p.stdout
+    assert berthd.docker("image", "inspect", f"{marker}:x", check=False).returncode != 0
+    cid = re.findall(r"Running in ([0-9a-f]{12})", p.stdout)[-1]
+    state = json.loads(berthd.docker("inspect", cid).stdout)[0]
+    assert state["State"]["Status"] == "exited" and state["State"]["ExitCode"] == 3
+    image_cleanup.insert(0, state["Image"])
+    berthd.docker("rm", cid)
+    p = build(berthd, image_cleanup, ctx, "--force-rm", check=False)
+    assert p.returncode == 3
+    cid = re.findall(r"Running in ([0-9a-f]{12})", p.stdout)[-1]
+    assert f"Removing intermediate container {cid}" in p.stdout
+    assert berthd.docker("inspect", cid, check=False).returncode != 0
+
+
+def test_parse_errors_and_bad_contexts_are_400(berthd: Berthd) -> None:
+    status, body = api_build(berthd, tar_of({"Dockerfile": "FROM busybox\nFOO bar\n"}))
+    assert (status, body) == (
+        400,
+        {"message": "dockerfile parse error line 2: unknown instruction: FOO"},
+    )
+    status, body = api_build(berthd, b"this is not a tar archive\n" * 40)
+    assert status == 400
+    assert isinstance(body, dict) and "not a valid tar" in body["message"]
+    status, body = api_build(berthd, tar_of({"other": "x"}))
+    assert (status, body) == (400, {"message": "Cannot locate specified Dockerfile: Dockerfile"})
+    status, body = api_build(berthd, tar_of({"Dockerfile": "FROM busybox\n"}), "version=2")
+    assert (status, body) == (400, {"message": "buildkit is not enabled on daemon"})
+    status, body = api_build(berthd, tar_of({"Dockerfile": "FROM busybox\n"}), "squash=1")
+    assert status == 400
+    status, body = api_build(berthd, tar_of({"Dockerfile": "FROM busybox\n"}), "t=Bad:Name")
+    assert status == 400
+    # a context is left nowhere
+    assert list((berthd.data_root / "tmp").glob("build-*")) == []
+
+
+def test_copy_from_context_and_multi_stage(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    tag = unique_name("copy") + ":1"
+    ctx = write(
+        tmp_path,
+        {
+            "Dockerfile": (
+                "FROM busybox AS build\nCOPY src/ /src/\nRUN cat /src/a /src/b > /joined\n"
+                "FROM scratch\nCOPY --from=build /joined /joined\nCOPY --from=0 /bin/busybox /busybox\n"
+                'ENTRYPOINT ["/busybox"]\n'
+            ),
+            "src/a": "A\n",
+            "src/b": "B\n",
+        },
+    )
+    build(berthd, image_cleanup, ctx, "-t", tag)
+    assert run_out(berthd, tag, "cat", "/joined") == "A\nB\n"
+    assert len(inspect(berthd, tag)["RootFS"]["Layers"]) == 2
+    p = build(
+        berthd,
+        image_cleanup,
+        write(tmp_path / "bad", {"Dockerfile": "FROM busybox\nCOPY nosuch /x\n"}),
+        check=False,
+    )
+    assert p.returncode != 0
+    assert "COPY failed: file not found in build context" in p.stderr
+
+
+def test_client_gone_cancels_the_build(berthd: Berthd, tmp_path: Path) -> None:
+    marker = unique_name("cancel")
+    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nRUN echo {marker} && sleep 300\n"})
+    env = {**berthd.env(), "DOCKER_BUILDKIT": "0"}
+    cli = subprocess.Popen(
+        [DOCKER, "build", "--no-cache", str(ctx)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        cid = ""
+        assert cli.stdout is not None
+        for line in cli.stdout:
+            found = re.search(r"Running in ([0-9a-f]{12})", line)
+            if found:
+                cid = found.group(1)
+            if line.strip() == marker:
+                break
+        assert cid
+    finally:
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+        if cli.stdout is not None:
+            cli.stdout.close()
+
+    def gone() -> bool:
+        return berthd.docker("inspect", cid, check=False).returncode != 0
+
+    wait_for(gone, what="the step's container removed")
+    assert berthd.docker("ps", "-q", "--filter", f"id={cid}").stdout == ""
+    wait_for(
+        lambda: not list((berthd.data_root / "tmp").glob("build-*")), what="the context removed"
+    )
+
+
+def test_events_of_a_build(berthd: Berthd, image_cleanup: list[str], tmp_path: Path) -> None:
+    tag = unique_name("events") + ":1"
+    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nENV T={tag}\nRUN true\n"})
+    since = time.time()
+    build(berthd, image_cleanup, ctx, "-t", tag, "--no-cache")
+    out = berthd.docker(
+        "events", "--since", f"{since:.3f}", "--until", f"{time.time() + 1:.3f}",
+        "--format", "{{json .}}",
+    ).stdout  # fmt: skip
+    seen = [json.loads(line) for line in out.splitlines()]
+    containers = [(e["Action"], e["Actor"]["ID"][:12]) for e in seen if e["Type"] == "container"]
+    ids = list(dict.fromkeys(c for _, c in containers))
+    assert len(ids) == 2
+    assert [a for a, c in containers if c == ids[0]] == ["create", "destroy"]
+    assert [a for a, c in containers if c == ids[1]] == [
+        "create",
+        "attach",
+        "start",
+        "die",
+        "destroy",
+    ]
+    tags = [e for e in seen if e["Type"] == "image" and e["Action"] == "tag"]
+    assert [e["Actor"]["Attributes"]["name"] for e in tags] == [tag]
+
+
+def test_cache_survives_a_restart(fresh_berthd: Berthd, tmp_path: Path) -> None:
+    d = fresh_berthd
+    ctx = write(
+        tmp_path, {"Dockerfile": "FROM busybox\nRUN echo once > /once\nCOPY f /f\n", "f": "x\n"}
+    )
+    first = build(d, [], ctx)
+    d.stop()
+    d.start()
+    again = build(d, [], ctx)
+    assert again.stdout.count(" ---> Using cache") == 2
+    assert BUILT.findall(again.stdout) == BUILT.findall(first.stdout)
+
+
+# -- docker-py and the raw API -----------------------------------------------------------------
+
+
+def test_docker_py_build_and_stream(berthd: Berthd, image_cleanup: list[str]) -> None:
+    client = berthd.client()
+    tag = unique_name("dockerpy") + ":1"
+    context = tar_of({"Dockerfile": f"FROM busybox\nRUN echo built {tag} > /built\n", "x": "y"})
+    # docker-py sends rm=False unless told: dockerd then keeps the step's container
+    image, logs = client.images.build(
+        fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True
+    )
+    image_cleanup.append(tag)
+    assert tag in image.tags
+    assert any("Successfully built" in str(entry.get("stream", "")) for entry in logs)
+    assert client.containers.run(tag, ["cat", "/built"], remove=True) == f"built {tag}\n".encode()
+    messages = list(
+        client.api.build(fileobj=io.BytesIO(context), custom_context=True, decode=True, tag=tag)
+    )
+    assert messages[0] == {"stream": "Step 1/2 : FROM busybox"}
+    assert messages[1] == {"stream": "\n"}
+    assert {"stream": " ---> Using cache\n"} in messages
+    assert messages[-1] == {"stream": f"Successfully tagged {tag}\n"}
+    assert {"aux": {"ID": image.id}} in messages
+    # a failing RUN: the error's detail carries the exit code
+    bad = tar_of({"Dockerfile": "FROM busybox\nRUN exit 7\n"})
+    messages = list(
+        client.api.build(fileobj=io.BytesIO(bad), custom_context=True, decode=True, forcerm=True)
+    )
+    assert messages[-1] == {
+        "errorDetail": {
+            "code": 7,
+            "message": "The command '/bin/sh -c exit 7' returned a non-zero code: 7",
+        },
+        "error": "The command '/bin/sh -c exit 7' returned a non-zero code: 7",
+    }
+    client.close()
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_remote_contexts(
+    berthd: Berthd, image_cleanup: list[str], http_dir: tuple[Path, str]
+) -> None:
+    served, base = http_dir
+    marker = unique_name("remote")
+    context = tar_of(
+        {
+            "Dockerfile": f"FROM busybox\nCOPY . /ctx\nRUN ls -A /ctx && echo {marker}\n",
+            ".dockerignore": "secret*\n!secret-kept\n",
+            "kept": "k",
+            "secret-1": "s",
+            "secret-kept": "s",
+        }
+    )
+    (served / "ctx.tar").write_bytes(context)
+    status, messages = api_build(berthd, b"", "remote=" + base + "/ctx.tar")
+    assert status == 200 and isinstance(messages, list)
+    image_cleanup.append(built_id(messages))
+    lines = "".join(m.get("stream", "") for m in messages).splitlines()
+    i = lines.index(marker)
+    assert sorted(lines[i - 4 : i]) == [".dockerignore", "Dockerfile", "kept", "secret-kept"]
+    # a plain Dockerfile builds with no context
+    (served / "Dockerfile").write_text(f"FROM busybox\nRUN echo {marker}-plain\n")
+    status, messages = api_build(berthd, b"", "remote=" + base + "/Dockerfile")
+    assert status == 200 and isinstance(messages, list)
+    image_cleanup.append(built_id(messages))
+    assert {"stream": f"{marker}-plain\n"} in messages
+    status, _ = api_build(berthd, b"", "remote=" + base + "/nosuch.tar")
+    assert status == 404
+    status, _ = api_build(berthd, b"", "remote=git://127.0.0.1/x.git")
+    assert status == 501
