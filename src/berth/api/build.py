@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -66,6 +67,10 @@ _GO_INT = re.compile(r"[+-]?[0-9]+")
 log = logging.getLogger(__name__)
 
 _END = object()
+#: messages waiting for the client before the build waits for it
+_QUEUE_DEPTH = 256
+#: how often a build waiting for room looks whether the client went away (seconds)
+_SEND_POLL = 0.5
 
 
 class BuildCachePruneError(errdefs.InvalidParameter):
@@ -235,17 +240,31 @@ async def post_build(
 ) -> Response | StreamingResponse:
     options = build_options(req)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    # bounded: a client that reads slowly slows the build (and its RUN) down, as dockerd's
+    # writes to the connection do, instead of growing berthd's memory
+    queue: asyncio.Queue[Any] = asyncio.Queue(_QUEUE_DEPTH)
     first: asyncio.Future[None] = loop.create_future()
     cancel = threading.Event()
 
-    def put(item: Any) -> None:
-        queue.put_nowait(item)
-        if not first.done():
-            first.set_result(None)
+    async def put(item: Any) -> None:
+        await queue.put(item)
+        _resolve(first)
+
+    def send(item: Any) -> None:
+        """From a thread that is not the loop's: wait for room, or drop the message once
+        the client is gone (nobody will read it)."""
+        fut = asyncio.run_coroutine_threadsafe(put(item), loop)
+        while True:
+            try:
+                fut.result(_SEND_POLL)
+                return
+            except concurrent.futures.TimeoutError:
+                if cancel.is_set():
+                    fut.cancel()
+                    return
 
     def emit(msg: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(put, encode(msg) + b"\r\n")
+        send(encode(msg) + b"\r\n")
 
     output = BuildOutput(emit, want_aux=req.api_version >= (1, 30))
     pipe: BodyPipe | None = None
@@ -274,23 +293,18 @@ async def post_build(
 
     outcome: dict[str, Any] = {}
 
+    done: asyncio.Future[None] = loop.create_future()
+
     def work() -> None:
         try:
             outcome["id"] = service.build(options, open_ctx, output, cancel)
         except BaseException as e:
             outcome["error"] = e
         finally:
-            loop.call_soon_threadsafe(put, _END)
+            send(_END)
+            loop.call_soon_threadsafe(_resolve, done)
 
-    thread = threading.Thread(target=work, name="berth-build", daemon=True)
-    thread.start()
-    done = loop.create_future()
-
-    def joined() -> None:
-        thread.join()
-        loop.call_soon_threadsafe(_resolve, done)
-
-    threading.Thread(target=joined, name="berth-build-join", daemon=True).start()
+    threading.Thread(target=work, name="berth-build", daemon=True).start()
     try:
         await asyncio.shield(first)
     except asyncio.CancelledError:

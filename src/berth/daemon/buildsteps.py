@@ -88,7 +88,7 @@ class BuildSteps:
     ) -> int:
         """Attach, start and wait for the step's container (moby's
         ``containerManager.Run``); its exit code.  *output* gets each chunk of stdout and
-        stderr.  A set *cancel* (the client went away) kills and removes the container
+        stderr, in order, in a worker thread (it may wait for a slow client).  A set *cancel* (the client went away) kills and removes the container
         and raises Unavailable."""
         d = self._d
         info = d.attach_info(container_id)  # the attach event, as the builder attaches
@@ -99,9 +99,12 @@ class BuildSteps:
         sub = self._on_loop(subscribe).result()
 
         async def pump() -> None:
+            # *output* may wait for a slow client: off the loop, one chunk at a time, so
+            # that the container's output waits too (the hub's queue is bounded)
+            loop = asyncio.get_running_loop()
             try:
                 while (item := await sub.get()) is not None:
-                    output(*item)
+                    await loop.run_in_executor(None, output, *item)
             finally:
                 info.streams.unsubscribe(sub)
 
