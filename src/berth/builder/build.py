@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,9 @@ class BuildService:
 
         tags = sanitize_tags(options.tags)
         platform = build_platform(options.platform)
+        started = time.monotonic()
         context = open_context()
+        log.debug("build context ready in %.0f ms", (time.monotonic() - started) * 1000)
         try:
             dispatcher = Dispatcher(self, options, context, output, cancel, platform)
             image_id = dispatcher.run()

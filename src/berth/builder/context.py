@@ -12,21 +12,25 @@ never held whole in memory nor spooled as a tar.  Whatever fails removes the dir
 
 from __future__ import annotations
 
-import errno
+import gzip
 import io
 import logging
+import lzma
 import os
 import posixpath
 import shutil
 import stat
+import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from berth import errdefs
-from berth.archive import ContainerFS, decompress, unpack
+from berth.archive import Wording, decompress, tar_errors
 from berth.builder.dockerignore import PatternMatcher, read_patterns
+from berth.builder.untar import unpack_tar
 from berth.utils.symlink import resolve_in_root
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,16 @@ DEFAULT_DOCKERFILE = "Dockerfile"
 DOCKERIGNORE = ".dockerignore"
 #: the largest Dockerfile read (the parser has its own limits on lines)
 MAX_DOCKERFILE = 64 << 20
+
+
+#: what goes wrong while the context unpacks: a bad stream is the client's, a full disk
+#: the host's
+_CONTEXT_WORDS = Wording(
+    corrupt_types=(tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile),
+    corrupt=lambda e: errdefs.InvalidParameter(f"invalid tar archive: {e}"),
+    host=lambda e: errdefs.System(f"unpacking the build context: {e.strerror}"),
+    entry=lambda e: errdefs.InvalidParameter(f"invalid tar archive: {e.strerror or e}"),
+)
 
 
 @dataclass
@@ -95,17 +109,10 @@ def unpack_context(stream: IO[bytes], root: Path) -> None:
     tar is InvalidParameter, a host that runs out of space a System error."""
     os.chmod(root, 0o755)
     try:
-        plain = io.BufferedReader(_TarEnd(decompress(stream)), 1 << 20)
-        with ContainerFS(str(root)) as fs:
-            unpack(fs, fs.open_dir("/"), plain)
+        with tar_errors(_CONTEXT_WORDS):
+            unpack_tar(io.BufferedReader(_TarEnd(decompress(stream)), 1 << 20), str(root))
     except errdefs.InvalidParameter as e:
         raise errdefs.InvalidParameter(f"the build context is not a valid tar: {e}") from None
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise errdefs.System(
-                f"not enough space to unpack the build context: {e.strerror}"
-            ) from None
-        raise
 
 
 def open_context(

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -493,12 +494,14 @@ class Dispatcher:
         envs = run_env + self.state.build_args.filter_allowed(run_env)
         cmd = self._expand(cmd, envs)
         ok = False
+        started = time.monotonic()
         try:
             self._dispatch(cmd)
             ok = True
         finally:
             if self.options.force_remove or (self.options.remove and ok):
                 self.remove_intermediates()
+            log.debug("%s took %.0f ms", cmd.name.upper(), (time.monotonic() - started) * 1000)
 
     def _dispatch(self, cmd: Command) -> None:
         state = self.state
