@@ -654,6 +654,9 @@ class Dispatcher:
 
     def remove_intermediates(self) -> None:
         """moby's ``RemoveAll``: each container removed, then announced."""
+        started = time.monotonic()
+        if self.tmp_containers:
+            log.debug("removing %d intermediate containers", len(self.tmp_containers))
         while self.tmp_containers:
             cid = self.tmp_containers[0]
             try:
@@ -667,6 +670,7 @@ class Dispatcher:
                 return
             self.tmp_containers.pop(0)
             self.output.stdout(f"Removing intermediate container {truncate_id(cid)}\n")
+            log.debug("removed %s in %.0f ms", cid[:12], (time.monotonic() - started) * 1000)
 
     # -- WORKDIR, RUN -------------------------------------------------------------------------
     def _workdir(self, cmd: WorkdirCommand) -> None:
@@ -709,7 +713,9 @@ class Dispatcher:
         )
         if save_cmd:
             run_config.entrypoint = [""]
+        t0 = time.monotonic()
         cid, _ = self._create(run_config)
+        t1 = time.monotonic()
         try:
             code = self.service.containers.run(cid, self._step_output, self.cancel)
         except errdefs.Unavailable:
@@ -721,7 +727,12 @@ class Dispatcher:
             raise StepFailed(
                 f"The command '{' '.join(line)}' returned a non-zero code: {code}", code
             )
+        t2 = time.monotonic()
         self._commit_container(cid, probe)
+        log.debug(
+            "RUN: create %.0f ms, run %.0f ms, commit %.0f ms",
+            (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000,
+        )  # fmt: skip
 
     def _step_output(self, stream: str, data: bytes) -> None:
         text = data.decode("utf-8", "replace")

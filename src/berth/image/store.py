@@ -156,7 +156,9 @@ class ImageStore:
                 return
             meta = self._metadata / ident[7:]
             meta.mkdir(parents=True, exist_ok=True)
-            write_file(meta / "builtLocally", b"true")
+            # a marker, not state: written without the sync of an atomic write (one per
+            # build step); lost to a crash, it only takes the image out of the cache
+            (meta / "builtLocally").write_bytes(b"true")
 
     def is_built_locally(self, ident: str) -> bool:
         return _read_opt(self._metadata / ident.removeprefix("sha256:") / "builtLocally") == "true"
