@@ -572,3 +572,45 @@ def test_remote_contexts(
     assert status == 404
     status, _ = api_build(berthd, b"", "remote=git://127.0.0.1/x.git")
     assert status == 501
+
+
+def test_run_steps_take_the_builds_host_settings(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    marker = unique_name("hostcfg")
+    ctx = write(
+        tmp_path,
+        {
+            "Dockerfile": (
+                f"FROM busybox\nRUN echo {marker} && ls /sys/class/net && grep myhost /etc/hosts"
+                " && df -k /dev/shm | tail -1\n"
+            )
+        },
+    )
+    p = build(
+        berthd, image_cleanup, ctx, "--network", "none", "--add-host", "myhost:10.1.2.3",
+        "--shm-size", "16m", "--memory", "64m", "--platform", "linux/amd64", "--rm=false",
+    )  # fmt: skip
+    lines = p.stdout.splitlines()
+    i = lines.index(marker)
+    assert lines[i + 1] == "lo"  # no network but loopback
+    assert lines[i + 2].split() == ["10.1.2.3", "myhost"]
+    assert lines[i + 3].split()[1] == "16384"
+    # --rm=false: the step's container stays, as dockerd leaves it
+    cid = re.findall(r"Running in ([0-9a-f]{12})", p.stdout)[-1]
+    assert f"Removing intermediate container {cid}" not in p.stdout
+    state = json.loads(berthd.docker("inspect", cid).stdout)[0]
+    assert state["HostConfig"]["NetworkMode"] == "none"
+    assert state["HostConfig"]["Memory"] == 64 << 20
+    assert state["HostConfig"]["LogConfig"]["Type"] == "none"
+    berthd.docker("rm", cid)
+
+
+def test_quiet_build_that_fails_shows_everything(berthd: Berthd) -> None:
+    status, messages = api_build(
+        berthd, tar_of({"Dockerfile": "FROM busybox\nRUN echo loud && exit 2\n"}), "q=1&forcerm=1"
+    )
+    assert status == 200 and isinstance(messages, list)
+    assert messages[0] == {"stream": "Step 1/2 : FROM busybox"}
+    assert {"stream": "loud\n"} in messages
+    assert messages[-1]["errorDetail"]["code"] == 2

@@ -25,7 +25,7 @@ from berth.distribution.registry import AuthConfig
 from berth.distribution.service import DistributionService
 from berth.image.reference import Reference, parse_normalized_named
 from berth.image.service import ImageService
-from berth.types.container import Config, HostConfig, Ulimit
+from berth.types.container import Config, HostConfig, LogConfig, Ulimit
 from berth.utils.platform import Platform, host_platform, parse_platform
 from berth.utils.stringid import truncate_id
 
@@ -83,6 +83,8 @@ class BuildOptions:
             cpuset_mems=self.cpuset_mems,
             cgroup_parent=self.cgroup_parent,
             ulimits=list(self.ulimits) or None,
+            # moby's defaultLogConfig: the output goes to the build, not to a log
+            log_config=LogConfig(type="none"),
         )
 
 
