@@ -10,6 +10,7 @@ come from busybox:latest; nothing is pulled.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import io
 import json
@@ -27,6 +28,12 @@ from typing import Any
 import pytest
 
 from berth.testing import DOCKER, Berthd, unique_name, wait_for
+from tests.e2e.registries import (
+    OciImage,
+    Registry,
+    htpasswd_registry,  # noqa: F401  (fixtures are taken from the module's namespace)
+    oci_image,  # noqa: F401
+)
 
 BUILT = re.compile(r"Successfully built ([0-9a-f]{12})")
 
@@ -614,3 +621,67 @@ def test_quiet_build_that_fails_shows_everything(berthd: Berthd) -> None:
     assert messages[0] == {"stream": "Step 1/2 : FROM busybox"}
     assert {"stream": "loud\n"} in messages
     assert messages[-1]["errorDetail"]["code"] == 2
+
+
+def test_onbuild_triggers_run_in_the_child(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    parent = unique_name("onbuild") + ":parent"
+    build(
+        berthd, image_cleanup, write(tmp_path / "p", {"Dockerfile": (
+            "FROM busybox\nONBUILD RUN echo triggered > /t\nONBUILD COPY f /f\n"
+        )}), "-t", parent,
+    )  # fmt: skip
+    assert inspect(berthd, parent)["Config"]["OnBuild"] == ["RUN echo triggered > /t", "COPY f /f"]
+    child = unique_name("onbuild") + ":child"
+    ctx = write(tmp_path / "c", {"Dockerfile": f"FROM {parent}\nRUN cat /t /f\n", "f": "from-f\n"})
+    p = build(berthd, image_cleanup, ctx, "-t", child)
+    lines = p.stdout.splitlines()
+    i = lines.index(f"Step 1/2 : FROM {parent}")
+    assert lines[i + 1] == "# Executing 2 build triggers"
+    assert "triggered" in lines and "from-f" in lines
+    assert inspect(berthd, child)["Config"]["OnBuild"] is None
+
+
+def test_add_downloads_a_url(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path, http_dir: tuple[Path, str]
+) -> None:
+    served, base = http_dir
+    (served / "payload.txt").write_text("downloaded\n")
+    tag = unique_name("add") + ":1"
+    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nADD {base}/payload.txt /dl/\n"})
+    build(berthd, image_cleanup, ctx, "-t", tag)
+    assert run_out(berthd, tag, "cat", "/dl/payload.txt") == "downloaded\n"
+
+
+def test_from_pulls_with_the_clis_credentials(
+    berthd: Berthd,
+    image_cleanup: list[str],
+    tmp_path: Path,
+    htpasswd_registry: Registry,  # noqa: F811
+    oci_image: OciImage,  # noqa: F811
+) -> None:
+    reg = htpasswd_registry
+    reg.push(oci_image, "private:latest")
+    ref = f"{reg.host}/private:latest"
+    image_cleanup.append(ref)
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {ref}\nRUN cat /{oci_image.layer2_path}\n"})
+    # no credentials: the pull fails in the stream, after the step's line
+    p = build(berthd, image_cleanup, ctx, check=False)
+    assert p.returncode != 0
+    assert f"Step 1/2 : FROM {ref}" in p.stdout
+    # the CLI sends every credential it has in X-Registry-Config
+    token = base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    env = {**berthd.env(), "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(config)}
+    proc = subprocess.run(
+        [DOCKER, "build", str(ctx)], env=env, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    made = re.findall(r"^ ---> ([0-9a-f]{12})$", proc.stdout, re.MULTILINE)
+    image_cleanup[:0] = list(reversed(made[1:]))
+    assert "Pulling from private" in proc.stdout
+    assert oci_image.layer2_content.decode().strip() in proc.stdout
