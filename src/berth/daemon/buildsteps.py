@@ -88,8 +88,9 @@ class BuildSteps:
     ) -> int:
         """Attach, start and wait for the step's container (moby's
         ``containerManager.Run``); its exit code.  *output* gets each chunk of stdout and
-        stderr, in order, in a worker thread (it may wait for a slow client).  A set *cancel* (the client went away) kills and removes the container
-        and raises Unavailable."""
+        stderr, in order, in a worker thread (it may wait for a slow client).  A set
+        *cancel* (the client went away) kills and removes the container and raises
+        Unavailable."""
         d = self._d
         info = d.attach_info(container_id)  # the attach event, as the builder attaches
 
