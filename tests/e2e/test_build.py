@@ -685,3 +685,16 @@ def test_from_pulls_with_the_clis_credentials(
     image_cleanup[:0] = list(reversed(made[1:]))
     assert "Pulling from private" in proc.stdout
     assert oci_image.layer2_content.decode().strip() in proc.stdout
+
+
+def test_relative_volume_lands_under_the_root(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    """``VOLUME data`` (relative) is kept as written in the config, as dockerd keeps it,
+    and later steps and containers mount it at /data instead of refusing it."""
+    tag = unique_name("relvol") + ":v1"
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nVOLUME data\nRUN ls -d /data\n"})
+    build(berthd, image_cleanup, ctx, "-t", tag)
+    assert inspect(berthd, tag)["Config"]["Volumes"] == {"data": {}}
+    out = berthd.docker("run", "--rm", tag, "sh", "-c", "grep ' /data ' /proc/self/mountinfo")
+    assert out.stdout.strip(), "no mount at /data"

@@ -189,14 +189,11 @@ def _register_mount_points(d: Daemon, config: Config, hc: HostConfig) -> dict[st
         binds.add(mp.destination)
         points[mp.destination] = mp
     for dest in config.volumes or {}:
-        clean = os.path.normpath(dest)
+        # An image's VOLUME may be relative (``VOLUME data`` in a Dockerfile): dockerd
+        # takes it as it comes and the mount lands under the root, as /data.
+        clean = os.path.normpath(dest if dest.startswith("/") else "/" + dest)
         if clean in points or clean in (hc.tmpfs or {}):
             continue
-        if not clean.startswith("/"):
-            raise errdefs.InvalidParameter(
-                f"invalid mount config for type \"volume\": invalid mount path: '{dest}' "
-                "mount path must be absolute"
-            )
         anon = parse_bind(clean, root, hc.volume_driver)
         anon.mode = ""
         points[clean] = anon
