@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from berth.builder.build import BuildOptions, BuildOutput
-from berth.builder.context import BuildContext
+from berth.builder.context import BuildContext, ContextCache
 from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
@@ -279,6 +279,10 @@ class BuildBackend(Protocol):
     @property
     def tmp_dir(self) -> Path:
         """Where a build's context is unpacked (the daemon's, emptied at start-up)."""
+
+    @property
+    def contexts(self) -> ContextCache:
+        """Local contexts, unpacked once per request body (see ContextCache)."""
 
     def build(
         self,

@@ -362,7 +362,14 @@ def test_failing_run_keeps_its_container_unless_forcerm(
     assert berthd.docker("inspect", cid, check=False).returncode != 0
 
 
+def _build_dirs(d: Berthd) -> set[Path]:
+    """The contexts (and spooled bodies) under the daemon's tmp dir; those of earlier
+    successful builds stay there, kept for a rebuild of the same context."""
+    return set((d.data_root / "tmp").glob("build-*"))
+
+
 def test_parse_errors_and_bad_contexts_are_400(berthd: Berthd) -> None:
+    before = _build_dirs(berthd)
     status, body = api_build(berthd, tar_of({"Dockerfile": "FROM busybox\nFOO bar\n"}))
     assert (status, body) == (
         400,
@@ -379,8 +386,8 @@ def test_parse_errors_and_bad_contexts_are_400(berthd: Berthd) -> None:
     assert status == 400
     status, body = api_build(berthd, tar_of({"Dockerfile": "FROM busybox\n"}), "t=Bad:Name")
     assert status == 400
-    # a context is left nowhere
-    assert list((berthd.data_root / "tmp").glob("build-*")) == []
+    # a failed build's context is left nowhere
+    assert _build_dirs(berthd) <= before
 
 
 def test_copy_from_context_and_multi_stage(
@@ -413,6 +420,7 @@ def test_copy_from_context_and_multi_stage(
 
 
 def test_client_gone_cancels_the_build(berthd: Berthd, tmp_path: Path) -> None:
+    before = _build_dirs(berthd)
     marker = unique_name("cancel")
     ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nRUN echo {marker} && sleep 300\n"})
     env = {**berthd.env(), "DOCKER_BUILDKIT": "0"}
@@ -445,9 +453,7 @@ def test_client_gone_cancels_the_build(berthd: Berthd, tmp_path: Path) -> None:
 
     wait_for(gone, what="the step's container removed")
     assert berthd.docker("ps", "-q", "--filter", f"id={cid}").stdout == ""
-    wait_for(
-        lambda: not list((berthd.data_root / "tmp").glob("build-*")), what="the context removed"
-    )
+    wait_for(lambda: _build_dirs(berthd) <= before, what="the context removed")
 
 
 def test_events_of_a_build(berthd: Berthd, image_cleanup: list[str], tmp_path: Path) -> None:
@@ -698,3 +704,24 @@ def test_relative_volume_lands_under_the_root(
     assert inspect(berthd, tag)["Config"]["Volumes"] == {"data": {}}
     out = berthd.docker("run", "--rm", tag, "sh", "-c", "grep ' /data ' /proc/self/mountinfo")
     assert out.stdout.strip(), "no mount at /data"
+
+
+def test_a_rebuild_of_the_same_context_reuses_its_unpacked_copy(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    """The second build of an unchanged context reuses the first one's unpacked
+    directory (the body is the same bytes): a file the test slips into that directory
+    shows up in the second build's COPY.  A changed file makes a new context."""
+    tag = unique_name("ctxcache") + ":v1"
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nCOPY . /ctx/\n", "f": "one\n"})
+    before = _build_dirs(berthd)
+    build(berthd, image_cleanup, ctx, "-t", tag)
+    (kept,) = _build_dirs(berthd) - before
+    (kept / "slipped-in").write_text("from the kept copy\n")
+    build(berthd, image_cleanup, ctx, "--no-cache", "-t", tag)
+    out = berthd.docker("run", "--rm", tag, "cat", "/ctx/f", "/ctx/slipped-in").stdout
+    assert out == "one\nfrom the kept copy\n"
+    (ctx / "f").write_text("two\n")
+    build(berthd, image_cleanup, ctx, "--no-cache", "-t", tag)
+    assert berthd.docker("run", "--rm", tag, "ls", "/ctx").stdout.split() == ["Dockerfile", "f"]
+    assert berthd.docker("run", "--rm", tag, "cat", "/ctx/f").stdout == "two\n"

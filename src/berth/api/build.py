@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import re
-import shutil
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -48,7 +47,7 @@ from berth.api.httputils import (
 from berth.api.router import Route
 from berth.backend import BuildBackend
 from berth.builder.build import BuildOptions, BuildOutput
-from berth.builder.context import BuildContext, make_context_dir, open_context, unpack_context
+from berth.builder.context import BuildContext
 from berth.builder.remote import fetch_remote
 from berth.distribution.registry import AuthConfig
 from berth.types.build import CachePruneReport
@@ -281,15 +280,10 @@ async def post_build(
         feeder = asyncio.ensure_future(body.feed(req.stream()))
 
         def open_ctx() -> BuildContext:
-            root = make_context_dir(service.tmp_dir)
             try:
-                unpack_context(body.reader, root)
-            except BaseException:
-                shutil.rmtree(root, ignore_errors=True)
-                raise
+                return service.contexts.open(body.reader, options.dockerfile)
             finally:
                 body.close_reader()
-            return open_context(root, options.dockerfile)
 
     outcome: dict[str, Any] = {}
 

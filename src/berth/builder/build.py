@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from berth import errdefs
-from berth.builder.context import BuildContext
+from berth.builder.context import BuildContext, ContextCache
 from berth.distribution.registry import AuthConfig
 from berth.distribution.service import DistributionService
 from berth.image.reference import Reference, parse_normalized_named
@@ -185,6 +185,8 @@ class BuildService:
         self.distribution = distribution
         self.containers = containers
         self.tmp_dir = tmp_dir
+        #: local contexts by the digest of their request body (see ContextCache)
+        self.contexts = ContextCache(tmp_dir)
 
     def build(
         self,
@@ -202,11 +204,13 @@ class BuildService:
         started = time.monotonic()
         context = open_context()
         log.debug("build context ready in %.0f ms", (time.monotonic() - started) * 1000)
+        succeeded = False
         try:
             dispatcher = Dispatcher(self, options, context, output, cancel, platform)
             image_id = dispatcher.run()
+            succeeded = True
         finally:
-            context.close()
+            context.close(keep=succeeded)
         output.stdout(f"Successfully built {truncate_id(image_id)}\n")
         for ref in tags:
             self.images.tag(image_id, ref.familiar_name(), ref.tag)

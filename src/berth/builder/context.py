@@ -2,17 +2,23 @@
 and the Dockerfile found in it (moby's ``builder/remotecontext``: ``FromArchive``,
 ``withDockerfileFromContext``, ``removeDockerfile``).
 
-The tar (plain, gzip, bzip2, xz or zstd) is unpacked while it arrives, through
-:func:`berth.archive.unpack` over a :class:`~berth.archive.ContainerFS` rooted in a fresh
-directory under the daemon's tmp dir: every name is resolved inside that directory, so no
-entry (``..``, an absolute name, a symlink followed) lands outside it.  The context is
-never held whole in memory nor spooled as a tar.  Whatever fails removes the directory;
+The tar (plain, gzip, bzip2, xz or zstd) is unpacked through :mod:`berth.builder.untar`
+into a fresh directory under the daemon's tmp dir: every name is resolved inside that
+directory, so no entry (``..``, an absolute name, a symlink followed) lands outside it.
+The context is never held whole in memory.  Whatever fails removes the directory;
 :meth:`BuildContext.close` removes it after the build.
+
+A local context goes through :class:`ContextCache`: the request body is spooled to one
+file while it is hashed, and a body equal to a recent one (the CLI sends the same bytes
+when nothing in the context changed) reuses that build's unpacked directory instead of
+writing every file again — the bulk of a fully cached rebuild's time otherwise.  Builds
+only read a context, so one directory serves several at once.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import logging
 import lzma
@@ -22,7 +28,10 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import zlib
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -61,12 +70,138 @@ class BuildContext:
     dockerfile: bytes
     dockerfile_name: str
     _owned: list[Path] = field(default_factory=list)
+    #: a cached context is not removed but handed back to its cache
+    _release: Callable[[], None] | None = None
+    #: a fresh one may be kept by its cache after a build that succeeded
+    _adopt: Callable[[BuildContext], bool] | None = None
 
-    def close(self) -> None:
-        """Remove the unpacked context (idempotent)."""
+    def close(self, *, keep: bool = False) -> None:
+        """Remove the unpacked context, give it back to its cache, or (*keep*: the build
+        succeeded) let the cache keep it for the next build of the same body
+        (idempotent)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+        adopt, self._adopt = self._adopt, None
+        if keep and adopt is not None and adopt(self):
+            self._owned.clear()
         for path in self._owned:
             shutil.rmtree(path, ignore_errors=True)
         self._owned.clear()
+
+
+@dataclass
+class _Cached:
+    root: Path
+    dockerfile: bytes
+    dockerfile_name: str
+    size: int
+    users: int = 0
+
+
+class ContextCache:
+    """Unpacked local contexts by the sha256 of the request body that carried them (and
+    the Dockerfile named), the most recently used kept within *max_bytes* of bodies and
+    *max_entries* directories; one in use by a build is never removed.  Only the context
+    of a build that succeeded is kept: a failed or cancelled one leaves nothing."""
+
+    def __init__(self, tmp_dir: Path, *, max_bytes: int = 1 << 30, max_entries: int = 8) -> None:
+        self.tmp_dir = tmp_dir
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, body: IO[bytes], dockerfile: str) -> BuildContext:
+        """The context the request *body* carries, with its Dockerfile read."""
+        digest, size, spool = self._spool(body)
+        key = (digest, dockerfile or DEFAULT_DOCKERFILE)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                hit.users += 1
+                self._entries.move_to_end(key)
+        if hit is not None:
+            os.unlink(spool)
+            log.debug("build context %s reused", digest[:12])
+            return BuildContext(
+                hit.root, hit.dockerfile, hit.dockerfile_name, [], lambda: self._release(key)
+            )
+        root = make_context_dir(self.tmp_dir)
+        try:
+            with open(spool, "rb") as f:
+                unpack_context(f, root)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        finally:
+            os.unlink(spool)
+        ctx = open_context(root, dockerfile)
+        if size <= self.max_bytes:
+            ctx._adopt = lambda done: self._adopt(key, done, size)
+        return ctx
+
+    def _adopt(self, key: tuple[str, str], ctx: BuildContext, size: int) -> bool:
+        """Keep *ctx*'s directory for later builds of the same body; False if another
+        build of it got there first."""
+        assert ctx.root is not None
+        with self._lock:
+            if key in self._entries:
+                return False
+            self._entries[key] = _Cached(ctx.root, ctx.dockerfile, ctx.dockerfile_name, size)
+            doomed = self._evict()
+        self._remove(doomed)
+        return True
+
+    def _spool(self, body: IO[bytes]) -> tuple[str, int, str]:
+        fd, path = tempfile.mkstemp(prefix="build-body-", dir=self.tmp_dir)
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                while chunk := body.read(1 << 20):
+                    h.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+        except BaseException:
+            os.unlink(path)
+            raise
+        return h.hexdigest(), size, path
+
+    def _release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.users -= 1
+            doomed = self._evict()
+        self._remove(doomed)
+
+    def _evict(self) -> list[Path]:
+        """Drop the least recently used idle entries beyond the bounds (lock held)."""
+        doomed: list[Path] = []
+        total = sum(e.size for e in self._entries.values())
+        for key in list(self._entries):
+            if total <= self.max_bytes and len(self._entries) <= self.max_entries:
+                break
+            entry = self._entries[key]
+            if entry.users > 0:
+                continue
+            del self._entries[key]
+            total -= entry.size
+            doomed.append(entry.root)
+        return doomed
+
+    @staticmethod
+    def _remove(roots: list[Path]) -> None:
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove every idle entry (the daemon stops)."""
+        with self._lock:
+            doomed = [e.root for e in self._entries.values() if e.users == 0]
+            self._entries = OrderedDict((k, e) for k, e in self._entries.items() if e.users > 0)
+        self._remove(doomed)
 
 
 def make_context_dir(tmp_dir: Path) -> Path:
