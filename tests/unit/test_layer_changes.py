@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 
 from berth import errdefs
-from berth.archive import Change, dir_changes, overlay_changes
+from berth.archive import Change, WriterPipe, dir_changes, overlay_changes
 from berth.archive._changes import ADD, DELETE, MODIFY
 from berth.container.container import Container, Record
-from berth.daemon.commit import _TarPipe, _write_tar, new_config
+from berth.daemon.commit import _write_tar, new_config
 from berth.daemon.initlayer import ENTRIES as INIT_ENTRIES
 from berth.daemon.initlayer import setup as init_setup
 from berth.events import Events
@@ -687,7 +687,7 @@ def test_a_commit_that_fails_part_way_leaves_nothing(images: ImageService) -> No
         raise OSError(2, "No such file or directory", "/gone")
 
     done: list[bool] = []
-    pipe = _TarPipe(write, lambda: done.append(True))
+    pipe = WriterPipe(write, "reading the changes", lambda: done.append(True))
     with pytest.raises(errdefs.System, match="No such file"), io.BufferedReader(pipe) as stream:
         commit_image(images, stream, commit_config(parent))
     assert done == [True]
@@ -701,7 +701,7 @@ def test_a_reader_that_stops_stops_the_writer() -> None:
         while True:
             os.write(fd, bytes(65536))
 
-    pipe = _TarPipe(write, lambda: done.append(True))
+    pipe = WriterPipe(write, "reading the changes", lambda: done.append(True))
     assert pipe.read(10) == bytes(10)
     pipe.close()  # the writer meets EPIPE and ends
     assert done == [True]

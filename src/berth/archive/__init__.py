@@ -31,6 +31,7 @@ from berth.archive._gopath import (
     preserve_trailing_dot_or_separator,
 )
 from berth.archive._pack import TarWriter, pack, tar_header
+from berth.archive._pipe import PIPE_SIZE, WriterPipe
 from berth.archive._tarsplit import (
     TarSplitRecorder,
     assemble_tar_split,
@@ -62,6 +63,7 @@ __all__ = [
     "GO_MODE_SYMLINK",
     "MAX_SYMLINKS",
     "OPAQUE_XATTR",
+    "PIPE_SIZE",
     "WHITEOUT_META_PREFIX",
     "WHITEOUT_OPAQUE",
     "WHITEOUT_PREFIX",
@@ -77,6 +79,7 @@ __all__ = [
     "TarSplitRecorder",
     "TarWriter",
     "Wording",
+    "WriterPipe",
     "apply_layer",
     "assemble_tar_split",
     "clean_member_name",

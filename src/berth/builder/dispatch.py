@@ -23,10 +23,8 @@ containers go after each step with ``rm`` (the default) when it succeeded, alway
 
 from __future__ import annotations
 
-import fcntl
 import io
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -39,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from berth import errdefs
-from berth.archive import ContainerFS
+from berth.archive import PIPE_SIZE, ContainerFS, WriterPipe
 from berth.builder import copy as copyop
 from berth.builder.buildargs import BuildArgs
 from berth.builder.cache import ImageCache, ImageProber, LocalImageCache, SourcesImageCache
@@ -84,7 +82,7 @@ from berth.utils.stringid import truncate_id
 
 if TYPE_CHECKING:
     from berth.builder.build import BuildOptions, BuildOutput, BuildService
-    from berth.layer import LayerStore, RWLayer
+    from berth.layer import RWLayer
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,6 @@ DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NO_BASE_IMAGE = "scratch"
 STEP_FORMAT = "Step {}/{} : {}"
-_PIPE_SIZE = 1 << 20
 
 _config_decoder = msgspec.json.Decoder(Config)
 _config_encoder = msgspec.json.Encoder()
@@ -870,7 +867,11 @@ class Dispatcher:
             if not changes:
                 image_id = self.images.commit_image(None, commit)
             else:
-                with io.BufferedReader(_LayerTar(layers, rw, changes), _PIPE_SIZE) as tar:
+                tar_pipe = WriterPipe(
+                    lambda fd: export_rw_changes(layers, rw, changes, fd),
+                    "reading the copied files",
+                )
+                with io.BufferedReader(tar_pipe, PIPE_SIZE) as tar:
                     image_id = self.images.commit_image(tar, commit)
         finally:
             layers.release_rw_layer(rw)
@@ -897,50 +898,6 @@ class StepFailed(errdefs.BerthError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
-
-
-class _LayerTar(io.RawIOBase):
-    """The layer tar of a RW layer's changes, written by a thread into a pipe."""
-
-    def __init__(self, layers: LayerStore, rw: RWLayer, changes: list[Any]) -> None:
-        super().__init__()
-        r, w = os.pipe2(os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass
-        self._r = r
-        self._error: BaseException | None = None
-
-        def write() -> None:
-            try:
-                export_rw_changes(layers, rw, changes, w)
-            except BrokenPipeError:
-                pass
-            except BaseException as e:
-                self._error = e
-            finally:
-                os.close(w)
-
-        self._thread = threading.Thread(target=write, name="berth-build-tar", daemon=True)
-        self._thread.start()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = os.readv(self._r, [b])
-        if n == 0:
-            self._thread.join()
-            if self._error is not None:
-                raise errdefs.System(f"reading the copied files: {self._error}")
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._r)
-            self._thread.join()
-        super().close()
 
 
 def _platform_of(img: Image) -> tuple[str, str]:

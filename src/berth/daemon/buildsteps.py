@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from berth import errdefs
+from berth.archive import PIPE_SIZE, WriterPipe
 from berth.container.stream import Subscription
 from berth.daemon import commit as _commit
 from berth.daemon import delete as _delete
@@ -178,8 +179,9 @@ class BuildSteps:
         if not changes:
             return d.images.commit_image(None, commit)
         layers = d.images.layers
-        tar = _commit._TarPipe(
-            lambda fd: _commit._write_tar(layers, rw, changes, fd, container.id), lambda: None
+        tar = WriterPipe(
+            lambda fd: _commit._write_tar(layers, rw, changes, fd, container.id),
+            "reading the container's changes",
         )
-        with io.BufferedReader(tar, 1 << 20) as stream:
+        with io.BufferedReader(tar, PIPE_SIZE) as stream:
             return d.images.commit_image(stream, commit)

@@ -15,18 +15,15 @@ that was paused already is left as it was.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import logging
-import os
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from berth import errdefs
-from berth.archive import Change
+from berth.archive import PIPE_SIZE, Change, WriterPipe
 from berth.daemon import stop as _stop
 from berth.daemon.create import merge
 from berth.image.changes import apply_changes
@@ -44,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: the pipe between the tar writer and the layer store (Linux's default is 64 KiB)
-_PIPE_SIZE = 1 << 20
 
 _config_decoder = msgspec.json.Decoder(Config)
 _config_encoder = msgspec.json.Encoder()
@@ -124,57 +120,6 @@ class _Pause:
             log.warning("commit of %s: resuming the container: %s", self._id[:12], e)
 
 
-class _TarPipe(io.RawIOBase):
-    """The read end of a pipe that *write* fills from a thread of its own.
-
-    A failure of the writer is raised by the read that finds the pipe's end, so that the
-    layer store never takes a cut tar for a whole one; closing the reader early stops the
-    writer (EPIPE).  *done* is called as soon as the writer has finished, either way.
-    """
-
-    def __init__(self, write: Callable[[int], None], done: Callable[[], None]) -> None:
-        super().__init__()
-        r, w = os.pipe2(os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass  # beyond /proc/sys/fs/pipe-max-size: the default will do
-        self._r = r
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                write(w)
-            except BaseException as e:
-                self._error = e
-            finally:
-                os.close(w)
-                done()
-
-        self._thread = threading.Thread(target=run, name="berth-commit-tar", daemon=True)
-        self._thread.start()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        n = os.readv(self._r, [b])
-        if n == 0:
-            self._thread.join()
-            error = self._error
-            if error is not None:
-                if isinstance(error, errdefs.BerthError):
-                    raise error
-                raise errdefs.System(f"reading the container's changes: {error}") from error
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._r)
-            self._thread.join()
-        super().close()
-
-
 def commit_container(d: Daemon, opts: CommitOptions) -> str:
     """``POST /commit``: the new image's ID."""
     tag_ref = repo_tag_reference(opts.repo, opts.tag)  # the router's check, first
@@ -205,10 +150,12 @@ def commit_container(d: Daemon, opts: CommitOptions) -> str:
             pause.release()
             image_id = d.images.commit_image(None, commit)
         else:
-            tar = _TarPipe(
-                lambda fd: _write_tar(layers, rw, changes, fd, container.id), pause.release
+            tar = WriterPipe(
+                lambda fd: _write_tar(layers, rw, changes, fd, container.id),
+                "reading the container's changes",
+                pause.release,
             )
-            with io.BufferedReader(tar, _PIPE_SIZE) as stream:
+            with io.BufferedReader(tar, PIPE_SIZE) as stream:
                 image_id = d.images.commit_image(stream, commit)
     finally:
         pause.release()
