@@ -4,9 +4,9 @@ Everything that reads or writes a client's tar or walks a layer's or a
 container's files goes through here: the layer store (:func:`apply_layer`),
 ``docker cp`` (:class:`ContainerFS`, :func:`unpack`), ``load``/``import``
 (:func:`decompress`), push and save (the tar-split record of a layer:
-:class:`TarSplitRecorder`, :func:`assemble_tar_split`), and later build,
-commit and export.  The
-modules are private; this is the surface.
+:class:`TarSplitRecorder`, :func:`assemble_tar_split`), commit, diff, export and
+build (:func:`export_changes`, :class:`WriterPipe`).  The modules are private; this is
+the surface.
 """
 
 from berth.archive._changes import Change, dir_changes, export_changes, overlay_changes
