@@ -363,9 +363,10 @@ def test_failing_run_keeps_its_container_unless_forcerm(
 
 
 def _build_dirs(d: Berthd) -> set[Path]:
-    """The contexts (and spooled bodies) under the daemon's tmp dir; those of earlier
-    successful builds stay there, kept for a rebuild of the same context."""
-    return set((d.data_root / "tmp").glob("build-*"))
+    """The contexts (and spooled bodies) under the daemon's tmp dir, and those kept from
+    earlier successful builds for a rebuild of the same context."""
+    kept = d.data_root / "builder" / "contexts"
+    return set((d.data_root / "tmp").glob("build-*")) | set(kept.glob("build-*"))
 
 
 def test_parse_errors_and_bad_contexts_are_400(berthd: Berthd) -> None:
@@ -388,6 +389,7 @@ def test_parse_errors_and_bad_contexts_are_400(berthd: Berthd) -> None:
     assert status == 400
     # a failed build's context is left nowhere
     assert _build_dirs(berthd) <= before
+    assert list((berthd.data_root / "tmp").glob("build-*")) == []
 
 
 def test_copy_from_context_and_multi_stage(

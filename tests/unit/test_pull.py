@@ -369,6 +369,12 @@ def test_cancel_cuts_a_stalled_download_and_keeps_what_arrived(
     worker = threading.Thread(target=run)
     worker.start()
     assert reg.stalled.wait(30)
+    # The registry stalls once it has sent 1.5 MiB; the client's first 1 MiB read may
+    # still be on its way to the file (a loaded machine): wait for it to be there.
+    deadline = time.monotonic() + 30
+    while _file(images, big).exists() is False or _file(images, big).stat().st_size < 1 << 20:
+        assert time.monotonic() < deadline, "the first MiB never reached the file"
+        time.sleep(0.01)
     cancel.set()
     worker.join(10)
     assert not worker.is_alive()  # the registry is still stalling: berth let go

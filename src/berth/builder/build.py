@@ -180,13 +180,16 @@ class BuildService:
         distribution: DistributionService | None,
         containers: StepContainers,
         tmp_dir: Path,
+        *,
+        context_cache: Path | None = None,
     ) -> None:
         self.images = images
         self.distribution = distribution
         self.containers = containers
         self.tmp_dir = tmp_dir
-        #: local contexts by the digest of their request body (see ContextCache)
-        self.contexts = ContextCache(tmp_dir)
+        #: local contexts by the digest of their request body (see ContextCache), kept
+        #: in *context_cache* (emptied here: a kept context is only worth its build's run)
+        self.contexts = ContextCache(tmp_dir, context_cache or tmp_dir / "build-contexts")
 
     def build(
         self,

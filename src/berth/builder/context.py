@@ -105,8 +105,14 @@ class ContextCache:
     *max_entries* directories; one in use by a build is never removed.  Only the context
     of a build that succeeded is kept: a failed or cancelled one leaves nothing."""
 
-    def __init__(self, tmp_dir: Path, *, max_bytes: int = 1 << 30, max_entries: int = 8) -> None:
+    def __init__(
+        self, tmp_dir: Path, keep_dir: Path, *, max_bytes: int = 1 << 30, max_entries: int = 8
+    ) -> None:
         self.tmp_dir = tmp_dir
+        #: where kept contexts live (on the tmp dir's filesystem: they are moved there)
+        self.keep_dir = keep_dir
+        shutil.rmtree(keep_dir, ignore_errors=True)
+        keep_dir.mkdir(parents=True, mode=0o700)
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
@@ -148,7 +154,13 @@ class ContextCache:
         with self._lock:
             if key in self._entries:
                 return False
-            self._entries[key] = _Cached(ctx.root, ctx.dockerfile, ctx.dockerfile_name, size)
+            kept = self.keep_dir / ctx.root.name
+            try:
+                os.rename(ctx.root, kept)
+            except OSError as e:
+                log.debug("not keeping the build context %s: %s", ctx.root, e)
+                return False
+            self._entries[key] = _Cached(kept, ctx.dockerfile, ctx.dockerfile_name, size)
             doomed = self._evict()
         self._remove(doomed)
         return True

@@ -144,7 +144,13 @@ class Daemon:
             self.images, self.registry, self.images.root / "distribution"
         )
         # the classic builder: images and pulls from the services, containers from here
-        self.builds = BuildService(self.images, self.distribution, BuildSteps(self), self.tmp_dir)
+        self.builds = BuildService(
+            self.images,
+            self.distribution,
+            BuildSteps(self),
+            self.tmp_dir,
+            context_cache=root / "builder" / "contexts",
+        )
         self.volume_store = VolumeStore(
             root / "volumes", events=self.events, users=self.volume_users
         )
