@@ -44,49 +44,24 @@ from berth.types.commit import CommitOptions
 from berth.types.container import Config, HostConfig
 from berth.types.image import ImportOptions
 from berth.utils.mountinfo import mounts_under
+from tests.unit.layertars import (
+    MTIME,
+    dir_,
+    make_tar,
+    reg,
+    sym,
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (overlay mounts, whiteouts, trusted xattrs, chown)"
 )
 
-MTIME = 1_600_000_000
 CAP = "security.capability"
 #: vfs_cap_data revision 2, effective, permitted cap_net_bind_service
 CAP_VALUE = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 
-Entry = tuple[tarfile.TarInfo, bytes | None]
 
-
-def _info(name: str, kind: bytes, mode: int, **kw: object) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.type = kind
-    ti.mode = mode
-    ti.mtime = MTIME
-    for k, v in kw.items():
-        setattr(ti, k, v)
-    return ti
-
-
-def reg(name: str, data: bytes = b"", mode: int = 0o644) -> Entry:
-    ti = _info(name, tarfile.REGTYPE, mode)
-    ti.size = len(data)
-    return ti, data
-
-
-def dir_(name: str, mode: int = 0o755) -> Entry:
-    return _info(name, tarfile.DIRTYPE, mode), None
-
-
-def sym(name: str, target: str) -> Entry:
-    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target), None
-
-
-def tar_of(*entries: Entry) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for ti, data in entries:
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
+tar_of = make_tar
 
 
 # -- moby's ChangesDirs, written out: the oracle -----------------------------------------------
@@ -157,14 +132,6 @@ def moby_changes(new: str, old: str) -> list[str]:
 
 
 # -- a layer store with an image and a container ----------------------------------------------
-
-
-@pytest.fixture(params=["overlay2", "vfs"])
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
-    d = new_driver(str(request.param), tmp_path / "data")
-    yield d
-    d.cleanup()
-    assert mounts_under(str(tmp_path)) == []
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ before the tar is written, and the archive the image service streams from it."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -19,17 +18,18 @@ from berth import errdefs
 from berth.archive import pack_layer_diff
 from berth.events import Events
 from berth.graphdriver import new_driver
-from berth.graphdriver.base import Driver
 from berth.image.save import ImageArchive
 from berth.image.service import ImageService
 from berth.layer import LayerStore, ROLayer
 from berth.layer.store import TAR_SPLIT
 from berth.testing import busybox_rootfs_tar
-from berth.utils.mountinfo import mounts_under
 from berth.utils.platform import Platform
 from tests.e2e.archives import docker_archive
-
-MTIME = 1_600_000_000
+from tests.unit.layertars import (
+    MTIME,
+    sha256,
+    stream_of,
+)
 
 
 def _tar(
@@ -47,30 +47,6 @@ def _tar(
                 info.size, info.mode = len(data), 0o644
                 tf.addfile(info, io.BytesIO(data))
     return buf.getvalue() + trailing
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(params=["overlay2", "vfs"])
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
-    d = new_driver(str(request.param), tmp_path / "data")
-    yield d
-    d.cleanup()
-    assert mounts_under(str(tmp_path)) == []
-
-
-@pytest.fixture
-def store(driver: Driver, tmp_path: Path) -> LayerStore:
-    return LayerStore(tmp_path / "data" / "layerdb", driver)
-
-
-def _stream(store: LayerStore, layer: ROLayer) -> bytes:
-    with tempfile.TemporaryFile() as out:
-        store.tar_stream(layer, out)
-        out.seek(0)
-        return out.read()
 
 
 LAYERS = {
@@ -94,7 +70,7 @@ def test_tar_size_is_the_length_of_the_stream(store: LayerStore, tmp_path: Path,
     data = LAYERS[name] or busybox_rootfs_tar(tmp_path / "bb.tar").read_bytes()
     layer = store.register(io.BytesIO(data), None)
     assert store.tar_size(layer) == len(data)
-    assert _stream(store, layer) == data
+    assert stream_of(store, layer) == data
     # asked again after a restart (no cache), the record gives the same answer
     again = LayerStore(store.root, store.driver)
     assert again.tar_size(again.get(layer.chain_id)) == len(data)
@@ -133,7 +109,7 @@ def test_tar_size_without_record(store: LayerStore, tmp_path: Path) -> None:
     layer = store.register(io.BytesIO(packed), None)
     _drop_record(store, layer)
     assert store.tar_size(layer) == len(packed)
-    assert _stream(store, layer) == packed
+    assert stream_of(store, layer) == packed
 
 
 def test_corrupt_record_is_a_clear_error(store: LayerStore) -> None:
@@ -205,7 +181,7 @@ def test_saved_layers_keep_their_bytes_and_references_are_released(
     assert names[-4:] == ["index.json", "manifest.json", "oci-layout", "repositories"]
     (item,) = json.loads(files["manifest.json"])
     assert [files[p] for p in item["Layers"]] == [base, top]
-    assert json.loads(files["repositories"]) == {"two": {"1": _sha256(top)[7:]}}
+    assert json.loads(files["repositories"]) == {"two": {"1": sha256(top)[7:]}}
     # the tarball ends as Go's archive/tar ends one: two zero blocks, no record padding
     assert data.endswith(bytes(1024)) and len(data) % 512 == 0
 

@@ -4,13 +4,11 @@ LayerStore over overlay2 and vfs, as push and save need it."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,72 +21,19 @@ from berth.image.service import ImageService
 from berth.layer import LayerStore, ROLayer
 from berth.layer.store import TAR_SPLIT, TAR_SPLIT_REFUSED
 from berth.testing import busybox_rootfs_tar
-from berth.utils.mountinfo import mounts_under
 from tests.e2e.archives import docker_archive
-
-Entry = tuple[tarfile.TarInfo, bytes | None]
-MTIME = 1_600_000_000
-
-
-def _info(name: str, kind: bytes, mode: int = 0o644, **kw: object) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.type = kind
-    ti.mode = mode
-    ti.mtime = MTIME
-    for k, v in kw.items():
-        setattr(ti, k, v)
-    return ti
-
-
-def reg(name: str, data: bytes = b"", mode: int = 0o644) -> Entry:
-    ti = _info(name, tarfile.REGTYPE, mode)
-    ti.size = len(data)
-    return ti, data
-
-
-def dir_(name: str, mode: int = 0o755) -> Entry:
-    return _info(name, tarfile.DIRTYPE, mode), None
-
-
-def sym(name: str, target: str) -> Entry:
-    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target), None
-
-
-def hard(name: str, target: str) -> Entry:
-    return _info(name, tarfile.LNKTYPE, linkname=target), None
-
-
-def make_tar(*entries: Entry, fmt: int = tarfile.PAX_FORMAT, trailing: bytes = b"") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
-        for ti, data in entries:
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue() + trailing
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(params=["overlay2", "vfs"])
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
-    d = new_driver(str(request.param), tmp_path / "data")
-    yield d
-    d.cleanup()
-    assert mounts_under(str(tmp_path)) == []
-
-
-@pytest.fixture
-def store(driver: Driver, tmp_path: Path) -> LayerStore:
-    return LayerStore(tmp_path / "data" / "layerdb", driver)
-
-
-def stream_of(store: LayerStore, layer: ROLayer) -> bytes:
-    """What push and save get: the layer's tar, written to a temp file."""
-    with tempfile.TemporaryFile() as out:
-        store.tar_stream(layer, out)
-        out.seek(0)
-        return out.read()
+from tests.unit.layertars import (
+    MTIME,
+    Entry,
+    dir_,
+    hard,
+    info,
+    make_tar,
+    reg,
+    sha256,
+    stream_of,
+    sym,
+)
 
 
 def register(store: LayerStore, data: bytes, parent: ROLayer | None = None) -> ROLayer:
@@ -140,7 +85,7 @@ def test_links_whiteouts_opaque_dirs_and_empty_files(store: LayerStore) -> None:
             reg("d/sub/deep", b"deep\n"),
         ),
     )
-    fifo = _info("a/fifo", tarfile.FIFOTYPE, 0o600), None
+    fifo = info("a/fifo", tarfile.FIFOTYPE, 0o600), None
     child = roundtrip(
         store,
         make_tar(
@@ -182,10 +127,10 @@ def test_bytes_after_the_end_blocks(store: LayerStore, trailing: bytes) -> None:
 def test_entries_that_leave_no_file_stay_in_the_record(store: LayerStore) -> None:
     """Data of entries not written to disk (aufs bookkeeping, a whiteout with data, an
     unknown type) and a sparse file's stored map and chunks are kept verbatim."""
-    sparse = _info("sparse", tarfile.REGTYPE)
+    sparse = info("sparse", tarfile.REGTYPE)
     sparse.pax_headers = {"GNU.sparse.map": "0,4,100000,4", "GNU.sparse.size": "100004"}
     sparse.size = 8
-    unknown = _info("odd", b"Z")
+    unknown = info("odd", b"Z")
     unknown.size = 3 << 20
     data = make_tar(
         dir_(".wh..wh.plnk"),

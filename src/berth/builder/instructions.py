@@ -170,8 +170,8 @@ class LabelCommand(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AddCommand(Command):
-    """``ADD [--chown=] [--chmod=] src... dest``; sources, dest and ``--chown`` expand."""
+class _SourcesAndDest(Command):
+    """COPY's and ADD's shared part: sources, dest and ``--chown`` expand."""
 
     sources: list[str]
     dest: str
@@ -188,22 +188,15 @@ class AddCommand(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CopyCommand(Command):
+class AddCommand(_SourcesAndDest):
+    """``ADD [--chown=] [--chmod=] src... dest``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CopyCommand(_SourcesAndDest):
     """``COPY [--from=] [--chown=] [--chmod=] src... dest``; ``--from`` does not expand."""
 
-    sources: list[str]
-    dest: str
     from_: str = ""
-    chown: str = ""
-    chmod: str = ""
-
-    def expand_with(self, expand: Expander) -> Self:
-        return dataclasses.replace(
-            self,
-            chown=expand(self.chown),
-            sources=[expand(s) for s in self.sources],
-            dest=expand(self.dest),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)

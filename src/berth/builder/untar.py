@@ -180,15 +180,7 @@ class _Unpacker:
             if is_dir:
                 return True
             self._forget(rel)
-            fd = os.open(name, _O_DIR, dir_fd=dfd)
-            try:
-                for child in os.listdir(fd):
-                    _remove_at(fd, child)
-            finally:
-                os.close(fd)
-            os.rmdir(name, dir_fd=dfd)
-        else:
-            os.unlink(name, dir_fd=dfd)
+        _remove_at(dfd, name)
         return False
 
     def entry(self, m: tarfile.TarInfo, reader: _Reader) -> None:

@@ -13,6 +13,7 @@ names are swept at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -20,7 +21,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, cast
@@ -289,7 +290,7 @@ class LayerStore:
         reference to *layer*.
         """
         root = str(self.driver.apply_target(layer.cache_id))
-        try:
+        with self._tar_errors(layer, "writing"):
             split = self._open_record(layer)
             if split is not None:
                 with split:
@@ -298,17 +299,24 @@ class LayerStore:
                 digest, _ = pack_layer_diff(root, out)
                 if digest != layer.diff_id:
                     raise self._no_record(layer)
-        except errdefs.System as e:
-            if layer.diff_id in str(e):
-                raise
-            raise errdefs.System(f"layer {layer.diff_id}: {e}") from e
-        except OSError as e:
-            raise errdefs.System(f"writing the tar of layer {layer.diff_id}: {e}") from e
         if digest != layer.diff_id:
             raise errdefs.System(
                 f"layer {layer.diff_id}: the reassembled tar has digest {digest}: the layer's "
                 "files changed since it was registered"
             )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _tar_errors(layer: ROLayer, doing: str) -> Iterator[None]:
+        """System errors that name *layer*; a host error while *doing* its tar."""
+        try:
+            yield
+        except errdefs.System as e:
+            if layer.diff_id in str(e):
+                raise
+            raise errdefs.System(f"layer {layer.diff_id}: {e}") from e
+        except OSError as e:
+            raise errdefs.System(f"{doing} the tar of layer {layer.diff_id}: {e}") from e
 
     def tar_size(self, layer: ROLayer) -> int:
         """The length of the tar :meth:`tar_stream` writes, known before it is written
@@ -323,7 +331,7 @@ class LayerStore:
             known = self._tar_sizes.get(layer.chain_id)
         if known is not None:
             return known
-        try:
+        with self._tar_errors(layer, "reading"):
             split = self._open_record(layer)
             if split is not None:
                 with split:
@@ -333,12 +341,6 @@ class LayerStore:
                 digest, size = pack_layer_diff(root, cast(BinaryIO, _Discard()))
                 if digest != layer.diff_id:
                     raise self._no_record(layer)
-        except errdefs.System as e:
-            if layer.diff_id in str(e):
-                raise
-            raise errdefs.System(f"layer {layer.diff_id}: {e}") from e
-        except OSError as e:
-            raise errdefs.System(f"reading the tar of layer {layer.diff_id}: {e}") from e
         with self._lock:
             self._tar_sizes[layer.chain_id] = size
         return size
