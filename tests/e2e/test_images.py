@@ -396,6 +396,7 @@ def test_rmi_right_after_run_rm(
         assert berthd.docker("run", "--rm", name, "/bin/busybox", "true").returncode == 0
         removed = berthd.docker("rmi", name, check=False)
         assert removed.returncode == 0, removed.stderr
+        assert berthd.docker("image", "inspect", name, check=False).returncode == 1
 
 
 def test_load_event_names_the_image_id(berthd: Berthd, image_cleanup: list[str]) -> None:
