@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from berth.builder.build import BuildOptions, BuildOutput
-from berth.builder.context import BuildContext, ContextCache
+from berth.builder.context import BuildContext
 from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
@@ -278,11 +278,7 @@ class BuildBackend(Protocol):
 
     @property
     def tmp_dir(self) -> Path:
-        """Where a build's context is unpacked (the daemon's, emptied at start-up)."""
-
-    @property
-    def contexts(self) -> ContextCache:
-        """Local contexts, unpacked once per request body (see ContextCache)."""
+        """Where a build's context is spooled (the daemon's, emptied at start-up)."""
 
     def build(
         self,

@@ -363,10 +363,24 @@ def test_failing_run_keeps_its_container_unless_forcerm(
 
 
 def _build_dirs(d: Berthd) -> set[Path]:
-    """The contexts (and spooled bodies) under the daemon's tmp dir, and those kept from
-    earlier successful builds for a rebuild of the same context."""
-    kept = d.data_root / "builder" / "contexts"
-    return set((d.data_root / "tmp").glob("build-*")) | set(kept.glob("build-*"))
+    """What builds left under the daemon's tmp dir (a download, a scratch root)."""
+    return set((d.data_root / "tmp").glob("build-*"))
+
+
+def _spools(d: Berthd) -> list[str]:
+    """The files berthd holds open under its tmp dir: a build's context spool."""
+    assert d.proc is not None
+    fds = Path(f"/proc/{d.proc.pid}/fd")
+    tmp = str(d.data_root / "tmp") + "/"
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue  # closed meanwhile
+        if target.startswith(tmp):
+            found.append(target)
+    return found
 
 
 def test_parse_errors_and_bad_contexts_are_400(berthd: Berthd) -> None:
@@ -456,6 +470,7 @@ def test_client_gone_cancels_the_build(berthd: Berthd, tmp_path: Path) -> None:
     wait_for(gone, what="the step's container removed")
     assert berthd.docker("ps", "-q", "--filter", f"id={cid}").stdout == ""
     wait_for(lambda: _build_dirs(berthd) <= before, what="the context removed")
+    wait_for(lambda: not _spools(berthd), what="the spool closed")
 
 
 def test_events_of_a_build(berthd: Berthd, image_cleanup: list[str], tmp_path: Path) -> None:
@@ -708,22 +723,49 @@ def test_relative_volume_lands_under_the_root(
     assert out.stdout.strip(), "no mount at /data"
 
 
-def test_a_rebuild_of_the_same_context_reuses_its_unpacked_copy(
+def test_the_context_is_written_once_to_an_unlinked_spool(
     berthd: Berthd, image_cleanup: list[str], tmp_path: Path
 ) -> None:
-    """The second build of an unchanged context reuses the first one's unpacked
-    directory (the body is the same bytes): a file the test slips into that directory
-    shows up in the second build's COPY.  A changed file makes a new context."""
-    tag = unique_name("ctxcache") + ":v1"
-    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nCOPY . /ctx/\n", "f": "one\n"})
+    """While a build runs, its context is one unlinked file the daemon holds (nothing of
+    it unpacked, nothing with a name under the tmp dir); the build's end lets it go."""
     before = _build_dirs(berthd)
-    build(berthd, image_cleanup, ctx, "-t", tag)
-    (kept,) = _build_dirs(berthd) - before
-    (kept / "slipped-in").write_text("from the kept copy\n")
-    build(berthd, image_cleanup, ctx, "--no-cache", "-t", tag)
-    out = berthd.docker("run", "--rm", tag, "cat", "/ctx/f", "/ctx/slipped-in").stdout
-    assert out == "one\nfrom the kept copy\n"
-    (ctx / "f").write_text("two\n")
-    build(berthd, image_cleanup, ctx, "--no-cache", "-t", tag)
-    assert berthd.docker("run", "--rm", tag, "ls", "/ctx").stdout.split() == ["Dockerfile", "f"]
-    assert berthd.docker("run", "--rm", tag, "cat", "/ctx/f").stdout == "two\n"
+    marker = unique_name("spool")
+    ctx = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": f"FROM busybox\nCOPY . /ctx/\nRUN echo {marker} && sleep 2\n",
+            "f": "one\n" * 10000,
+            "sub/g": "two\n",
+        },
+    )
+    env = {**berthd.env(), "DOCKER_BUILDKIT": "0"}
+    tag = unique_name("spool") + ":v1"
+    image_cleanup.append(tag)
+    cli = subprocess.Popen(
+        [DOCKER, "build", "-t", tag, str(ctx)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert cli.stdout is not None
+        held: list[str] = []
+        for line in cli.stdout:
+            if line.strip() == marker:
+                held = _spools(berthd)
+                break
+        assert len(held) == 1 and held[0].endswith(" (deleted)"), held
+        assert _build_dirs(berthd) <= before
+        cli.stdout.read()
+        assert cli.wait(timeout=120) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        if cli.stdout is not None:
+            cli.stdout.close()
+    wait_for(lambda: not _spools(berthd), what="the spool closed")
+    out = berthd.docker("run", "--rm", tag, "sh", "-c", "wc -l /ctx/f; cat /ctx/sub/g").stdout
+    assert out.split() == ["10000", "/ctx/f", "two"]

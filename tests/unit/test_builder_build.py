@@ -9,6 +9,8 @@ import gzip
 import http.server
 import io
 import json
+import os
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -21,7 +23,8 @@ import pytest
 from berth import errdefs
 from berth.builder.build import BuildOptions, BuildOutput, sanitize_tags
 from berth.builder.cache import ImageProber, LocalImageCache, SourcesImageCache, compare
-from berth.builder.context import open_context, unpack_context
+from berth.builder.context import BuildContext, open_context, read_context
+from berth.builder.contextfs import ContextFS
 from berth.builder.dispatch import (
     _resolve_auth,
     _unneeded_stages,
@@ -63,25 +66,25 @@ def tar_of(files: dict[str, str], *, pad: bool = True) -> bytes:
 # -- the context ----------------------------------------------------------------------------
 
 
-def test_unpack_plain_gzip_and_the_clis_unpadded_tar(tmp_path: Path) -> None:
-    for i, data in enumerate(
-        [
-            tar_of({"Dockerfile": "FROM busybox\n", "a/b": "x"}),
-            gzip.compress(tar_of({"Dockerfile": "FROM busybox\n", "a/b": "x"})),
-            tar_of({"Dockerfile": "FROM busybox\n", "a/b": "x"}, pad=False),
-        ]
+def _names(fs: ContextFS) -> list[str]:
+    """The files of the context (directories left out)."""
+    return [rel for rel, e in fs.walk(".") if e.children is None]
+
+
+def test_read_plain_gzip_and_the_clis_unpadded_tar(tmp_path: Path) -> None:
+    for data in (
+        tar_of({"Dockerfile": "FROM busybox\n", "a/b": "x"}),
+        gzip.compress(tar_of({"Dockerfile": "FROM busybox\n", "a/b": "x"})),
+        tar_of({"Dockerfile": "FROM busybox\n", "a/b": "x"}, pad=False),
     ):
-        root = tmp_path / str(i)
-        root.mkdir()
-        unpack_context(io.BytesIO(data), root)
-        assert (root / "a/b").read_text() == "x"
+        fs = read_context(io.BytesIO(data), tmp_path)
+        assert fs.read(fs.lookup("a/b")) == b"x"
+        fs.close()
 
 
-def test_unpack_refuses_what_is_not_a_tar_and_stays_inside(tmp_path: Path) -> None:
+def test_read_refuses_what_is_not_a_tar_and_stays_inside(tmp_path: Path) -> None:
     with pytest.raises(errdefs.InvalidParameter, match="not a valid tar"):
-        unpack_context(
-            io.BytesIO(b"this is not a tar\n" * 50), tmp_path / "x" if False else tmp_path
-        )
+        read_context(io.BytesIO(b"this is not a tar\n" * 50), tmp_path)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         link = tarfile.TarInfo("up")
@@ -91,28 +94,37 @@ def test_unpack_refuses_what_is_not_a_tar_and_stays_inside(tmp_path: Path) -> No
         info = tarfile.TarInfo("up/escaped")
         info.size = 1
         tf.addfile(info, io.BytesIO(b"x"))
-    root = tmp_path / "ctx"
-    root.mkdir()
-    unpack_context(io.BytesIO(buf.getvalue()), root)
-    assert (root / "escaped").read_text() == "x"  # the link was followed inside the root
-    assert not (tmp_path / "escaped").exists()
+    fs = read_context(io.BytesIO(buf.getvalue()), tmp_path)
+    assert _names(fs) == ["escaped", "up"]  # the link was followed inside the root
+    fs.close()
+    assert list(tmp_path.iterdir()) == []  # nothing but an unlinked spool was written
 
 
-def _unpacked(tmp_path: Path, files: dict[str, str]) -> Path:
-    root = tmp_path / "ctx"
-    root.mkdir()
-    unpack_context(io.BytesIO(tar_of(files)), root)
-    return root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (needs root)")
+def test_a_context_larger_than_the_free_space_is_a_clear_error(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        data = tar_of({"Dockerfile": "FROM a\n", "big": "x" * (3 << 20)})
+        with pytest.raises(errdefs.System) as e:
+            read_context(io.BytesIO(data), small)
+        assert e.value.message == "writing the build context: No space left on device"
+        assert list(small.iterdir()) == []
+        assert os.statvfs(small).f_bfree == os.statvfs(small).f_blocks  # all of it freed
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def _opened(tmp_path: Path, files: dict[str, str], name: str, **kw: bool) -> BuildContext:
+    return open_context(read_context(io.BytesIO(tar_of(files)), tmp_path), name, **kw)
 
 
 def test_dockerfile_lookup(tmp_path: Path) -> None:
-    root = _unpacked(tmp_path, {"dockerfile": "FROM a\n", "sub/Build.df": "FROM b\n"})
-    ctx = open_context(root, "")
+    ctx = _opened(tmp_path, {"dockerfile": "FROM a\n", "sub/Build.df": "FROM b\n"}, "")
     assert (ctx.dockerfile_name, ctx.dockerfile) == ("dockerfile", b"FROM a\n")
     ctx.close()
-    assert not root.exists()
-    root = _unpacked(tmp_path, {"sub/Build.df": "FROM b\n", "empty": ""})
-    ctx = open_context(root, "sub/Build.df")
+    ctx = _opened(tmp_path, {"sub/Build.df": "FROM b\n", "empty": ""}, "sub/Build.df")
     assert ctx.dockerfile == b"FROM b\n"
     ctx.close()
     for name, message in (
@@ -120,30 +132,28 @@ def test_dockerfile_lookup(tmp_path: Path) -> None:
         ("empty", "the Dockerfile (empty) cannot be empty"),
         ("sub", "the Dockerfile (sub) is a directory"),
     ):
-        root = _unpacked(tmp_path, {"sub/x": "1", "empty": ""})
         with pytest.raises(errdefs.InvalidParameter) as e:
-            open_context(root, name)
+            _opened(tmp_path, {"sub/x": "1", "empty": ""}, name)
         assert e.value.message == message
-        assert not root.exists()
 
 
 def test_dockerignore_drops_the_dockerfile_and_itself_when_named(tmp_path: Path) -> None:
-    root = _unpacked(
+    ctx = _opened(
         tmp_path,
         {
             "Dockerfile": "FROM a\n",
             ".dockerignore": ".dockerignore\nDockerfile\nsecret\n",
             "secret": "s",
         },
+        "Dockerfile",
     )
-    ctx = open_context(root, "Dockerfile")
     assert ctx.dockerfile == b"FROM a\n"
-    assert sorted(p.name for p in root.iterdir()) == ["secret"]  # the client filters the rest
+    assert _names(ctx.fs) == ["secret"]  # the client filters the rest
     ctx.close()
 
 
 def test_remote_contexts_are_filtered_by_their_dockerignore(tmp_path: Path) -> None:
-    root = _unpacked(
+    ctx = _opened(
         tmp_path,
         {
             "Dockerfile": "FROM a\n",
@@ -155,10 +165,10 @@ def test_remote_contexts_are_filtered_by_their_dockerignore(tmp_path: Path) -> N
             "build/keep": "",
             "docs/x/y": "",
         },
+        "Dockerfile",
+        apply_dockerignore=True,
     )
-    ctx = open_context(root, "Dockerfile", apply_dockerignore=True)
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert files == [".dockerignore", "Dockerfile", "build/keep", "src/main.c"]
+    assert _names(ctx.fs) == [".dockerignore", "Dockerfile", "build/keep", "src/main.c"]
     ctx.close()
 
 
@@ -217,13 +227,12 @@ def test_fetch_remote(tmp_path: Path, server: tuple[dict[str, tuple[str, bytes]]
     progress: list[dict[str, Any]] = []
     routes["/ctx.tgz"] = ("", gzip.compress(tar_of({"Dockerfile": "FROM a\n", "f": "x"})))
     ctx = fetch_remote(base + "/ctx.tgz", tmp_path, "", progress.append, cancel)
-    assert ctx.root is not None and (ctx.root / "f").read_text() == "x"
-    assert ctx.root.parent == tmp_path
+    assert ctx.fs.read(ctx.fs.lookup("f")) == b"x"
     ctx.close()
     assert progress[-1]["id"] == "Downloading context"
     routes["/Dockerfile"] = ("application/octet-stream", b"FROM b\n")
     ctx = fetch_remote(base + "/Dockerfile", tmp_path, "", None, cancel)
-    assert (ctx.root, ctx.dockerfile) == (None, b"FROM b\n")
+    assert (list(ctx.fs.walk(".")), ctx.dockerfile) == ([], b"FROM b\n")
     routes["/page"] = ("text/html", b"<html></html>")
     with pytest.raises(errdefs.InvalidParameter, match='unsupported Content-Type "text/html"'):
         fetch_remote(base + "/page", tmp_path, "", None, cancel)

@@ -47,7 +47,7 @@ from berth.api.httputils import (
 from berth.api.router import Route
 from berth.backend import BuildBackend
 from berth.builder.build import BuildOptions, BuildOutput
-from berth.builder.context import BuildContext
+from berth.builder.context import BuildContext, open_local_context
 from berth.builder.remote import fetch_remote
 from berth.distribution.registry import AuthConfig
 from berth.types.build import CachePruneReport
@@ -281,7 +281,7 @@ async def post_build(
 
         def open_ctx() -> BuildContext:
             try:
-                return service.contexts.open(body.reader, options.dockerfile)
+                return open_local_context(body.reader, service.tmp_dir, options.dockerfile)
             finally:
                 body.close_reader()
 

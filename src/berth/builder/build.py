@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from berth import errdefs
-from berth.builder.context import BuildContext, ContextCache
+from berth.builder.context import BuildContext
 from berth.distribution.registry import AuthConfig
 from berth.distribution.service import DistributionService
 from berth.image.reference import Reference, parse_normalized_named
@@ -180,16 +180,11 @@ class BuildService:
         distribution: DistributionService | None,
         containers: StepContainers,
         tmp_dir: Path,
-        *,
-        context_cache: Path | None = None,
     ) -> None:
         self.images = images
         self.distribution = distribution
         self.containers = containers
         self.tmp_dir = tmp_dir
-        #: local contexts by the digest of their request body (see ContextCache), kept
-        #: in *context_cache* (emptied here: a kept context is only worth its build's run)
-        self.contexts = ContextCache(tmp_dir, context_cache or tmp_dir / "build-contexts")
 
     def build(
         self,
@@ -207,13 +202,11 @@ class BuildService:
         started = time.monotonic()
         context = open_context()
         log.debug("build context ready in %.0f ms", (time.monotonic() - started) * 1000)
-        succeeded = False
         try:
             dispatcher = Dispatcher(self, options, context, output, cancel, platform)
             image_id = dispatcher.run()
-            succeeded = True
         finally:
-            context.close(keep=succeeded)
+            context.close()
         output.stdout(f"Successfully built {truncate_id(image_id)}\n")
         for ref in tags:
             self.images.tag(image_id, ref.familiar_name(), ref.tag)

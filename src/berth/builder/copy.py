@@ -22,9 +22,11 @@ container exists:
   mtimes of the sources; ADD's local tar archives (plain, gzip, bzip2, xz,
   zstd) extracted with the owners they carry.
 
-Every source is read through directory descriptors without following a
-symlink out of its tree: a build context's or an image's links resolve
-inside it, as moby's ``FollowSymlinkInScope`` does.
+Sources come from one of two trees: the build context's index, whose bytes
+are copied straight from the spool the request was written to, or a host
+directory (another stage's or an image's root, a download), read through
+directory descriptors.  Neither follows a symlink out of its tree: links
+resolve inside it, as moby's ``FollowSymlinkInScope`` does.
 """
 
 from __future__ import annotations
@@ -46,14 +48,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import IO
+from typing import IO, Any, Generic, TypeVar
 
 from berth import errdefs
 from berth.archive import ContainerFS, Dir, Entry, decompress, go_base, go_join
+from berth.builder.contextfs import ContextEntry, ContextFS
 from berth.runtime.userdb import (
     ERR_RANGE,
     GROUP_PATH,
@@ -89,24 +92,28 @@ _CAPABILITY = "security.capability"
 _XATTR_PREFIX = "SCHILY.xattr."
 _DOWNLOAD_TIMEOUT = 120.0  # seconds without a byte before a download is given up
 
+N = TypeVar("N")
+
 
 # -- the plan ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CopySource:
-    """The tree that COPY/ADD reads local sources from: a directory of the host.
+    """The tree that COPY/ADD reads local sources from.
 
-    *root* is the extracted build context, or (``COPY --from``) the root
-    filesystem of a stage's or image's layers, mounted by the dispatcher for
-    the step (a RW layer on the image's ChainID, released after the copy).
-    Paths are resolved inside it as if it were ``/``.  *from_image* changes
-    the not-found wording and keeps the files' owners when no ``--chown`` is
+    Either the build *context* (read through its index), or *root*, a
+    directory of the host: (``COPY --from``) the root filesystem of a
+    stage's or image's layers, mounted by the dispatcher for the step (a RW
+    layer on the image's ChainID, released after the copy).  Paths are
+    resolved inside it as if it were ``/``.  *from_image* changes the
+    not-found wording and keeps the files' owners when no ``--chown`` is
     given, as moby does for ``--from``.
     """
 
-    root: str
+    root: str = ""
     from_image: bool = False
+    context: ContextFS | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,8 @@ class CopyItem:
     path: str
     hash: str
     no_decompress: bool = False
+    #: the build context, when the source is in it (*root* is then empty)
+    context: ContextFS | None = None
 
 
 @dataclass
@@ -197,15 +206,71 @@ def normalize_dest(workdir: str, requested: str) -> str:
 # -- reading a source tree ------------------------------------------------------------------
 
 
-class _Tree:
-    """A source tree read as a root: paths resolved inside it, per-file hashes computed
-    once.  *context* is the build context, moby's ``archiveContext``, which gives a
-    path that leads nowhere (a dangling link) its own name as hash where the lazy
-    source of an image or a download gives the name it resolves to."""
+class _Source(Generic[N]):
+    """A tree COPY reads from, as a root: paths resolved inside it, per-file hashes
+    computed once.  *N* is what :meth:`stat` and :meth:`walk` find at a path."""
 
-    def __init__(self, root: str, *, context: bool = False) -> None:
+    #: the tree's key in a :class:`CopyItem` (the host path of a directory)
+    root = ""
+
+    def close(self) -> None:
+        pass
+
+    def canonical(self, rel: str) -> str:
+        """*rel* with every symlink followed inside the tree, relative (``.`` for the root)."""
+        raise NotImplementedError
+
+    def stat(self, rel: str) -> tuple[str, N]:
+        """moby's ``StatAt``: the path followed (the last link too) and what is there;
+        FileNotFoundError, NotADirectoryError or ELOOP as ``stat`` raises them."""
+        raise NotImplementedError
+
+    def kind(self, node: N) -> int:
+        """``stat.S_IF*`` of *node*."""
+        raise NotImplementedError
+
+    def hash(self, rel: str) -> str:
+        """moby's ``Source.Hash``: the hash of what *rel* resolves to."""
+        raise NotImplementedError
+
+    def hash_node(self, canon: str, node: N) -> str:
+        """The hash of *node* at canonical path *canon* (no link on its way)."""
+        raise NotImplementedError
+
+    def walk(self, canon: str) -> Iterator[tuple[str, N]]:
+        """Everything below the directory *canon* (itself first unless it is the root),
+        depth first in name order, links not followed: Go's ``filepath.WalkDir``.
+        Each path is canonical up to its last name, which may be a link."""
+        raise NotImplementedError
+
+    def link_key(self, node: N) -> object | None:
+        """What the hard links of one file share; None for a file with no other name."""
+        raise NotImplementedError
+
+    def meta(self, node: N) -> _Node:
+        """What a copy of *node* is made with (its mtime to the second, as moby's tar)."""
+        raise NotImplementedError
+
+    def make(self, writer: _Writer, parent: Dir, name: str, node: N) -> Entry:
+        """Create *node*'s copy as *name* in *parent*, a regular file's bytes included."""
+        raise NotImplementedError
+
+    def open(self, node: N) -> IO[bytes]:
+        """A regular file's bytes."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    entry: Entry
+    st: os.stat_result
+
+
+class _Tree(_Source[_Found]):
+    """A directory of the host: another stage's or an image's root, or a download."""
+
+    def __init__(self, root: str) -> None:
         self.root = root
-        self.context = context
         self.fs = ContainerFS(root)
         self._sums: dict[str, str] = {}
 
@@ -213,50 +278,44 @@ class _Tree:
         self.fs.close()
 
     def canonical(self, rel: str) -> str:
-        """*rel* with every symlink followed inside the tree, relative (``.`` for the root)."""
         return self.fs.canonical("/" + rel).lstrip("/") or "."
 
-    def entry(self, canon: str) -> Entry:
-        """The entry of a canonical relative path (not followed: it has no links left)."""
+    def _entry(self, canon: str) -> Entry:
         if canon == ".":
             return self.fs.self_entry(self.fs.root)
         parent, base = posixpath.split(canon)
         return self.fs.lookup(self.fs.open_dir("/" + parent), base)
 
-    def stat(self, rel: str) -> tuple[str, Entry, os.stat_result]:
-        """moby's ``StatAt``: the path followed (the last link too) and its stat."""
+    def stat(self, rel: str) -> tuple[str, _Found]:
         canon = self.canonical(rel)
-        e = self.entry(canon)
-        return canon, e, e.lstat()
+        e = self._entry(canon)
+        return canon, _Found(e, e.lstat())
+
+    def kind(self, node: _Found) -> int:
+        return stat.S_IFMT(node.st.st_mode)
 
     def hash(self, rel: str) -> str:
-        """moby's ``Source.Hash``: the hash of what *rel* resolves to, or a path when
-        nothing is there (a dangling link)."""
+        """A path that leads nowhere (a dangling link) hashes as the name it resolves to,
+        as moby's lazy source of an image or a download does."""
         try:
-            canon = self.canonical(rel)
-            e = self.entry(canon)
-            st = e.lstat()
+            canon, found = self.stat(rel)
         except (FileNotFoundError, NotADirectoryError):
-            return rel if self.context else self.canonical(rel)
-        return self.hash_entry(canon, e, st)
+            return self.canonical(rel)
+        return self.hash_node(canon, found)
 
-    def hash_entry(self, canon: str, e: Entry, st: os.stat_result) -> str:
-        """The hash of the entry at canonical path *canon* (no link on its way)."""
+    def hash_node(self, canon: str, node: _Found) -> str:
+        e, st = node.entry, node.st
         if stat.S_ISLNK(st.st_mode):
             return self.hash(canon)  # what it points to
         sum_ = self._sums.get(canon)
         if sum_ is None:
-            sum_ = _file_hash(e, canon, st)
-            self._sums[canon] = sum_
+            sum_ = self._sums[canon] = _file_hash(e, canon, st)
         return sum_
 
-    def walk(self, canon: str) -> Iterator[tuple[str, Entry, os.stat_result]]:
-        """Everything below the directory *canon* (itself first unless it is the root),
-        depth first in name order, links not followed: Go's ``filepath.WalkDir``.
-        Each path is canonical up to its last name, which may be a link."""
-        top_entry = self.entry(canon)
+    def walk(self, canon: str) -> Iterator[tuple[str, _Found]]:
+        top_entry = self._entry(canon)
         if canon != ".":
-            yield canon, top_entry, top_entry.lstat()
+            yield canon, _Found(top_entry, top_entry.lstat())
         prefix = "" if canon == "." else canon + "/"
         top = self.fs.open_entry(top_entry)
         stack: list[tuple[Dir, str, Iterator[str]]] = [(top, prefix, iter(_names(top)))]
@@ -274,7 +333,7 @@ class _Tree:
                     st = e.lstat()
                 except OSError:
                     continue  # gone meanwhile
-                yield rel, e, st
+                yield rel, _Found(e, st)
                 if not stat.S_ISDIR(st.st_mode):
                     continue
                 try:
@@ -286,14 +345,121 @@ class _Tree:
             for d, _, _ in stack:
                 d.close()
 
+    def link_key(self, node: _Found) -> object | None:
+        st = node.st
+        return (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+
+    def meta(self, node: _Found) -> _Node:
+        return _stat_node(node.entry, node.st)
+
+    def make(self, writer: _Writer, parent: Dir, name: str, node: _Found) -> Entry:
+        e = node.entry
+        if not stat.S_ISREG(node.st.st_mode):
+            return writer.make(parent, name, _stat_node(e, node.st))
+        fd = os.open(e.name, _O_FILE, dir_fd=e.dir_fd)
+        try:
+            meta = _stat_node(e, os.fstat(fd), fd)
+            return writer.make(parent, name, meta, functools.partial(_copy_data, fd))
+        finally:
+            os.close(fd)
+
+    def open(self, node: _Found) -> IO[bytes]:
+        return open(os.open(node.entry.name, _O_FILE, dir_fd=node.entry.dir_fd), "rb")
+
+
+class _ContextTree(_Source[ContextEntry]):
+    """The build context, read through its index (:mod:`berth.builder.contextfs`)."""
+
+    def __init__(self, fs: ContextFS) -> None:
+        self.fs = fs
+
+    def canonical(self, rel: str) -> str:
+        return self.fs.canonical(rel)
+
+    def stat(self, rel: str) -> tuple[str, ContextEntry]:
+        canon = self.fs.canonical(rel)
+        return canon, self.fs.lookup(canon)
+
+    def kind(self, node: ContextEntry) -> int:
+        return node.kind
+
+    def hash(self, rel: str) -> str:
+        """A path that leads nowhere (a dangling link) hashes as its own name: moby's
+        ``archiveContext``."""
+        try:
+            canon, entry = self.stat(rel)
+        except (FileNotFoundError, NotADirectoryError):
+            return rel
+        return self.hash_node(canon, entry)
+
+    def hash_node(self, canon: str, node: ContextEntry) -> str:
+        if node.kind == stat.S_IFLNK:
+            return self.hash(canon)
+        sum_ = self.fs.sums.get(canon)
+        if sum_ is None:
+            cap = dict(node.xattrs).get(_CAPABILITY)
+            chunks = self.fs.chunks(node) if node.kind == stat.S_IFREG else ()
+            sum_ = _tarsum(
+                canon,
+                node.kind,
+                node.mode,
+                (node.uid, node.gid),
+                node.size,
+                node.link,
+                node.rdev,
+                _capability_v2(cap) if cap is not None else None,
+                chunks,
+            )
+            self.fs.sums[canon] = sum_
+        return sum_
+
+    def walk(self, canon: str) -> Iterator[tuple[str, ContextEntry]]:
+        return self.fs.walk(canon)
+
+    def link_key(self, node: ContextEntry) -> object | None:
+        return node.ino
+
+    def meta(self, node: ContextEntry) -> _Node:
+        mtime = (node.mtime_ns // 1_000_000_000) * 1_000_000_000
+        cap = dict(node.xattrs).get(_CAPABILITY)
+        return _Node(
+            kind=node.kind,
+            mode=node.mode,
+            uid=node.uid,
+            gid=node.gid,
+            times=(mtime, mtime),
+            rdev=node.rdev,
+            link=node.link,
+            xattrs=((_CAPABILITY, _capability_v2(cap)),) if cap is not None else (),
+        )
+
+    def make(self, writer: _Writer, parent: Dir, name: str, node: ContextEntry) -> Entry:
+        meta = self.meta(node)
+        if node.kind != stat.S_IFREG:
+            return writer.make(parent, name, meta)
+        return writer.make(parent, name, meta, functools.partial(self.fs.copy_to, node))
+
+    def open(self, node: ContextEntry) -> IO[bytes]:
+        return self.fs.open(node)
+
+
+def _open_tree(root: str, context: ContextFS | None) -> _Source[Any]:
+    return _ContextTree(context) if context is not None else _Tree(root)
+
 
 def _names(d: Dir) -> list[str]:
     with os.scandir(d.fd) as it:
         return sorted(entry.name for entry in it)
 
 
-def _capability(path_or_fd: str | int) -> bytes | None:
+def _capability_v2(value: bytes) -> bytes:
     """``security.capability`` as moby archives it (revision 3 written as revision 2)."""
+    if len(value) > 3 and value[3] == 3:
+        return value[:3] + b"\x02" + value[4:20]
+    return value
+
+
+def _capability(path_or_fd: str | int) -> bytes | None:
     try:
         if isinstance(path_or_fd, int):
             value = os.getxattr(path_or_fd, _CAPABILITY)
@@ -301,74 +467,79 @@ def _capability(path_or_fd: str | int) -> bytes | None:
             value = os.getxattr(path_or_fd, _CAPABILITY, follow_symlinks=False)
     except OSError:
         return None
-    if len(value) > 3 and value[3] == 3:
-        value = value[:3] + b"\x02" + value[4:20]
-    return value
+    return _capability_v2(value)
 
 
-def _typeflag(st: os.stat_result) -> str:
-    kind = stat.S_IFMT(st.st_mode)
-    flags = {
-        stat.S_IFREG: "0",
-        stat.S_IFLNK: "2",
-        stat.S_IFCHR: "3",
-        stat.S_IFBLK: "4",
-        stat.S_IFDIR: "5",
-        stat.S_IFIFO: "6",
-    }
-    flag = flags.get(kind)
+_TYPEFLAGS = {
+    stat.S_IFREG: "0",
+    stat.S_IFLNK: "2",
+    stat.S_IFCHR: "3",
+    stat.S_IFBLK: "4",
+    stat.S_IFDIR: "5",
+    stat.S_IFIFO: "6",
+}
+
+
+def _tarsum(
+    canon: str,
+    kind: int,
+    mode: int,
+    owner: tuple[int, int],
+    size: int,
+    link: str,
+    rdev: int,
+    cap: bytes | None,
+    chunks: Iterable[bytes],
+) -> str:
+    """moby's ``NewFileHash`` + content: tarsum v1's header fields (no mtime) of the
+    entry named *canon*, then its bytes."""
+    flag = _TYPEFLAGS.get(kind)
     if flag is None:
-        raise OSError(errno.EINVAL, "archive/tar: sockets not supported")
-    return flag
+        raise errdefs.InvalidParameter(
+            f"failed to create hash for {canon}: archive/tar: sockets not supported"
+        )
+    name = canon + "/" if flag == "5" and not canon.endswith("/") else canon
+    fields = [
+        ("name", name),
+        ("mode", str(mode & 0o7777)),
+        ("uid", str(owner[0])),
+        ("gid", str(owner[1])),
+        ("size", str(size if flag == "0" else 0)),
+        ("typeflag", flag),
+        ("linkname", link if flag == "2" else ""),
+        ("uname", ""),
+        ("gname", ""),
+        ("devmajor", str(os.major(rdev))),
+        ("devminor", str(os.minor(rdev))),
+    ]
+    if cap is not None:
+        fields.append((_CAPABILITY, cap.decode("utf-8", "surrogateescape")))
+    h = hashlib.sha256()
+    for key, value in fields:
+        h.update((key + value).encode("utf-8", "surrogateescape"))
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _fd_chunks(fd: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, _CHUNK):
+        yield chunk
 
 
 def _file_hash(e: Entry, canon: str, st: os.stat_result) -> str:
-    """moby's ``NewFileHash`` + content: tarsum v1's header fields (no mtime) of the
-    entry named *canon*, then its bytes."""
+    """:func:`_tarsum` of a host file."""
+    kind = stat.S_IFMT(st.st_mode)
+    link = os.readlink(e.name, dir_fd=e.dir_fd) if kind == stat.S_IFLNK else ""
+    args = (canon, kind, st.st_mode, (st.st_uid, st.st_gid), st.st_size, link, st.st_rdev)
+    if kind != stat.S_IFREG:
+        cap = None if kind in (stat.S_IFLNK, stat.S_IFSOCK) else _capability(e.proc_path())
+        return _tarsum(*args, cap, ())
+    fd = os.open(e.name, _O_FILE, dir_fd=e.dir_fd)
     try:
-        flag = _typeflag(st)
-    except OSError as err:
-        raise errdefs.InvalidParameter(
-            f"failed to create hash for {canon}: {err.strerror}"
-        ) from None
-    is_dir = flag == "5"
-    name = canon + "/" if is_dir and not canon.endswith("/") else canon
-    link = os.readlink(e.name, dir_fd=e.dir_fd) if flag == "2" else ""
-    size = st.st_size if flag == "0" else 0
-    fields = [
-        ("name", name),
-        ("mode", str(st.st_mode & 0o7777)),
-        ("uid", str(st.st_uid)),
-        ("gid", str(st.st_gid)),
-        ("size", str(size)),
-        ("typeflag", flag),
-        ("linkname", link),
-        ("uname", ""),
-        ("gname", ""),
-        ("devmajor", str(os.major(st.st_rdev))),
-        ("devminor", str(os.minor(st.st_rdev))),
-    ]
-    h = hashlib.sha256()
-    fd = -1
-    try:
-        if flag == "0":
-            fd = os.open(e.name, _O_FILE, dir_fd=e.dir_fd)
-            cap = _capability(fd)
-        elif flag == "2":
-            cap = None
-        else:
-            cap = _capability(e.proc_path())
-        if cap is not None:
-            fields.append((_CAPABILITY, cap.decode("utf-8", "surrogateescape")))
-        for key, value in fields:
-            h.update((key + value).encode("utf-8", "surrogateescape"))
-        if fd >= 0 and size > 0:
-            while chunk := os.read(fd, _CHUNK):
-                h.update(chunk)
+        return _tarsum(*args, _capability(fd), _fd_chunks(fd) if st.st_size else ())
     finally:
-        if fd >= 0:
-            os.close(fd)
-    return h.hexdigest()
+        os.close(fd)
 
 
 # -- resolving the sources (moby's copier) ----------------------------------------------------
@@ -408,12 +579,12 @@ class _Copier:
         self.temp_root = temp_root
         self.cancel = cancel
         self.temp_dirs: list[str] = []
-        self._tree: _Tree | None = None
+        self._tree: _Source[Any] | None = None
 
     @property
-    def tree(self) -> _Tree:
+    def tree(self) -> _Source[Any]:
         if self._tree is None:
-            self._tree = _Tree(self.source.root, context=not self.source.from_image)
+            self._tree = _open_tree(self.source.root, self.source.context)
         return self._tree
 
     def close(self) -> None:
@@ -446,8 +617,9 @@ class _Copier:
         if _escapes(path):
             raise _forbidden(path)
         tree = self.tree
+        context = self.source.context
         try:
-            canon, _, st = tree.stat(path)
+            canon, node = tree.stat(path)
         except FileNotFoundError:
             missing = f"stat {path}: file does not exist"
             if self.source.from_image:
@@ -460,23 +632,23 @@ class _Copier:
                 # moby's FollowSymlinkInScope fails on these; FullPath words it so
                 raise _forbidden(path) from None
             raise
-        if not stat.S_ISDIR(st.st_mode):
-            return [CopyItem(tree.root, path, "file:" + tree.hash(path))]
+        if tree.kind(node) != stat.S_IFDIR:
+            return [CopyItem(tree.root, path, "file:" + tree.hash(path), context=context)]
         subfiles = []
-        for rel, e, est in tree.walk(canon):
+        for rel, sub in tree.walk(canon):
             _check(self.cancel)
             try:
-                subfiles.append(tree.hash_entry(rel, e, est))
+                subfiles.append(tree.hash_node(rel, sub))
             except (errdefs.BerthError, OSError):
                 continue  # moby's walkSource skips what it cannot hash (a socket)
         subfiles.sort()
-        return [CopyItem(tree.root, path, hash_string_slice("dir", subfiles))]
+        return [CopyItem(tree.root, path, hash_string_slice("dir", subfiles), context=context)]
 
     def wildcards(self, pattern: str) -> list[CopyItem]:
         """moby's ``copyWithWildcards``: every path of the tree (links not followed) that
         ``filepath.Match`` matches, each a source of its own."""
         out: list[CopyItem] = []
-        for rel, _, _ in self.tree.walk("."):
+        for rel, _ in self.tree.walk("."):
             try:
                 matched = path_match(pattern, rel)
             except errdefs.InvalidParameter:
@@ -978,12 +1150,12 @@ def perform_copy(
     if not plan.preserve_ownership:
         identity = resolve_chown(plan.chown, fs) if plan.chown else (0, 0)
     dest_path = fs.canonical(dest)
-    trees: dict[str, _Tree] = {}
+    trees: dict[str, _Source[Any]] = {}
     try:
         for item in plan.items:
             tree = trees.get(item.root)
             if tree is None:
-                tree = trees[item.root] = _Tree(item.root)
+                tree = trees[item.root] = _open_tree(item.root, item.context)
             try:
                 _copy_item(plan, item, tree, fs, dest, dest_path, identity, cancel)
             except errdefs.Unavailable:
@@ -1003,7 +1175,7 @@ def perform_copy(
 def _copy_item(
     plan: CopyPlan,
     item: CopyItem,
-    tree: _Tree,
+    tree: _Source[Any],
     fs: ContainerFS,
     dest: str,
     dest_path: str,
@@ -1011,12 +1183,13 @@ def _copy_item(
     cancel: threading.Event | None,
 ) -> None:
     try:
-        canon, src, st = tree.stat(item.path)
+        canon, node = tree.stat(item.path)
     except OSError as err:
         raise errdefs.InvalidParameter(
             f"source path not found: stat {item.path}: {err.strerror}"
         ) from None
-    if stat.S_ISDIR(st.st_mode):
+    kind = tree.kind(node)
+    if kind == stat.S_IFDIR:
         try:
             d, existed = _mkdir_all(fs, dest_path, (0, 0))
         except errdefs.BerthError as err:
@@ -1025,11 +1198,11 @@ def _copy_item(
             os.chown(".", *identity, dir_fd=d.fd, follow_symlinks=False)
         _copy_tree(tree, canon, d, identity, cancel)
         return
-    if plan.decompress and not item.no_decompress and stat.S_ISREG(st.st_mode):
-        with open(os.open(src.name, _O_FILE, dir_fd=src.dir_fd), "rb") as f:
+    if plan.decompress and not item.no_decompress and kind == stat.S_IFREG:
+        with tree.open(node) as f:
             archive = _is_archive(f)
         if archive:
-            with open(os.open(src.name, _O_FILE, dir_fd=src.dir_fd), "rb") as f:
+            with tree.open(node) as f:
                 d, _ = _mkdir_all(fs, dest_path, (0, 0))
                 _extract(f, d, cancel)
             return
@@ -1048,33 +1221,12 @@ def _copy_item(
         raise type(err)(f"failed to create new directory: {err.message}") from None
     if not base:
         raise errdefs.InvalidParameter(f"cannot copy {item.path} over the root directory")
-    _copy_file(src, st, fs, parent, base, identity, cancel)
-
-
-def _copy_file(
-    src: Entry,
-    st: os.stat_result,
-    fs: ContainerFS,
-    parent: Dir,
-    name: str,
-    identity: tuple[int, int] | None,
-    cancel: threading.Event | None,
-) -> None:
-    """moby's ``copyFile``: one non-directory, its link target's contents if it is one."""
-    writer = _Writer(fs, identity, cancel)
-    if stat.S_ISREG(st.st_mode):
-        fd = os.open(src.name, _O_FILE, dir_fd=src.dir_fd)
-        try:
-            node = _stat_node(src, os.fstat(fd), fd)
-            writer.make(parent, name, node, functools.partial(_copy_data, fd))
-        finally:
-            os.close(fd)
-    else:
-        writer.make(parent, name, _stat_node(src, st))
+    # moby's ``copyFile``: one non-directory, its link target's contents if it is one
+    tree.make(_Writer(fs, identity, cancel), parent, base, node)
 
 
 def _copy_tree(
-    tree: _Tree,
+    tree: _Source[Any],
     canon: str,
     dest: Dir,
     identity: tuple[int, int] | None,
@@ -1082,58 +1234,33 @@ def _copy_tree(
 ) -> None:
     """moby's ``CopyWithTar``: the contents of *canon* merged into *dest*, entries made
     as if *dest* were the root, hard links kept, links copied as links."""
-    src_fs = tree.fs
-    top = src_fs.open_entry(tree.entry(canon))
+    prefix = "" if canon == "." else canon + "/"
     with _sub_fs(dest) as out:
         writer = _Writer(out, identity, cancel)
-        links: dict[tuple[int, int], Entry] = {}
-        stack: list[tuple[Dir, Dir, Iterator[str]]] = [(top, out.root, iter(_names(top)))]
-        try:
-            while stack:
-                sdir, ddir, names = stack[-1]
-                name = next(names, None)
-                if name is None:
-                    if sdir is not top:
-                        sdir.close()
-                    stack.pop()
-                    continue
-                e = src_fs.lookup(sdir, name)
-                try:
-                    st = e.lstat()
-                except FileNotFoundError:
-                    continue
-                kind = stat.S_IFMT(st.st_mode)
-                if kind == stat.S_IFSOCK:
-                    continue  # Go's tar cannot carry a socket; moby skips it
-                key = (st.st_dev, st.st_ino)
-                if kind != stat.S_IFDIR and st.st_nlink > 1 and key in links:
-                    writer.make(ddir, name, _stat_node(e, st), hardlink=links[key])
-                    continue
-                if kind == stat.S_IFREG:
-                    fd = os.open(e.name, _O_FILE, dir_fd=e.dir_fd)
-                    try:
-                        made = writer.make(
-                            ddir,
-                            name,
-                            _stat_node(e, os.fstat(fd), fd),
-                            functools.partial(_copy_data, fd),
-                        )
-                    finally:
-                        os.close(fd)
-                else:
-                    made = writer.make(ddir, name, _stat_node(e, st))
-                if kind != stat.S_IFDIR:
-                    if st.st_nlink > 1:
-                        links[key] = made
-                    continue
-                sub_src = src_fs.open_entry(e)
-                sub_dst = out.open_entry(made)
-                stack.append((sub_src, sub_dst, iter(_names(sub_src))))
-        finally:
-            for sdir, _, _ in stack:
-                if sdir is not top:
-                    sdir.close()
-            top.close()
+        links: dict[object, Entry] = {}
+        #: the destination directories of the walk's current path, the root first (the
+        #: destination's filesystem owns them)
+        stack: list[tuple[str, Dir]] = [("", out.root)]
+        for rel, node in tree.walk(canon):
+            if rel == canon:
+                continue
+            sub = rel[len(prefix) :]
+            parent, name = posixpath.split(sub)
+            while stack[-1][0] != parent:
+                stack.pop()
+            kind = tree.kind(node)
+            if kind == stat.S_IFSOCK:
+                continue  # Go's tar cannot carry a socket; moby skips it
+            ddir = stack[-1][1]
+            key = tree.link_key(node) if kind != stat.S_IFDIR else None
+            if key is not None and key in links:
+                writer.make(ddir, name, tree.meta(node), hardlink=links[key])
+                continue
+            made = tree.make(writer, ddir, name, node)
+            if kind == stat.S_IFDIR:
+                stack.append((sub, out.open_entry(made)))
+            elif key is not None:
+                links[key] = made
         writer.finish()
 
 

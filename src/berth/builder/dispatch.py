@@ -289,7 +289,6 @@ class Dispatcher:
         self._rw_mounts: list[RWLayer] = []
         self._image_roots: dict[str, str] = {}
         self._temp_dirs: list[str] = []
-        self._empty_root: str | None = None
         self.lex = Lex()
         self.state = StageState(BuildArgs(options.build_args))
 
@@ -750,7 +749,7 @@ class Dispatcher:
                 raise type(e)(f"invalid from flag value {from_}: {e.message}") from None
             source = copyop.CopySource(root, from_image=True)
         else:
-            source = copyop.CopySource(self._context_root())
+            source = copyop.CopySource(context=self.context.fs)
         plan = copyop.prepare_copy(
             name,
             cmd.sources,
@@ -775,13 +774,6 @@ class Dispatcher:
         if total > 0:
             detail["total"] = total
         self.output.message({"status": "Downloading", "progressDetail": detail, "id": ""})
-
-    def _context_root(self) -> str:
-        if self.context.root is not None:
-            return str(self.context.root)
-        if self._empty_root is None:
-            self._empty_root = self._temp_dir("build-empty-")
-        return self._empty_root
 
     def _source_root(self, ref: str) -> str:
         """moby's ``getImageMount``: the root of a stage (by name or index) or image."""

@@ -1,17 +1,16 @@
 """A ``remote`` build context (moby's ``remotecontext.Detect`` for URLs): an http(s) URL
-of a tarball, unpacked while it downloads, or of a plain Dockerfile (``text/plain``),
+of a tarball, spooled while it downloads, or of a plain Dockerfile (``text/plain``),
 which builds with no context.  Git URLs are refused: berth does not clone repositories.
 
 The response's Content-Type is checked as moby's ``inspectResponse`` checks it (sniffed
 from the first bytes when the server sends none or ``application/octet-stream``), and the
-unpacked context is filtered by its own .dockerignore, since no client did.
+context is filtered by its own .dockerignore, since no client did.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -24,9 +23,8 @@ from berth.builder.context import (
     MAX_DOCKERFILE,
     BuildContext,
     dockerfile_only,
-    make_context_dir,
     open_context,
-    unpack_context,
+    read_context,
 )
 
 #: moby's ``maxPreambleLength``: what is read to sniff a content type
@@ -188,10 +186,5 @@ def fetch_remote(
                     f"the Dockerfile at {url} is larger than {MAX_DOCKERFILE >> 20} MiB"
                 )
             return dockerfile_only(data)
-        root = make_context_dir(tmp_dir)
-        try:
-            unpack_context(io.BufferedReader(body, _CHUNK), root)
-        except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
-            raise
-    return open_context(root, dockerfile_name, apply_dockerignore=True)
+        fs = read_context(io.BufferedReader(body, _CHUNK), tmp_dir)
+    return open_context(fs, dockerfile_name, apply_dockerignore=True)

@@ -149,8 +149,9 @@ class Daemon:
             self.distribution,
             BuildSteps(self),
             self.tmp_dir,
-            context_cache=root / "builder" / "contexts",
         )
+        # where earlier versions kept unpacked build contexts (a context is now a spool)
+        shutil.rmtree(root / "builder", ignore_errors=True)
         self.volume_store = VolumeStore(
             root / "volumes", events=self.events, users=self.volume_users
         )
