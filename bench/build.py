@@ -16,12 +16,12 @@ The context (made once, from a seed): 1,000 files of 20 KiB of random bytes (20 
 
 Both engines build with the classic builder (``DOCKER_BUILDKIT=0``). ``build (10 steps,
 cold)`` times ``docker build --no-cache`` of a context the engine has not seen (the
-Dockerfile's mtime moves before each sample, so the CLI's tar differs); ``build (10 steps, cached)`` times the same
-build with its cache filled (set-up: one untimed build), every step answered from the
-cache. Untimed after each sample: the image's ``/out/sum`` and ``/out/count`` must be the
-context's, and (cached) every step but the two FROMs must say ``Using cache``; the build's
-images are removed after a cold sample and at the end (``image prune`` of the engine's
-dangling images: a bench engine holds nothing else).
+Dockerfile's mtime moves before each sample, so the CLI's tar differs); ``build (10
+steps, cached)`` times the same build with its cache filled (set-up: one untimed build),
+every step answered from the cache. Untimed after each sample: the image's ``/out/sum``
+and ``/out/count`` must be the context's, and (cached) every step but the two FROMs must
+say ``Using cache``; the build's images are removed after a cold sample and at the end
+(``image prune`` of the engine's dangling images: a bench engine holds nothing else).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from berth.builder.context import BuildContext
 from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
+from berth.types.build import CachePruneReport
 from berth.types.commit import CommitOptions, FilesystemChange
 from berth.types.container import (
     Config,
@@ -289,6 +290,11 @@ class BuildBackend(Protocol):
     ) -> str:
         """Build (blocking); the image ID.  What fails before *output* got a message is
         the request's error; a set *cancel* (the client went away) stops the build."""
+
+    def prune_cache(self, filters: Filters, everything: bool) -> CachePruneReport:
+        """``docker builder prune`` (blocking): remove the images only the build cache
+        holds (all of its steps with *everything*); publishes the ``builder prune``
+        event."""
 
 
 class NetworkBackend(Protocol):

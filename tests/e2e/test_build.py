@@ -769,3 +769,55 @@ def test_the_context_is_written_once_to_an_unlinked_spool(
     wait_for(lambda: not _spools(berthd), what="the spool closed")
     out = berthd.docker("run", "--rm", tag, "sh", "-c", "wc -l /ctx/f; cat /ctx/sub/g").stdout
     assert out.split() == ["10000", "/ctx/f", "two"]
+
+
+def _made(out: str) -> list[str]:
+    """The short IDs of the images a build's steps made, in order (FROM's not made)."""
+    return re.findall(r"^ ---> ([0-9a-f]{12})$", out, re.MULTILINE)[1:]
+
+
+def _exists(d: Berthd, ref: str) -> bool:
+    return d.docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def test_builder_prune_removes_what_only_the_cache_holds(
+    berthd: Berthd, image_cleanup: list[str], tmp_path: Path
+) -> None:
+    """By default what builds left behind goes (a retagged build's old steps); with
+    ``-a`` the steps under named images too: they keep working, without parents, and
+    their next build starts cold."""
+    kept_tag, moved_tag = unique_name("pkeep") + ":v1", unique_name("pmove") + ":v1"
+    kept = write(
+        tmp_path / "kept",
+        {"Dockerfile": f"FROM busybox\nENV M={kept_tag}\nRUN echo one > /one\nLABEL k=v\n"},
+    )
+    kept_steps = _made(build(berthd, image_cleanup, kept, "-t", kept_tag).stdout)
+    moved = tmp_path / "moved"
+    write(moved, {"Dockerfile": f"FROM busybox\nENV M={moved_tag}\nRUN echo x > /x\n"})
+    old = _made(build(berthd, image_cleanup, moved, "-t", moved_tag).stdout)
+    write(moved, {"Dockerfile": f"FROM busybox\nENV M={moved_tag}\nRUN echo y > /y\n"})
+    build(berthd, image_cleanup, moved, "-t", moved_tag)
+    old_id = inspect(berthd, old[-1])["Id"][7:]
+
+    out = berthd.docker("builder", "prune", "-f").stdout
+    assert out.startswith("Deleted build cache objects:\n") and old_id in out.splitlines()
+    assert out.splitlines()[-1].startswith("Total reclaimed space: ")
+    assert not _exists(berthd, old[-1])  # the old build's last step
+    assert _exists(berthd, old[0])  # its ENV step is under the new build's too
+    assert all(_exists(berthd, step) for step in kept_steps)
+    again = build(berthd, image_cleanup, kept, "-t", kept_tag)
+    assert again.stdout.count(" ---> Using cache") == 3
+
+    first = inspect(berthd, kept_steps[0])["Id"][7:]
+    out = berthd.docker("builder", "prune", "-a", "-f").stdout
+    assert first in out.splitlines()
+    assert out.endswith("\nTotal reclaimed space: 0B\n")  # their layers are the image's
+    assert not any(_exists(berthd, step) for step in kept_steps[:-1])
+    assert inspect(berthd, kept_tag)["Parent"] == ""
+    assert berthd.docker("run", "--rm", kept_tag, "cat", "/one").stdout == "one\n"
+    assert "<missing>" in berthd.docker("history", kept_tag).stdout
+    cold = build(berthd, image_cleanup, kept, "-t", kept_tag)
+    assert " ---> Using cache" not in cold.stdout
+    assert berthd.docker("builder", "prune", "-a", "-f", "--filter", "type=frontend").stdout == (
+        "Total reclaimed space: 0B\n"
+    )

@@ -38,12 +38,15 @@ from berth.builder.dispatch import (
 )
 from berth.builder.dockerignore import PatternMatcher, read_patterns
 from berth.builder.instructions import parse_dockerfile
+from berth.builder.prune import cache_filter
 from berth.builder.remote import detect_content_type, fetch_remote, is_git_url
 from berth.distribution.registry import AuthConfig
 from berth.graphdriver import new_driver
-from berth.image.store import ImageStore
+from berth.image.store import Image, ImageStore
 from berth.layer import LayerStore
 from berth.types.container import Config, HealthConfig
+from berth.types.filters import Filters
+from berth.types.image import ImageConfig
 from berth.utils.platform import Platform
 
 
@@ -461,3 +464,29 @@ def test_cache_from_restores_a_sources_history(store: ImageStore) -> None:
     assert cache.get_cache(restored, step2, amd64) == source  # the last step is the source
     assert store.get(source).parent == restored  # type: ignore[union-attr]
     assert cache.get_cache(base, Config(cmd=["nope"]), amd64) == ""
+
+
+# -- builder prune's filters ---------------------------------------------------------------------
+
+
+def test_cache_filters_select_as_buildkit_records() -> None:
+    cfg = msgspec.json.decode(
+        b'{"created":"2020-01-02T03:04:05Z","rootfs":{"type":"layers","diff_ids":[]},'
+        b'"history":[{"created_by":"/bin/sh -c #(nop) ENV A=1"}]}',
+        type=ImageConfig,
+    )
+    img = Image("sha256:" + "ab" * 32, cfg, None, 0, parent="sha256:" + "cd" * 32)
+
+    def picks(**flt: str) -> bool:
+        return cache_filter(Filters({k: [v] for k, v in flt.items()}))(img)
+
+    assert picks() and picks(type="regular") and not picks(type="frontend")
+    assert picks(id="ab" * 32) and picks(id="sha256:" + "ab" * 32) and not picks(id="ab")
+    assert picks(parent="cd" * 32) and not picks(parent="ab" * 32)
+    assert picks(inuse="false") and not picks(inuse="true") and not picks(shared="true")
+    assert picks(private="true") and not picks(private="false")
+    assert picks(description="/bin/sh -c #(nop) ENV A=1") and not picks(description="x")
+    assert picks(until="2021-01-01T00:00:00Z") and not picks(until="2019-01-01T00:00:00Z")
+    assert picks(**{"unused-for": "1h"}) and picks(label="ignored=as-dockerd")
+    with pytest.raises(errdefs.InvalidParameter, match="conflicting filters"):
+        picks(until="1h", **{"unused-for": "2h"})

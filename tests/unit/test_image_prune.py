@@ -311,3 +311,41 @@ def test_an_image_deleted_before_its_container_stands_on_it_is_not_found(
     with pytest.raises(errdefs.NotFound):
         svc.layers.get_rw_layer("e" * 64)
     assert svc.users() == {}
+
+
+# -- the build cache (``docker builder prune``) ------------------------------------------------
+
+
+def built(svc: ImageService, img: Image) -> Image:
+    svc.images.set_built_locally(img.id)
+    return img
+
+
+def test_build_cache_prune_takes_what_only_the_cache_holds(
+    svc: ImageService, users: Users, tmp_path: Path
+) -> None:
+    step = built(svc, make_image(svc, [layer_tar("a", 100)]))
+    final = built(
+        svc, make_image(svc, [layer_tar("a", 100), layer_tar("f", 1)], tag="app:1", parent=step)
+    )
+    old_step = built(svc, make_image(svc, [layer_tar("o", 300)], created=OLD))
+    left = built(svc, make_image(svc, [layer_tar("o", 300), layer_tar("p", 7)], parent=old_step))
+    used = built(svc, make_image(svc, [layer_tar("u", 5)]))
+    users.by_image[used.id] = [("c1", False)]
+    loaded = make_image(svc, [layer_tar("l", 9)])  # pulled or loaded: never the cache's
+    everything = lambda img: True  # noqa: E731
+
+    # By default: what no named or used image stands on
+    deleted, reclaimed = svc.prune_build_cache(everything=False, select=everything)
+    assert deleted == sorted(i.id[7:] for i in (old_step, left))
+    assert reclaimed == 307
+    assert all(present(svc, i) for i in (step, final, used, loaded))
+
+    # Everything: the steps under named images too; the named image loses its parent
+    # (on disk as well) and nothing else
+    deleted, reclaimed = svc.prune_build_cache(everything=True, select=everything)
+    assert (deleted, reclaimed) == ([step.id[7:]], 0)
+    assert svc.images.get(final.id) is final and final.parent == ""
+    assert list(tmp_path.rglob(f"{final.id[7:]}/parent")) == []
+    assert all(present(svc, i) for i in (final, used, loaded))
+    assert svc.prune_build_cache(everything=True, select=everything) == ([], 0)

@@ -1,18 +1,15 @@
 """Build routes: ``POST /build`` (the classic builder) and ``POST /build/prune``.
 
 ``POST /build`` reads the query as moby's router does (its 400s come before the body is
-read), unpacks the body's tar while it arrives (:mod:`berth.builder.context`) or fetches
+read), spools the body's tar while it arrives (:mod:`berth.builder.context`) or fetches
 ``remote``, and runs the build in a thread of its own.  As with dockerd, an error before
 the build said anything is the request's status (a bad context, a parse error, an unknown
 target); after that the 200 stream ends with the error.  ``q`` holds the messages back
 and answers with the image ID alone, or with everything and the error if it fails.  A
 client that goes away cancels the build.
 
-``docker builder prune`` answers as dockerd 28 does without BuildKit's cache: the
-classic builder's cache is the parent chain of images, which it never touches (``docker
-image prune`` does), so the request is checked as dockerd checks it (its query, then its
-BuildKit backend's filters, with dockerd's messages) and answered with nothing deleted:
-``{"CachesDeleted":null,"SpaceReclaimed":0}`` and a ``builder prune`` event.
+``POST /build/prune`` reads the sizes as moby's router does, then the builder removes
+what only its cache holds (:mod:`berth.builder.prune`).
 """
 
 from __future__ import annotations
@@ -50,16 +47,8 @@ from berth.builder.build import BuildOptions, BuildOutput
 from berth.builder.context import BuildContext, open_local_context
 from berth.builder.remote import fetch_remote
 from berth.distribution.registry import AuthConfig
-from berth.types.build import CachePruneReport
 from berth.types.container import Ulimit
-from berth.types.filters import Filters
 from berth.utils.gostr import go_quote
-from berth.utils.timefmt import parse_timestamp
-
-#: moby's builder-next ``cacheFields`` that are exposed, and the other keys its Prune
-#: accepts (``label`` and ``label!`` taken and not applied, as there)
-CACHE_FIELDS = ("id", "parent", "type", "description", "inuse", "shared", "private")
-PRUNE_FILTERS = ("until", "unused-for", "label", "label!", *CACHE_FIELDS)
 
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 
@@ -70,13 +59,6 @@ _END = object()
 _QUEUE_DEPTH = 256
 #: how often a build waiting for room looks whether the client went away (seconds)
 _SEND_POLL = 0.5
-
-
-class BuildCachePruneError(errdefs.InvalidParameter):
-    """dockerd wraps every refusal of its build backend in these words."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"failed to prune build cache: {message}")
 
 
 def byte_count(req: Request, name: str) -> int:
@@ -90,32 +72,6 @@ def byte_count(req: Request, name: str) -> int:
             f"strconv.Atoi: parsing {go_quote(raw)}: invalid syntax"
         )
     return int(raw)
-
-
-def check_prune_filters(f: Filters) -> None:
-    """The checks of moby's ``Builder.Prune`` and ``toBuildkitPruneInfo``, in order."""
-    try:
-        f.validate(PRUNE_FILTERS)
-    except errdefs.InvalidParameter as e:
-        raise BuildCachePruneError(e.message) from None
-    until, unused_for = f.get("until"), f.get("unused-for")
-    if until and unused_for:
-        raise BuildCachePruneError('conflicting filters: "until" and "unused-for"')
-    key = "unused-for" if unused_for else "until"
-    values = until + unused_for
-    if len(values) > 1:
-        raise BuildCachePruneError("filters expect only one value")
-    if values:
-        try:
-            parse_timestamp(values[0])
-        except ValueError:
-            raise BuildCachePruneError(
-                f"{go_quote(key)} filter expects a duration (e.g., '24h') or a timestamp: "
-                f"failed to parse value as time or duration: {go_quote(values[0])}"
-            ) from None
-    for field in CACHE_FIELDS:
-        if len(f.get(field)) > 1:
-            raise BuildCachePruneError("filters expect only one value")
 
 
 def _int64(req: Request, name: str) -> int:
@@ -350,11 +306,13 @@ async def _chunks(
 
 
 def routes(ctx: Context) -> list[Route]:
-    async def build(req: Request) -> Response | StreamingResponse:
-        service = ctx.builds
-        if service is None:
+    def builder() -> BuildBackend:
+        if ctx.builds is None:
             raise errdefs.NotImplementedFeature("this daemon has no builder")
-        return await post_build(ctx, service, req)
+        return ctx.builds
+
+    async def build(req: Request) -> Response | StreamingResponse:
+        return await post_build(ctx, builder(), req)
 
     async def prune(req: Request) -> Response:
         flt = filters(req)
@@ -366,8 +324,7 @@ def routes(ctx: Context) -> list[Route]:
             byte_count(req, "min-free-space")
         else:
             byte_count(req, "keep-storage")
-        check_prune_filters(flt)
-        ctx.backend.events.publish("builder", "prune", "", {"reclaimed": "0"})
-        return json_response(CachePruneReport(CachesDeleted=None, SpaceReclaimed=0))
+        everything = bool_value(req, "all")
+        return json_response(await ctx.run(builder().prune_cache, flt, everything))
 
     return [Route("POST", "/build", build), Route("POST", "/build/prune", prune)]

@@ -21,11 +21,14 @@ from typing import Any, Protocol
 
 from berth import errdefs
 from berth.builder.context import BuildContext
+from berth.builder.prune import cache_filter
 from berth.distribution.registry import AuthConfig
 from berth.distribution.service import DistributionService
 from berth.image.reference import Reference, parse_normalized_named
 from berth.image.service import ImageService
+from berth.types.build import CachePruneReport
 from berth.types.container import Config, HostConfig, LogConfig, Ulimit
+from berth.types.filters import Filters
 from berth.utils.platform import Platform, host_platform, parse_platform
 from berth.utils.stringid import truncate_id
 
@@ -212,6 +215,13 @@ class BuildService:
             self.images.tag(image_id, ref.familiar_name(), ref.tag)
             output.stdout(f"Successfully tagged {ref.familiar()}\n")
         return image_id
+
+    def prune_cache(self, filters: Filters, everything: bool) -> CachePruneReport:
+        """``docker builder prune`` (see :mod:`berth.builder.prune`)."""
+        select = cache_filter(filters)
+        deleted, reclaimed = self.images.prune_build_cache(everything=everything, select=select)
+        self.images.events.publish("builder", "prune", "", {"reclaimed": str(reclaimed)})
+        return CachePruneReport(CachesDeleted=deleted or None, SpaceReclaimed=reclaimed)
 
     @property
     def host_platform(self) -> Platform:

@@ -12,13 +12,14 @@ under a kept image counts nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from berth import errdefs
 from berth.types.filters import Filters
 from berth.types.image import DeleteItem, PruneReport
 from berth.utils.gostr import go_quote
-from berth.utils.timefmt import parse_rfc3339, parse_timestamp
+from berth.utils.timefmt import parse_timestamp
 
 if TYPE_CHECKING:
     from berth.image.service import ImageService
@@ -84,7 +85,7 @@ def _candidates(
             continue  # not a head
         if img.children and not svc.references.references(img.id):
             continue  # a nameless parent goes with its last child, never alone
-        created = _created_ns(img)
+        created = img.created_ns
         if until is not None and (created is None or created > until):
             continue
         config = img.config.config
@@ -130,10 +131,54 @@ def _prune_one(svc: ImageService, img: Image, dangling_only: bool) -> list[Delet
     return records
 
 
-def _created_ns(img: Image) -> int | None:
-    if not img.config.created:
-        return None
+def prune_build_cache(
+    svc: ImageService, *, everything: bool, select: Callable[[Image], bool]
+) -> tuple[list[str], int]:
+    """``docker builder prune`` of the classic builder's cache: remove the images that only
+    the cache holds, and say which (oldest first) and the bytes of the layers that went.
+
+    Those are the images built on this daemon with no name that no container uses.  By
+    default only the ones no named or used image descends from go (what builds left
+    behind); with *everything*, the steps under named images too, so that their next
+    build starts cold.  A named image keeps working without its parent chain: it is
+    dropped from its metadata, as a pulled image has none.
+    """
+    if not svc.prune_running.acquire(blocking=False):
+        raise errdefs.Conflict("a prune operation is already running")
     try:
-        return parse_rfc3339(img.config.created)
-    except ValueError:
-        return None
+        sizes = {layer.chain_id: layer.size for layer in svc.layers.layers()}
+        deleted: list[str] = []
+        reclaimed = 0
+        with svc.delete_lock:
+            used = {ident for ident, found in svc.users().items() if found}
+            held = set(used)
+            if not everything:
+                for img in svc.images.all():
+                    if img.id in used or svc.references.references(img.id):
+                        held.update(_ancestry(svc, img))
+            candidates = [
+                img
+                for img in svc.images.all()
+                if img.id not in held
+                and svc.images.is_built_locally(img.id)
+                and not svc.references.references(img.id)
+                and select(img)
+            ]
+            candidates.sort(key=lambda img: (img.created_ns or 0, img.id))
+            for img in candidates:
+                svc.emit("delete", img.id)  # while its labels are there, as moby
+                removed = svc.images.delete(img.id)
+                reclaimed += sum(sizes.get(layer.chain_id, 0) for layer in removed)
+                deleted.append(img.id.removeprefix("sha256:"))
+    finally:
+        svc.prune_running.release()
+    return deleted, reclaimed
+
+
+def _ancestry(svc: ImageService, img: Image) -> Iterator[str]:
+    seen: set[str] = set()
+    current: Image | None = img
+    while current is not None and current.id not in seen:
+        seen.add(current.id)
+        yield current.id
+        current = svc.images.get(current.parent) if current.parent else None

@@ -23,7 +23,7 @@ from berth.graphdriver import Driver
 from berth.image.commit import CommitConfig, commit_image
 from berth.image.importer import import_image, prepare
 from berth.image.load import load_archive
-from berth.image.prune import prune_images
+from berth.image.prune import prune_build_cache, prune_images
 from berth.image.reference import Reference, parse_any, parse_normalized_named, repo_tag_reference
 from berth.image.save import ImageArchive, check_platform, resolve
 from berth.image.store import Image, ImageStore, ReferenceStore
@@ -173,10 +173,10 @@ class ImageService:
         before: int | None = None
         since: int | None = None
         for value in filters.get("before"):
-            t = self._created_ns(self.get_image(value))
+            t = self.get_image(value).created_ns or 0
             before = t if before is None else min(before, t)
         for value in filters.get("since"):
-            t = self._created_ns(self.get_image(value))
+            t = self.get_image(value).created_ns or 0
             since = t if since is None else max(since, t)
         for value in filters.get("until"):
             try:
@@ -199,7 +199,7 @@ class ImageService:
         for img in self.images.all():
             if dangling_only and img.children:
                 continue
-            created = self._created_ns(img)
+            created = img.created_ns or 0
             if (before is not None or since is not None) and not img.config.created:
                 continue
             if before is not None and not created < before:
@@ -254,13 +254,6 @@ class ImageService:
                 total += layer.size
                 layer = layer.parent
         return total
-
-    @staticmethod
-    def _created_ns(img: Image) -> int:
-        try:
-            return parse_rfc3339(img.config.created) if img.config.created else 0
-        except ValueError:
-            return 0
 
     # -- inspect / history -------------------------------------------------------
     def inspect(self, ref_or_id: str) -> dict[str, Any]:
@@ -353,7 +346,7 @@ class ImageService:
         except errdefs.InvalidParameter as e:
             raise errdefs.NotFound(str(e)) from None
         self.tag_image(img.id, ref)
-        self._emit("tag", img.id, ref.familiar())
+        self.emit("tag", img.id, ref.familiar())
 
     def tag_image(self, ident: str, ref: Reference) -> str | None:
         previous = self.references.add(ref, ident)
@@ -391,7 +384,7 @@ class ImageService:
             parsed = parse_normalized_named(ref_or_id)
             self.references.delete(parsed)
             records.append(DeleteItem(Untagged=parsed.tag_name_only().familiar()))
-            self._emit("untag", img.id)
+            self.emit("untag", img.id)
             repo_refs = self.references.references(img.id)
             if not parsed.digest and not any(
                 r.name == parsed.name and not r.digest for r in repo_refs
@@ -413,7 +406,7 @@ class ImageService:
             for r in repo_refs:
                 self.references.delete(r)
                 records.append(DeleteItem(Untagged=r.familiar()))
-                self._emit("untag", img.id)
+                self.emit("untag", img.id)
         self._delete_helper(img, records, force, prune, removed_repository_ref, containers_using)
         return records
 
@@ -474,9 +467,9 @@ class ImageService:
         for r in self.references.references(img.id):
             self.references.delete(r)
             records.append(DeleteItem(Untagged=r.familiar()))
-            self._emit("untag", img.id)
+            self.emit("untag", img.id)
         removed = self.images.delete(img.id)
-        self._emit("delete", img.id)
+        self.emit("delete", img.id)
         records.append(DeleteItem(Deleted=img.id))
         records.extend(DeleteItem(Deleted=layer.chain_id) for layer in removed)
         if not prune or not parent:
@@ -505,6 +498,13 @@ class ImageService:
     def prune_images(self, filters: Filters) -> PruneReport:
         """``docker image prune`` (see :mod:`berth.image.prune`)."""
         return prune_images(self, filters)
+
+    def prune_build_cache(
+        self, *, everything: bool, select: Callable[[Image], bool]
+    ) -> tuple[list[str], int]:
+        """``docker builder prune``: the IDs of the cache's images removed and the bytes
+        reclaimed (see :func:`berth.image.prune.prune_build_cache`)."""
+        return prune_build_cache(self, everything=everything, select=select)
 
     # -- layers for containers -------------------------------------------------
     def create_rw_layer(self, container_id: str, img: Image | None, init: InitFunc) -> RWLayer:
@@ -550,7 +550,7 @@ class ImageService:
 
     def import_image(self, stream: IO[bytes], options: ImportOptions) -> str:
         ident = import_image(self, stream, options)
-        self._emit("import", ident)
+        self.emit("import", ident)
         return ident
 
     def commit_image(self, layer_tar: IO[bytes] | None, config: CommitConfig) -> str:
@@ -571,7 +571,7 @@ class ImageService:
                 continue  # untagged again by a later entry of the same archive
             if ident not in seen:  # one event per image, under its ID, as moby's load
                 seen.add(ident)
-                self._emit("load", ident, ident)
+                self.emit("load", ident, ident)
         return messages
 
     def prepare_save(self, names: list[str], platform: Platform | None) -> ImageArchive:
@@ -580,9 +580,9 @@ class ImageService:
         saved = resolve(self, names)
         if platform is not None:
             check_platform(saved, platform)
-        return ImageArchive(self, saved, lambda ident: self._emit("save", ident))
+        return ImageArchive(self, saved, lambda ident: self.emit("save", ident))
 
-    def _emit(self, action: str, ident: str, name: str = "") -> None:
+    def emit(self, action: str, ident: str, name: str = "") -> None:
         """moby's LogImageEvent: the image's labels while it exists, then ``name``."""
         attributes: dict[str, str] = {}
         img = self.images.get(ident)

@@ -10,6 +10,7 @@ but never an image without layers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ from berth.image.reference import Reference, parse_normalized_named
 from berth.layer import LayerStore, ROLayer, chain_ids
 from berth.types.image import ImageConfig
 from berth.utils.atomic import sweep_temp, write_file
-from berth.utils.timefmt import format_rfc3339_nano, now_ns
+from berth.utils.timefmt import format_rfc3339_nano, now_ns, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ class Image:
     @property
     def chain_id(self) -> str | None:
         return self.layer.chain_id if self.layer else None
+
+    @property
+    def created_ns(self) -> int | None:
+        """The config's ``created`` in ns since the epoch; None without a valid one."""
+        if not self.config.created:
+            return None
+        try:
+            return parse_rfc3339(self.config.created)
+        except ValueError:
+            return None
 
 
 class ImageStore:
@@ -203,6 +214,8 @@ class ImageStore:
                 child_img = self._images.get(child)
                 if child_img is not None:
                     child_img.parent = ""
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._metadata / child[7:] / "parent")
             self._remove_files(ident)
             if img.layer is not None:
                 return self.layers.release(img.layer)
