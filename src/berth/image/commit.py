@@ -99,7 +99,6 @@ def child_config(parent: dict[str, Any], c: CommitConfig, diff_id: str | None) -
     doc: dict[str, Any] = {
         "architecture": parent.get("architecture") or host_platform().architecture,
         "config": to_wire(c.config),
-        "container": c.container_id,
         "container_config": to_wire(c.container_config),
         "created": created,
         "docker_version": f"berth-{__version__}",
@@ -109,6 +108,8 @@ def child_config(parent: dict[str, Any], c: CommitConfig, diff_id: str | None) -
     }
     if c.author:
         doc["author"] = c.author
+    if c.container_id:  # moby's V1Image leaves it out when empty (a COPY step's image)
+        doc["container"] = c.container_id
     for key in ("variant", "os.version", "os.features"):
         if parent.get(key):
             doc[key] = parent[key]
