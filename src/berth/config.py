@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ DEFAULT_EXEC_ROOT = "/run/berth"
 DEFAULT_PIDFILE = "/run/berth.pid"
 DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+#: the files of a certificate directory, by flag, as dockerd and the CLI name them
+_CERT_FILES = {"tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem"}
 
 
 class ConfigError(Exception):
@@ -36,8 +39,25 @@ class ConfigError(Exception):
 
 
 @dataclass
+class TLSOptions:
+    """TLS of the ``tcp://`` hosts, as dockerd's ``--tls*`` flags set it."""
+
+    #: encrypt (``--tls``, implied by ``--tlsverify``)
+    enabled: bool = False
+    #: require a client certificate signed by *ca* (``--tlsverify``)
+    verify: bool = False
+    ca: Path = Path("ca.pem")
+    cert: Path = Path("cert.pem")
+    key: Path = Path("key.pem")
+    #: ``--tls`` or ``--tlsverify`` given at all: plain TCP away from loopback is then
+    #: the operator's explicit choice (dockerd's ``checkTLSAuthOK``)
+    explicit: bool = False
+
+
+@dataclass
 class Config:
     hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
+    tls: TLSOptions = field(default_factory=TLSOptions)
     pidfile: str = DEFAULT_PIDFILE
     log_level: str = "info"
     group: str = "docker"
@@ -47,6 +67,11 @@ class Config:
 # daemon.json key → (type check, flag dest)
 _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "hosts": (list, "host"),
+    "tls": (bool, "tls"),
+    "tlsverify": (bool, "tlsverify"),
+    "tlscacert": (str, "tlscacert"),
+    "tlscert": (str, "tlscert"),
+    "tlskey": (str, "tlskey"),
     "data-root": (str, "data_root"),
     "exec-root": (str, "exec_root"),
     "pidfile": (str, "pidfile"),
@@ -95,6 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-H", "--host", action="append", help=f"daemon socket(s) (default {DEFAULT_HOST})"
     )
+    remote = p.add_argument_group("remote access (tcp:// hosts)")
+    remote.add_argument(
+        "--tls",
+        nargs="?",
+        const=True,
+        type=_flag_bool,
+        metavar="BOOL",
+        help="encrypt tcp:// hosts with TLS (implied by --tlsverify); --tls=false accepts "
+        "plain TCP on a non-loopback address",
+    )
+    remote.add_argument(
+        "--tlsverify",
+        nargs="?",
+        const=True,
+        type=_flag_bool,
+        metavar="BOOL",
+        help="TLS, and only clients with a certificate signed by --tlscacert (default: "
+        "true when DOCKER_TLS_VERIFY is set)",
+    )
+    for flag, what in (
+        ("tlscacert", "the CA that signs clients' certificates"),
+        ("tlscert", "the server's certificate"),
+        ("tlskey", "the server's key"),
+    ):
+        remote.add_argument(
+            f"--{flag}",
+            help=f"{what} (default {_CERT_FILES[flag]} in $DOCKER_CERT_PATH or ~/.docker)",
+        )
     p.add_argument("--data-root", help=f"root of persistent state (default {DEFAULT_DATA_ROOT})")
     p.add_argument("--exec-root", help=f"root of runtime state (default {DEFAULT_EXEC_ROOT})")
     p.add_argument("-p", "--pidfile", help=f"path of the pid file (default {DEFAULT_PIDFILE})")
@@ -415,6 +468,7 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
 
     cfg = Config()
     cfg.hosts = list(pick("hosts", "host", None) or [DEFAULT_HOST])
+    cfg.tls = _tls_options(pick)
     cfg.pidfile = pick("pidfile", "pidfile", DEFAULT_PIDFILE)
     debug = bool(pick("debug", "debug", False))
     cfg.log_level = pick("log-level", "log_level", "debug" if debug else "info")
@@ -504,9 +558,43 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     opts.registry = _registry_options(pick)
     opts.debug = debug
     opts.hosts = cfg.hosts
+    opts.tls, opts.tls_verify = cfg.tls.enabled, cfg.tls.verify
     for host in cfg.hosts:
-        parse_host(host)
+        kind, addr, _ = parse_host(host)
+        if kind == "tcp" and not cfg.tls.enabled and not cfg.tls.explicit and not loopback(addr):
+            raise ConfigError(
+                f"refusing to serve the API on {host} without TLS: anyone who can reach it "
+                "gets root on this host. Use --tlsverify with --tlscacert, --tlscert and "
+                "--tlskey, or pass --tls=false to accept the risk"
+            )
     return cfg, args
+
+
+def _tls_options(pick: Callable[[str, str, Any], Any]) -> TLSOptions:
+    tls, verify = pick("tls", "tls", None), pick("tlsverify", "tlsverify", None)
+    explicit = tls is not None or verify is not None
+    if verify is None:
+        verify = bool(os.environ.get("DOCKER_TLS_VERIFY"))
+    cert_dir = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    return TLSOptions(
+        enabled=bool(tls) or bool(verify),
+        verify=bool(verify),
+        ca=Path(pick("tlscacert", "tlscacert", cert_dir / _CERT_FILES["tlscacert"])),
+        cert=Path(pick("tlscert", "tlscert", cert_dir / _CERT_FILES["tlscert"])),
+        key=Path(pick("tlskey", "tlskey", cert_dir / _CERT_FILES["tlskey"])),
+        explicit=explicit,
+    )
+
+
+def loopback(addr: str) -> bool:
+    """Whether a ``tcp://`` host's address only this machine reaches: ``localhost`` or a
+    loopback IP (a name is not looked up: it counts as reachable from outside)."""
+    if addr == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_host(host: str) -> tuple[str, str, int]:

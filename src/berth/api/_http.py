@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from berth.api._tls import start_tls_server
+
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 256 * 1024
+#: seconds a TLS client has to finish its handshake
+_HANDSHAKE_TIMEOUT = 10
 
 
 class ClientGone(Exception):
@@ -360,10 +365,22 @@ class HTTPServer:
         server = await asyncio.start_unix_server(self._on_connect, path=path, limit=_READ_SIZE)
         self._servers.append(server)
 
-    async def listen_tcp(self, host: str, port: int) -> None:
-        server = await asyncio.start_server(
-            self._on_connect, host=host, port=port, limit=_READ_SIZE
-        )
+    async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """Serve on *host*:*port*, through *tls* when given: a client that fails the
+        handshake (no certificate the CA signed) is dropped before any request."""
+        if tls is None:
+            server = await asyncio.start_server(
+                self._on_connect, host=host, port=port, limit=_READ_SIZE
+            )
+        else:
+            server = await start_tls_server(
+                self._on_connect,
+                host,
+                port,
+                tls,
+                limit=_READ_SIZE,
+                handshake_timeout=_HANDSHAKE_TIMEOUT,
+            )
         self._servers.append(server)
 
     async def close(self) -> None:

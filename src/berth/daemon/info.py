@@ -15,6 +15,7 @@ from berth.utils.timefmt import format_rfc3339_nano, now_ns
 
 if TYPE_CHECKING:
     from berth.daemon.daemon import Daemon
+    from berth.daemon.options import DaemonOptions
 
 
 @functools.cache
@@ -86,6 +87,30 @@ def plugins_info() -> dict[str, list[str] | None]:
     }
 
 
+_ATTACK_SURFACE = """
+         Access to the remote API is equivalent to root access on the host. Refer
+         to the 'Docker daemon attack surface' section in the documentation for
+         more information: https://docs.docker.com/go/attack-surface/"""
+
+
+def _api_warnings(options: DaemonOptions) -> list[str]:
+    """dockerd's notices for ``tcp://`` hosts that are not encrypted or do not verify
+    clients, worded as dockerd words them (scripts look for them)."""
+    out = []
+    for host in options.hosts:
+        proto, _, addr = host.partition("://")
+        if proto != "tcp":
+            continue
+        if not options.tls:
+            what = f"http://{addr} without encryption"
+        elif not options.tls_verify:
+            what = f"https://{addr} without TLS client verification"
+        else:
+            continue
+        out.append(f"[DEPRECATION NOTICE]: API is accessible on {what}.{_ATTACK_SURFACE}")
+    return out
+
+
 def system_info(d: Daemon) -> dict[str, Any]:
     """The current API's answer, built per call: the router adapts it in place for older clients."""
     counts = d.state_counts()
@@ -94,6 +119,7 @@ def system_info(d: Daemon) -> dict[str, Any]:
     warnings: list[str] = []
     if not swap and cgroup_version() == "1":
         warnings.append("WARNING: No swap limit support")
+    warnings.extend(_api_warnings(d.options))
     info: dict[str, Any] = {
         "ID": d.engine_id,
         "Containers": counts["total"],

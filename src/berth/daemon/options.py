@@ -43,6 +43,9 @@ class DaemonOptions:
     debug: bool = False
     live_restore: bool = False
     hosts: list[str] = field(default_factory=list)
+    #: the ``tcp://`` hosts are encrypted, and verify clients' certificates
+    tls: bool = False
+    tls_verify: bool = False
     #: socket of a containerd to use instead of starting one
     containerd: str = ""
     containerd_namespace: str = "berth"
