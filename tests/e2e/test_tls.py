@@ -114,6 +114,31 @@ def test_the_cli_with_a_certificate_the_ca_signed_works(
     assert "API is accessible" not in info  # verified TLS: nothing to warn of
 
 
+def test_docker_py_over_tls(
+    verified: tuple[Berthd, int], ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import docker  # type: ignore[import-untyped]
+
+    # requests prefers these to the CA docker-py hands it
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    _, port = verified
+    files = _cert_dir(tmp_path / "py", ca, ca.issue_cert("py-client"))
+    tls = docker.tls.TLSConfig(
+        client_cert=(str(files / "cert.pem"), str(files / "key.pem")),
+        ca_cert=str(files / "ca.pem"),
+        verify=True,
+    )
+    client = docker.DockerClient(base_url=f"https://127.0.0.1:{port}", tls=tls, version="1.43")
+    try:
+        assert client.ping()
+        image = client.images.list()[0]
+        out = client.containers.run(image.id, ["echo", "docker-py"], remove=True)
+        assert out == b"docker-py\n"
+    finally:
+        client.close()
+
+
 def test_a_client_without_a_good_certificate_fails_the_handshake(
     verified: tuple[Berthd, int], ca: trustme.CA, server_files: Path, tmp_path: Path
 ) -> None:
