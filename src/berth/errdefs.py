@@ -28,6 +28,10 @@ class InvalidParameter(BerthError):
     """The client's input is malformed or not allowed."""
 
 
+class TooLarge(InvalidParameter):
+    """The client sent more than berth takes in one piece (a request body)."""
+
+
 class Conflict(BerthError):
     """The request conflicts with the current state (name in use, image in use)."""
 
@@ -65,6 +69,7 @@ __all__ = [
     "NotImplementedFeature",
     "NotModified",
     "System",
+    "TooLarge",
     "Unauthorized",
     "Unavailable",
 ]

@@ -19,11 +19,24 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from berth import errdefs
 from berth.api._tls import start_tls_server
 
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 256 * 1024
+#: the largest body read whole (JSON); streamed bodies (load, cp, build) have no limit
+MAX_BODY = 8 << 20
+#: the largest request head (Go's http.DefaultMaxHeaderBytes, which dockerd keeps)
+MAX_HEAD = 1 << 20
+#: seconds an idle connection waits for its next request, then for the rest of its head
+#: (a client that sends a head a byte at a time holds a connection this long at most)
+IDLE_TIMEOUT = 120.0
+HEAD_TIMEOUT = 60.0
+#: after refusing a body, what of the rest is read (and dropped) so that the client,
+#: still sending, reads the answer instead of a reset; Go's server reads 256 KiB
+_LINGER_BYTES = 4 << 20
+_LINGER_TIMEOUT = 2.0
 #: seconds a TLS client has to finish its handshake
 _HANDSHAKE_TIMEOUT = 10
 
@@ -118,8 +131,24 @@ class Request:
             else:
                 raise ClientGone("connection closed while reading the request body")
 
-    async def body(self) -> bytes:
-        return b"".join([chunk async for chunk in self.stream()])
+    async def body(self, limit: int | None = None) -> bytes:
+        """The whole body; TooLarge past *limit* bytes (MAX_BODY), and the connection is
+        then closed after the answer rather than read to the end of what the client
+        sends."""
+        limit = MAX_BODY if limit is None else limit
+        declared = self.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            self._conn.abandon()
+            raise errdefs.TooLarge(_too_large(limit))
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.stream():
+            size += len(chunk)
+            if size > limit:
+                self._conn.abandon()
+                raise errdefs.TooLarge(_too_large(limit))
+            parts.append(chunk)
+        return b"".join(parts)
 
     @property
     def body_consumed(self) -> bool:
@@ -153,9 +182,34 @@ class _Connection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.handler = handler
         self.extra_headers = extra_headers
+        #: the rest of the request is not read: the connection closes after the answer
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+    async def _next_request(self) -> h11.Event | type[h11.PAUSED]:
+        """The next request's head (or the end of the connection): the client has
+        IDLE_TIMEOUT to start it and HEAD_TIMEOUT more to finish it, else ClientGone."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + IDLE_TIMEOUT
+        started = False
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await self.reader.read(_READ_SIZE)
+            except TimeoutError:
+                raise ClientGone("no complete request head in time") from None
+            if data and not started:
+                started = True
+                deadline = loop.time() + HEAD_TIMEOUT
+            self.h11.receive_data(data)
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
@@ -189,11 +243,17 @@ class _Connection:
         try:
             while True:
                 try:
-                    event = await self.next_event()
+                    event = await self._next_request()
                 except h11.RemoteProtocolError as e:
                     await self._send_protocol_error(e)
                     return
                 if isinstance(event, h11.Request):
+                    if _head_size(event) > MAX_HEAD:  # it came whole in one read
+                        too_big = h11.RemoteProtocolError(
+                            f"request head is larger than {_size(MAX_HEAD)}", 431
+                        )
+                        await self._send_protocol_error(too_big)
+                        return
                     keep_going = await self._handle(event)
                     if not keep_going:
                         return
@@ -313,8 +373,24 @@ class _Connection:
         await self.writer.drain()
         await hijack.run(bytes(trailing), self.reader, self.writer)
 
+    async def _linger(self) -> None:
+        """End our side, then read and drop what the client still sends, for a while."""
+        with contextlib.suppress(Exception):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            dropped = 0
+            async with asyncio.timeout(_LINGER_TIMEOUT):
+                while dropped < _LINGER_BYTES:
+                    data = await self.reader.read(_READ_SIZE)
+                    if not data:
+                        break
+                    dropped += len(data)
+
     async def _finish_cycle(self, request: Request) -> bool:
         if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+            return False
+        if self.abandoned:
+            await self._linger()
             return False
         if not request.body_consumed and self.h11.their_state is h11.SEND_BODY:
             # A client that is still sending (an upload refused early) must be read to
@@ -326,6 +402,18 @@ class _Connection:
             self.h11.start_next_cycle()
             return True
         return False
+
+
+def _head_size(event: h11.Request) -> int:
+    return len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is larger than {_size(limit)}: berth does not read it"
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:

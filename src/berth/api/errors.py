@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[BaseException], int]] = [
     (errdefs.NotFound, 404),
+    (errdefs.TooLarge, 413),
     (errdefs.InvalidParameter, 400),
     (errdefs.Conflict, 409),
     (errdefs.Unauthorized, 401),
