@@ -10,6 +10,7 @@ import grp
 import json
 import logging
 import os
+import resource
 import signal
 import ssl
 import sys
@@ -174,6 +175,19 @@ def _dump_stacks(exec_root: Path) -> None:
     log.info("stacks written to %s (%s)", path, json.dumps(counts))
 
 
+def _raise_nofile() -> None:
+    """Take the hard RLIMIT_NOFILE as the soft one, as a Go program does at start (every
+    connection is a descriptor: a thousand clients must not run berthd out of them).
+    containerd, itself a Go program, does the same whatever it inherits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard in (resource.RLIM_INFINITY, soft):
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as e:
+        log.warning("could not raise the open files limit to %d: %s", hard, e)
+
+
 def _rss_kb() -> int:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -236,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("berthd: must run as root", file=sys.stderr)
         return 1
+    _raise_nofile()
     locks = _Locks()
     try:
         cfg.options.data_root.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import resource
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -134,3 +135,27 @@ def test_runs_leave_nothing_behind(soaked: Berthd) -> None:
         print(f"soak of {RUNS} + {PARALLEL} runs, (start, end): {json.dumps(summary)}")
         print("files left:", sorted(set(seen[-1]["files"]) - set(start["files"]))[:20])
     assert seen[-1]["rss_kb"] - start["rss_kb"] < RSS_MARGIN_KB
+
+
+def test_berthd_takes_the_hard_open_files_limit() -> None:
+    """A thousand connections must not run berthd out of descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, hard)
+    if low == hard:
+        pytest.skip("the hard limit leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        with running_berthd() as d:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert d.proc is not None
+            assert _nofile(d.proc.pid) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _nofile(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            fields = line.split()
+            return int(fields[3]), int(fields[4])
+    raise AssertionError("no open files limit")
