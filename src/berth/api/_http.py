@@ -267,6 +267,8 @@ class _Connection:
                 self.writer.close()
 
     async def _send_protocol_error(self, e: h11.RemoteProtocolError) -> None:
+        """Answer a request h11 refused (a bad or too large head), then let the client,
+        maybe still sending, read that answer before the connection closes."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = b'{"message":"bad request: ' + str(e).replace('"', "'").encode() + b'"}\n'
@@ -283,6 +285,7 @@ class _Connection:
             )
             await self.send(h11.Data(data=body))
             await self.send(h11.EndOfMessage())
+        await self._linger()
 
     async def _handle(self, event: h11.Request) -> bool:
         """Serve one request; return whether the connection stays open."""
