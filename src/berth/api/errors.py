@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 
 import msgspec
 
 from berth import errdefs
 
 log = logging.getLogger(__name__)
+
+#: a full disk or quota, wherever a write met it
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 _STATUS: list[tuple[type[BaseException], int]] = [
     (errdefs.NotFound, 404),
@@ -45,6 +50,11 @@ def classify(exc: BaseException) -> tuple[int, str]:
     """Status and message for *exc*; unexpected errors are logged with their traceback."""
     if isinstance(exc, (msgspec.ValidationError, msgspec.DecodeError)):
         return 400, message_of(exc)
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        # the host, not berth: said in the host's words, as dockerd says it
+        log.warning("%s", exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return 500, where + os.strerror(exc.errno).lower()
     status = status_of(exc)
     if not isinstance(exc, errdefs.BerthError):
         log.error("unexpected error", exc_info=exc)

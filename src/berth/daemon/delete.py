@@ -42,7 +42,10 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
         if st.restarting:
             # Waiting out its back-off: no process to kill, and no restart to come.
             container.cancel_restart()
-        d.checkpoint(container, host_config=False)
+        try:
+            d.checkpoint(container, host_config=False)
+        except OSError as e:  # a full disk must not keep a container (moby logs it too)
+            log.error("saving the dying container %s: %s", container.id[:12], e)
     if container.state.running:
         # Outside the lock: the exit is handled by the monitor, which needs it.
         try:
