@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.testing import Berthd, running_berthd
+from berth.testing import Berthd, running_berthd, wait_for
 
 SIZE_MB = 96
 
@@ -40,13 +40,14 @@ def _fill(root: Path, leave: int) -> Path:
     """A file that leaves *leave* bytes free."""
     filler = root / "filler"
     size = max(0, _free(root) - leave + (filler.stat().st_size if filler.exists() else 0))
-    with open(filler, "wb") as f:
-        f.truncate(0)
+    with open(filler, "wb", buffering=0) as f:
         block = b"\0" * (1 << 20)
         left = size
         try:
             while left > 0:
                 left -= f.write(block[: min(left, len(block))])
+            while not leave:  # to the last block
+                f.write(block[:4096])
         except OSError:
             pass
     return filler
@@ -117,8 +118,18 @@ def test_out_of_space_fails_cleanly_and_recovers(
         _no_space(d.docker("commit", "writer", "writer:1", check=False))
         _same(d, before)
 
-        # a create with no space at all
+        # a container that logs with no space for its log: it runs, berthd carries on
+        filler.unlink()
+        d.docker("create", "--name", "talker", "busybox", "sh", "-c",
+                 "for i in $(seq 1 20000); do echo line $i; done")  # fmt: skip
         _fill(small, 0)
+        d.docker("start", "-a", "talker", check=False)
+        assert d.docker("wait", "talker").stdout == "0\n"
+        assert d.docker("logs", "talker", check=False).returncode == 0
+        d.docker("rm", "talker")
+
+        # a create with no space at all (what a removal frees may come back a moment later)
+        wait_for(lambda: _fill(small, 0) and _free(small) == 0, what="the disk full")
         before = _state(d)
         p = d.docker("create", "busybox", "true", check=False)
         assert p.returncode != 0, p.stdout
