@@ -273,6 +273,7 @@ def test_run_options_take_effect(berthd: Berthd) -> None:
     assert over.stdout.strip() == hard  # clamped to the host's hard limit
     assert "lo" in run("--network", "none", "busybox", "ip", "-o", "link")
     assert "eth0" not in run("--network", "none", "busybox", "ip", "-o", "link")
+
     def names(listing: str) -> set[str]:
         # veths come and go with other containers (the kernel deletes them a little after
         # their namespace), so only the host's other devices are compared
