@@ -435,19 +435,23 @@ def test_copy_from_context_and_multi_stage(
     assert "COPY failed: file not found in build context" in p.stderr
 
 
-def test_client_gone_cancels_the_build(berthd: Berthd, tmp_path: Path) -> None:
-    before = _build_dirs(berthd)
-    marker = unique_name("cancel")
-    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nRUN echo {marker} && sleep 300\n"})
-    env = {**berthd.env(), "DOCKER_BUILDKIT": "0"}
-    cli = subprocess.Popen(
-        [DOCKER, "build", "--no-cache", str(ctx)],
-        env=env,
+def _background_build(d: Berthd, *args: str) -> subprocess.Popen[str]:
+    """A classic ``docker build ARGS`` left running, its output to read line by line."""
+    return subprocess.Popen(
+        [DOCKER, "build", *args],
+        env={**d.env(), "DOCKER_BUILDKIT": "0"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+def test_client_gone_cancels_the_build(berthd: Berthd, tmp_path: Path) -> None:
+    before = _build_dirs(berthd)
+    marker = unique_name("cancel")
+    ctx = write(tmp_path, {"Dockerfile": f"FROM busybox\nRUN echo {marker} && sleep 300\n"})
+    cli = _background_build(berthd, "--no-cache", str(ctx))
     try:
         cid = ""
         assert cli.stdout is not None
@@ -738,17 +742,9 @@ def test_the_context_is_written_once_to_an_unlinked_spool(
             "sub/g": "two\n",
         },
     )
-    env = {**berthd.env(), "DOCKER_BUILDKIT": "0"}
     tag = unique_name("spool") + ":v1"
     image_cleanup.append(tag)
-    cli = subprocess.Popen(
-        [DOCKER, "build", "-t", tag, str(ctx)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    cli = _background_build(berthd, "-t", tag, str(ctx))
     try:
         assert cli.stdout is not None
         held: list[str] = []
