@@ -24,6 +24,7 @@ from berth import __version__, errdefs
 from berth.config import Config, ConfigError, TLSOptions, load, parse_host
 
 if TYPE_CHECKING:
+    from berth.api._http import HTTPServer
     from berth.api.server import ApiServer
 
 log = logging.getLogger("berthd")
@@ -196,6 +197,27 @@ def _rss_kb() -> int:
     return 0
 
 
+async def _serve_metrics(addr: str) -> HTTPServer:
+    """``GET /metrics`` on *addr* (dockerd's ``--metrics-addr``), plain HTTP as there."""
+    from berth import metrics
+    from berth.api._http import HTTPServer, Request, Response
+
+    loop = asyncio.get_running_loop()
+    metrics.readings.tasks = lambda: len(asyncio.all_tasks(loop))
+
+    async def handle(req: Request) -> Response:
+        if req.path != "/metrics":
+            return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
+        body = await loop.run_in_executor(None, metrics.exposition)
+        return Response(200, body, metrics.CONTENT_TYPE)
+
+    _, host, port = parse_host("tcp://" + addr)
+    server = HTTPServer(handle, [])
+    await server.listen_tcp(host, port)
+    log.info("metrics on http://%s/metrics", addr)
+    return server
+
+
 async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
     # Here, not at the top: --version, --help and a bad configuration answer without
     # loading the daemon (0.1 s instead of 0.3 s).
@@ -219,12 +241,17 @@ async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _dump_stacks, cfg.options.exec_root)
     sockets: list[str] = []
+    metrics_server: HTTPServer | None = None
     try:
         sockets = await _listen(server, cfg, tls)
+        if cfg.metrics_addr:
+            metrics_server = await _serve_metrics(cfg.metrics_addr)
         log.info("berthd %s started (data-root %s)", __version__, cfg.options.data_root)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if metrics_server is not None:
+            await metrics_server.close()
         await server.close()
         await asyncio.to_thread(daemon.shutdown)
         for path in sockets:

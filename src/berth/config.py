@@ -58,6 +58,8 @@ class TLSOptions:
 class Config:
     hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
     tls: TLSOptions = field(default_factory=TLSOptions)
+    #: host:port of the Prometheus endpoint (``--metrics-addr``); empty: none
+    metrics_addr: str = ""
     pidfile: str = DEFAULT_PIDFILE
     log_level: str = "info"
     group: str = "docker"
@@ -72,6 +74,7 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "tlscacert": (str, "tlscacert"),
     "tlscert": (str, "tlscert"),
     "tlskey": (str, "tlskey"),
+    "metrics-addr": (str, "metrics_addr"),
     "data-root": (str, "data_root"),
     "exec-root": (str, "exec_root"),
     "pidfile": (str, "pidfile"),
@@ -148,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{flag}",
             help=f"{what} (default {_CERT_FILES[flag]} in $DOCKER_CERT_PATH or ~/.docker)",
         )
+    p.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (dockerd's engine metrics, "
+        "berthd's process and API)",
+    )
     p.add_argument("--data-root", help=f"root of persistent state (default {DEFAULT_DATA_ROOT})")
     p.add_argument("--exec-root", help=f"root of runtime state (default {DEFAULT_EXEC_ROOT})")
     p.add_argument("-p", "--pidfile", help=f"path of the pid file (default {DEFAULT_PIDFILE})")
@@ -469,6 +478,9 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     cfg = Config()
     cfg.hosts = list(pick("hosts", "host", None) or [DEFAULT_HOST])
     cfg.tls = _tls_options(pick)
+    cfg.metrics_addr = pick("metrics-addr", "metrics_addr", "")
+    if cfg.metrics_addr:
+        parse_host("tcp://" + cfg.metrics_addr)
     cfg.pidfile = pick("pidfile", "pidfile", DEFAULT_PIDFILE)
     debug = bool(pick("debug", "debug", False))
     cfg.log_level = pick("log-level", "log_level", "debug" if debug else "info")

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth import metrics
+
 HISTORY = 1000
 QUEUE_DEPTH = 1024
 
@@ -55,6 +57,7 @@ class Events:
 
     def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
         msg = Message(type_, action, actor_id, attributes, time.time_ns())
+        metrics.events_total.inc()
         with self._lock:
             self._history.append(msg)
             subs = list(self._subs)

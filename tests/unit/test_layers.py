@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"archive", "layer"}),
     frozenset({"graphdriver"}),
     frozenset({"runtime", "network", "volume", "logger", "events"}),
-    frozenset({"types", "errdefs", "utils", "berth"}),
+    frozenset({"types", "errdefs", "utils", "metrics", "berth"}),
 )
 
 RANK = {pkg: rank for rank, row in enumerate(LAYERS) for pkg in row}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 
-from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION
+from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION, metrics
 from berth.api import archive, build, containers, events, execs, lifecycle, system
 from berth.api import distribution as distribution_routes
 from berth.api import images as image_routes
@@ -23,6 +24,28 @@ from berth.distribution.service import DistributionService
 log = logging.getLogger(__name__)
 
 _VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
+#: the first path segments the requests metric names (others count as "other")
+_RESOURCES = frozenset(
+    [
+        "_ping",
+        "auth",
+        "build",
+        "commit",
+        "containers",
+        "distribution",
+        "events",
+        "exec",
+        "images",
+        "info",
+        "networks",
+        "plugins",
+        "session",
+        "swarm",
+        "system",
+        "version",
+        "volumes",
+    ]
+)
 MAX_VERSION = tuple(int(p) for p in API_VERSION.split("."))
 MIN_VERSION = tuple(int(p) for p in MIN_API_VERSION.split("."))
 
@@ -78,6 +101,21 @@ class ApiServer:
         )
 
     async def handle(self, req: Request) -> AnyResponse:
+        started = time.monotonic()
+        response: AnyResponse | None = None
+        try:
+            response = await self._handle(req)
+            return response
+        finally:
+            status = getattr(response, "status", 101 if response is not None else 499)
+            parts = req.path.split("/", 2)
+            resource = parts[1] if len(parts) > 1 and parts[1] else "-"
+            if resource not in _RESOURCES:
+                resource = "other"
+            metrics.api_requests.labels(req.method, resource, str(status)).inc()
+            metrics.api_seconds.labels(req.method).observe(time.monotonic() - started)
+
+    async def _handle(self, req: Request) -> AnyResponse:
         m = _VERSIONED.match(req.path)
         if m:
             version = (int(m.group(1)), int(m.group(2)))

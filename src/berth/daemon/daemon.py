@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import platform
 import shutil
 import threading
 import uuid
@@ -22,7 +23,7 @@ from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import IO, Any
 
-from berth import errdefs
+from berth import __version__, errdefs, metrics
 from berth.builder.build import BuildService
 from berth.container.container import (
     Container,
@@ -119,7 +120,21 @@ class Daemon:
         self.engine_id = self._engine_id(root)
         self.cgroup_version = _info.cgroup_version()
         self.driver = new_driver(options.storage_driver, root)
+        metrics.engine_info.labels(
+            version=__version__,
+            commit="",
+            architecture=platform.machine(),
+            graphdriver=self.driver.name,
+            kernel=platform.release(),
+            os=_info.os_release().get("PRETTY_NAME", "Linux"),
+            os_type="linux",
+            daemon_id=self.engine_id,
+        ).set(1)
         self.view = ViewDB()
+        metrics.readings.subscribers = self.events.subscriber_count
+        metrics.readings.states = lambda: {
+            state: count for state, count in self.state_counts().items() if state != "total"
+        }
         # -- services: built and wired here, handed to their routers by the API server.
         # The volume service, the network controller, the distribution client and the
         # builder join the image service here, each given what it needs of the container
@@ -525,7 +540,8 @@ class Daemon:
         networking: NetworkingConfig | None,
         platform: str,
     ) -> CreateResponse:
-        resp = _create.create_container(self, name, config, host_config, networking, platform)
+        with metrics.container_action("create"):
+            resp = _create.create_container(self, name, config, host_config, networking, platform)
         self.emit_container(self.containers[resp.Id], "create")
         return resp
 
@@ -548,7 +564,8 @@ class Daemon:
         self.emit_container(container, "rename", {"oldName": previous})
 
     def remove_container(self, ref: str, force: bool, remove_volumes: bool, link: bool) -> None:
-        _delete.remove_container(self, ref, force, remove_volumes, link)
+        with metrics.container_action("delete"):
+            _delete.remove_container(self, ref, force, remove_volumes, link)
 
     def prune_containers(self, filters: Filters) -> PruneReport:
         return _prune.prune_containers(self, filters)
@@ -570,13 +587,16 @@ class Daemon:
         self.execs.resize(exec_id, height, width)
 
     def start_container(self, ref: str) -> None:
-        _start.start_container(self, ref)
+        with metrics.container_action("start"):
+            _start.start_container(self, ref)
 
     def stop_container(self, ref: str, timeout: int | None, signal: str) -> None:
-        _stop.stop_container(self, ref, timeout, signal)
+        with metrics.container_action("stop"):
+            _stop.stop_container(self, ref, timeout, signal)
 
     def restart_container(self, ref: str, timeout: int | None, signal: str) -> None:
-        _stop.restart_container(self, ref, timeout, signal)
+        with metrics.container_action("restart"):
+            _stop.restart_container(self, ref, timeout, signal)
 
     def kill_container(self, ref: str, signal: str) -> None:
         _stop.kill_container(self, ref, signal)
@@ -674,7 +694,8 @@ class Daemon:
         return _commit.container_changes(self, ref)
 
     def commit_container(self, options: CommitOptions) -> str:
-        return _commit.commit_container(self, options)
+        with metrics.container_action("commit"):
+            return _commit.commit_container(self, options)
 
     # -- Backend: copy (docker cp) -------------------------------------------
     def container_stat_path(self, ref: str, path: str) -> PathStat:

@@ -32,7 +32,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from berth import errdefs
+from berth import errdefs, metrics
 from berth.types.container import ExecOptions, Health, HealthcheckResult
 from berth.utils.timefmt import format_rfc3339_nano, now_ns, parse_rfc3339
 
@@ -341,6 +341,9 @@ class _Monitor:
 
     def _record(self, result: HealthcheckResult, started_ns: int) -> None:
         """moby's ``handleProbeResult``."""
+        metrics.health_checks.inc()
+        if result.exit_code != 0:
+            metrics.health_checks_failed.inc()
         container = self.container
         with container.lock:
             if self.stop.is_set():
