@@ -152,9 +152,16 @@ def _dump_stacks(exec_root: Path) -> None:
     first line counts what a leak would grow (a JSON object), the stacks follow."""
     tasks = asyncio.all_tasks()
     frames = sys._current_frames()
+    pools: dict[str, int] = {}
+    for thread in threading.enumerate():
+        prefix, _, n = thread.name.rpartition("_")
+        if prefix and n.isdigit():  # a ThreadPoolExecutor's, which grows to its bound
+            pools[prefix] = pools.get(prefix, 0) + 1
     counts = {
         "tasks": len(tasks),
         "threads": len(frames),
+        "pool_threads": pools,
+        "other_threads": len(frames) - sum(pools.values()),
         "fds": len(os.listdir("/proc/self/fd")),
         "rss_kb": _rss_kb(),
     }
