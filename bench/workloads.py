@@ -188,6 +188,18 @@ def all_workloads(tmp: Path) -> list[Workload]:
             st.ids[f"log-{e.name}"] = [cid]
             _expect(e.out("wait", cid) == "0", "log writer failed")
 
+    # 50 MB of 41-byte lines written to stdout: run -d, then wait (issue 17's ingestion)
+    ingest_lines = LOG_MB * 1_000_000 // 41
+    ingest = f'BEGIN{{for(i=0;i<{ingest_lines};i++) printf "%040d\\n", i}}'
+
+    def log_ingestion(e: Engine) -> float:
+        start = time.perf_counter()
+        cid = e.out("run", "-d", "-l", LABEL, IMAGE, "awk", ingest)
+        _expect(e.out("wait", cid) == "0", "log writer failed")
+        took = time.perf_counter() - start
+        _rm(e, [cid])
+        return took
+
     def rm_logger(e: Engine) -> None:
         _rm(e, st.ids.pop(f"log-{e.name}", []))
 
@@ -277,6 +289,7 @@ def all_workloads(tmp: Path) -> list[Workload]:
             setup=create_many,
             teardown=rm_many,
         ),
+        Workload(f"log ingestion ({LOG_MB} MB of 41-byte lines)", log_ingestion, rounds=5),
         Workload(f"logs ({LOG_MB} MB)", logs, rounds=7, setup=write_logs),
         Workload(f"logs --tail 10 ({LOG_MB} MB)", logs_tail, setup=write_logs, teardown=rm_logger),
         Workload(f"cp in ({CP_MB} MB)", cp_in, rounds=7, setup=cp_setup),

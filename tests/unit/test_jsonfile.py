@@ -816,3 +816,48 @@ def test_decode_entries_is_decode_entry_of_each_line() -> None:
     for lines in (good, good + odd, odd[::-1] + good):
         assert decode_entries(lines) == [m for m in map(decode_entry, lines) if m is not None]
     assert [m.line for m in decode_entries(good)] == [b"line %d\n" % i for i in range(5)]
+
+
+# -- whole lines at once (the copier's batches) -----------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_lines_are_the_bytes_of_one_by_one(tmp_path: Path, seed: int) -> None:
+    """A copier handing its chunks' whole lines to ``log_lines`` writes exactly what one
+    message at a time writes: escapes, empty lines, non-UTF-8, lines longer than a message,
+    lines cut across chunks, attrs."""
+    rng = random.Random(seed)
+    pieces = [
+        b"plain ascii line",
+        b"",
+        b'quote " and backslash \\ and <tag> & amp',
+        b"tab\there\rcr",
+        "unicode é ✓ \u2028".encode(),
+        b"\xff\xfe not utf-8",
+        b"x" * (MAX_MESSAGE_SIZE - 1),
+        b"y" * MAX_MESSAGE_SIZE,
+        b"z" * (MAX_MESSAGE_SIZE * 2 + 7),
+    ]
+    stream = b"".join(rng.choice(pieces) + b"\n" for _ in range(300)) + b"no newline at the end"
+    cuts = sorted(rng.sample(range(1, len(stream)), 40))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    files = []
+    for batched in (True, False):
+        path = tmp_path / f"{batched}.log"
+        logger = JSONFileLogger(path, attrs={"tag": "t<1>"})
+        lines = logger.log_lines if batched else None
+        copier = Copier("stdout", logger.log, lines=lines)
+        for i, chunk in enumerate(chunks):
+            copier.feed(chunk, now_ns=1_700_000_000_000_000_000 + i * 1_000)
+        copier.flush()
+        logger.close()
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
+    assert files[0].count(b"\n") > 300
+
+
+def test_a_size_rotated_log_takes_messages_one_by_one(tmp_path: Path) -> None:
+    logger = JSONFileLogger(tmp_path / "r.log", max_size=1000, max_file=2)
+    assert not logger.log_lines("stdout", b"a\nb\n", [b"a", b"b"], 1)
+    logger.close()
+    assert (tmp_path / "r.log").read_bytes() == b""

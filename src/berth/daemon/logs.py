@@ -80,9 +80,10 @@ class ContainerLog:
         info: LogInfo | None = None,
     ) -> None:
         self.logger = _file_logger(driver, path, options, info)
+        lines = getattr(self.logger, "log_lines", None)  # json-file's batches
         self._copiers = {
-            "stdout": Copier("stdout", self.logger.log),
-            "stderr": Copier("stderr", self.logger.log),
+            "stdout": Copier("stdout", self.logger.log, lines=lines),
+            "stderr": Copier("stderr", self.logger.log, lines=lines),
         }
 
     def sink(self, stream: str, data: bytes) -> None:

@@ -32,6 +32,7 @@ from berth.logger.message import LogMessage
 from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, parse_rfc3339
 
 __all__ = [
+    "ESCAPED_BUT_NEWLINE",
     "decode_entry",
     "encode_attrs",
     "encode_entry",
@@ -46,6 +47,8 @@ _NS = 1_000_000_000
 
 #: ASCII bytes moby's escaper does not write as they are.
 _ASCII_SPECIAL = re.compile(rb'[\x00-\x1f"\\<>&]')
+#: The same but the newline: whole lines that need no escaping contain none of these.
+ESCAPED_BUT_NEWLINE = re.compile(rb'[\x00-\x09\x0b-\x1f"\\<>&]')
 #: The same in decoded text, plus U+2028/U+2029 and the surrogates that
 #: ``surrogateescape`` makes of bytes that are not valid UTF-8.
 _TEXT_SPECIAL = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\udc80-\udcff]')

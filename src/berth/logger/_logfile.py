@@ -156,7 +156,10 @@ class FileLogger:
 
     def log(self, msg: LogMessage) -> None:
         """Append *msg* (thread-safe); rotates first when the file has reached ``max_size``."""
-        data = self.encode(msg)
+        self._append(self.encode(msg), msg.time_ns)
+
+    def _append(self, data: bytes, last_ns: int) -> None:
+        """Append the encoded *data*, whose last message is stamped *last_ns*."""
         with self._cond:
             if self._closed:
                 raise errdefs.Unavailable("cannot write because the output file was closed")
@@ -175,7 +178,7 @@ class FileLogger:
                         self._size += written
                     self._notify()
                 raise errdefs.System(f"error writing log entry: {e}") from e
-            self._last_ns = msg.time_ns
+            self._last_ns = last_ns
             self._notify()
 
     def _notify(self) -> None:

@@ -23,6 +23,11 @@ from berth.logger.message import LogMessage
 
 log = logging.getLogger(__name__)
 
+#: ``lines(stream, block, lines, time_ns)``: log each of *lines* (*block*'s whole lines,
+#: without their newlines, each shorter than one message) as a message stamped
+#: *time_ns*, at once; False when the logger takes messages only one by one.
+LinesSink = Callable[[str, bytes, list[bytes], int], bool]
+
 #: moby's ``defaultBufSize``: the most bytes of one message (without its newline).
 MAX_MESSAGE_SIZE = 16 * 1024
 
@@ -37,7 +42,7 @@ class Copier:
     in moby: a failing log driver must not block the container.
     """
 
-    __slots__ = ("_buf", "_max", "_sink", "_started_ns", "stream")
+    __slots__ = ("_buf", "_lines", "_max", "_sink", "_started_ns", "stream")
 
     def __init__(
         self,
@@ -45,6 +50,7 @@ class Copier:
         sink: Callable[[LogMessage], None],
         *,
         max_size: int = MAX_MESSAGE_SIZE,
+        lines: LinesSink | None = None,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be positive")
@@ -54,6 +60,8 @@ class Copier:
         self._buf = bytearray()
         #: arrival time of the first byte of the line being assembled (None between lines)
         self._started_ns: int | None = None
+        #: takes a chunk's whole lines at once (see :data:`LinesSink`), when the logger can
+        self._lines = lines
 
     @property
     def pending(self) -> int:
@@ -76,7 +84,13 @@ class Copier:
         limit = self._max
         pos = 0
         ts = self._started_ns
+        batch = self._lines is not None  # whole lines at once, from the first line start
         while pos < n:
+            if batch and ts is None:  # at a line's start (not after a partial piece)
+                batch = False
+                pos = self._whole_lines(data, pos, now)
+                if pos >= n:
+                    break
             if ts is None:
                 ts = now
             room = limit - len(buf)  # always >= 1: a full buffer is emitted at once
@@ -104,6 +118,24 @@ class Copier:
                 buf.clear()
                 self._emit(line, ts)
         self._started_ns = ts
+
+    def _whole_lines(self, data: bytes, pos: int, now: int) -> int:
+        """Hand the whole lines of *data* from *pos* (a line start) to the lines sink in
+        one call, when each is one message (shorter than the limit); where they end."""
+        last = data.rfind(b"\n", pos)
+        if last < 0:
+            return pos
+        block = data[pos : last + 1]
+        lines = block[:-1].split(b"\n")
+        if len(block) - len(lines) >= self._max and max(map(len, lines)) >= self._max:
+            return pos  # a line longer than one message: cut as moby cuts it
+        assert self._lines is not None
+        try:
+            if not self._lines(self.stream, block, lines, now):
+                return pos
+        except Exception:
+            log.exception("failed to log %d %s messages", len(lines), self.stream)
+        return last + 1
 
     def flush(self, now_ns: int | None = None) -> None:
         """At end of stream: log a pending unterminated line as a partial message.
