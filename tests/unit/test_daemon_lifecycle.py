@@ -375,6 +375,7 @@ def test_on_failure_retries_then_stops(h: Harness, fake: FakeRuntime) -> None:
     # The first exit wakes it though the policy restarts the container (moby's
     # SetRestarting notifies the waiters as SetStopped does).
     assert fut.result(TIMEOUT) == (1, None)
+
     def retries_over() -> bool:
         with c.lock:  # a restart holds it from the start to the running state
             return fake.starts[c.id] >= 3 and not c.state.running

@@ -13,7 +13,7 @@ from berth.api import distribution as distribution_routes
 from berth.api import images as image_routes
 from berth.api import networks as network_routes
 from berth.api import volumes as volume_routes
-from berth.api._http import AnyResponse, ClientGone, HTTPServer, Request, Response
+from berth.api._http import AnyResponse, ClientGone, Hijack, HTTPServer, Request, Response
 from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode
@@ -107,7 +107,12 @@ class ApiServer:
             response = await self._handle(req)
             return response
         finally:
-            status = getattr(response, "status", 101 if response is not None else 499)
+            if response is None:
+                status = 499  # the client went away (or the handler was cancelled)
+            elif isinstance(response, Hijack):
+                status = int(response.head.split(b" ", 2)[1])  # 101, or 200 without upgrade
+            else:
+                status = response.status
             parts = req.path.split("/", 2)
             resource = parts[1] if len(parts) > 1 and parts[1] else "-"
             if resource not in _RESOURCES:

@@ -80,7 +80,9 @@ class ContainerLog:
         info: LogInfo | None = None,
     ) -> None:
         self.logger = _file_logger(driver, path, options, info)
-        lines = getattr(self.logger, "log_lines", None)  # json-file's batches
+        # json-file takes a read's whole lines at once, unless rotated by size
+        batches = self.logger.max_size == -1
+        lines = getattr(self.logger, "log_lines", None) if batches else None
         self._copiers = {
             "stdout": Copier("stdout", self.logger.log, lines=lines),
             "stderr": Copier("stderr", self.logger.log, lines=lines),
