@@ -8,11 +8,7 @@ STAMP := $(VENV)/.installed
 
 STUBS := src/berth/runtime/_api/__init__.py
 
-# moby's swagger.yaml of API v1.41 (Debian's docker 20.10 sources, git-ignored): the e2e
-# tests check responses against it
-SWAGGER := build/swagger/v1.41.yaml
-
-install: $(STAMP) $(STUBS) $(SWAGGER)
+install: $(STAMP) $(STUBS)
 
 $(STAMP): pyproject.toml scripts/install-system.sh
 	scripts/install-system.sh
@@ -23,9 +19,6 @@ $(STAMP): pyproject.toml scripts/install-system.sh
 # containerd's gRPC stubs, generated from Debian's .proto files (git-ignored)
 $(STUBS): $(STAMP) scripts/gen-containerd-stubs.sh
 	scripts/gen-containerd-stubs.sh $(VENV)/bin/python src
-
-$(SWAGGER): scripts/fetch-swagger.sh
-	scripts/fetch-swagger.sh $@
 
 run: install
 	@echo "berthd is starting on unix:///run/berth.sock; in another shell run:"

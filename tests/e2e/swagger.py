@@ -1,6 +1,5 @@
 """Responses checked against moby's own API description: ``api/swagger.yaml`` of the
-version the request asked for, under ``build/swagger`` (``make install`` takes v1.41 from
-Debian's docker 20.10 sources; see scripts/fetch-swagger.sh).
+version the request asked for, vendored under ``tests/e2e/data/swagger`` (see its README).
 
 The description is Swagger 2.0, whose schemas are those of OpenAPI 3.0 but for
 ``x-nullable``; each response schema is checked with the ``definitions`` it refers to by
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import lzma
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,18 @@ from typing import Any
 import yaml
 from openapi_schema_validator import OAS30Validator
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "build" / "swagger"
+SPEC_DIR = Path(__file__).resolve().parent / "data" / "swagger"
+VERSIONS = tuple(
+    sorted(
+        (p.name[1:].removesuffix(".yaml.xz") for p in SPEC_DIR.glob("v*.yaml.xz")),
+        key=lambda v: tuple(int(n) for n in v.split(".")),
+    )
+)
 
 
 @functools.cache
 def spec(version: str) -> dict[str, Any]:
-    path = SPEC_DIR / f"v{version}.yaml"
-    with open(path, encoding="utf-8") as f:
+    with lzma.open(SPEC_DIR / f"v{version}.yaml.xz", "rt", encoding="utf-8") as f:
         loaded: dict[str, Any] = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     for fix in _ERRATA.get(version, ()):
         fix(loaded)

@@ -1,5 +1,8 @@
-"""What berthd answers a v1.41 client fits moby's swagger.yaml of v1.41, operation by
-operation (tests/e2e/swagger.py): a representative body of each, from real objects."""
+"""What berthd answers a client of API version V fits moby's swagger.yaml of V, operation
+by operation (tests/e2e/swagger.py), for each version vendored: the oldest a current docker
+CLI still speaks (1.41), the one ImageInspect lost ``Container`` and ``ContainerConfig`` in
+(1.45) and berth's own.  A representative body of each operation that answers JSON, from
+real objects, and the error body of a failed one."""
 
 from __future__ import annotations
 
@@ -10,16 +13,29 @@ from typing import Any
 
 import pytest
 
+from berth import API_VERSION
 from berth.testing import Berthd, unique_name
 from tests.e2e import swagger
 
-V = "1.41"
+
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in v.split("."))
 
 
-def _call(d: Berthd, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+@pytest.fixture(params=swagger.VERSIONS)
+def v(request: pytest.FixtureRequest) -> str:
+    version: str = request.param
+    return version
+
+
+def test_the_descriptions_are_there() -> None:
+    assert swagger.VERSIONS == ("1.41", "1.45", API_VERSION)
+
+
+def _call(d: Berthd, v: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     raw = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if raw is not None else None
-    status, _, data = d.request(method, f"/v{V}{path}", body=raw, headers=headers)
+    status, _, data = d.request(method, f"/v{v}{path}", body=raw, headers=headers)
     return status, json.loads(data) if data.strip() else None
 
 
@@ -32,7 +48,7 @@ def objects(berthd: Berthd) -> Iterator[dict[str, str]]:
     stopped = berthd.docker("create", "busybox", "true").stdout.strip()
     network = berthd.docker("network", "create", name).stdout.strip()
     volume = berthd.docker("volume", "create", name).stdout.strip()
-    _, created = _call(berthd, "POST", f"/containers/{running}/exec", {"Cmd": ["true"]})
+    _, created = _call(berthd, "1.41", "POST", f"/containers/{running}/exec", {"Cmd": ["true"]})
     yield {"running": running, "stopped": stopped, "network": network, "volume": volume,
            "exec": created["Id"], "name": name}  # fmt: skip
     berthd.docker("rm", "-f", running, stopped)
@@ -58,47 +74,80 @@ CASES = [
     ("GET", "/volumes", "/volumes"),
     ("GET", "/volumes/{volume}", "/volumes/{name}"),
     ("GET", "/system/df", "/system/df"),
+    ("GET", "/plugins", "/plugins"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "template"), CASES, ids=[c[1] for c in CASES])
 def test_responses_fit_the_description(
-    berthd: Berthd, objects: dict[str, str], method: str, path: str, template: str
+    berthd: Berthd, objects: dict[str, str], v: str, method: str, path: str, template: str
 ) -> None:
-    status, body = _call(berthd, method, path.format(**objects))
+    status, body = _call(berthd, v, method, path.format(**objects))
     assert status == 200, body
-    swagger.check(V, method, template, status, body)
-    if template == "/images/{name}/json":  # dropped only from v1.45
-        assert "Container" in body and "ContainerConfig" in body
+    swagger.check(v, method, template, status, body)
+    if template == "/images/{name}/json":  # dropped from v1.45 on
+        kept = _version_key(v) < (1, 45)
+        assert ("Container" in body, "ContainerConfig" in body) == (kept, kept)
 
 
-def test_creations_and_prunes_fit_the_description(berthd: Berthd) -> None:
+def test_errors_fit_the_description(berthd: Berthd, v: str) -> None:
+    status, body = _call(berthd, v, "GET", "/containers/swagger-no-such/json")
+    assert status == 404, body
+    swagger.check(v, "GET", "/containers/{id}/json", 404, body)
+    status, body = _call(berthd, v, "POST", "/containers/create", {"Image": "busybox", "Cmd": 7})
+    assert status == 400, body
+    swagger.check(v, "POST", "/containers/create", 400, body)
+
+
+def test_creations_and_prunes_fit_the_description(berthd: Berthd, v: str) -> None:
     name = unique_name("swc")
     try:
         for path, body in (
-            (f"/containers/create?name={name}", {"Image": "busybox", "Cmd": ["true"]}),
+            (f"/containers/create?name={name}", {"Image": "busybox", "Cmd": ["sleep", "60"]}),
             ("/volumes/create", {"Name": name}),
             ("/networks/create", {"Name": name}),
+            (f"/containers/{name}/start", None),
+            (f"/containers/{name}/exec", {"Cmd": ["true"]}),
+            (f"/commit?container={name}&repo={name}", {}),
         ):
-            status, answer = _call(berthd, "POST", path, body)
+            status, answer = _call(berthd, v, "POST", path, body)
+            if path.endswith("/start"):
+                assert status == 204, answer
+                continue
             assert status == 201, answer
-            swagger.check(V, "POST", path.split("?")[0], 201, answer)
+            template = path.split("?")[0].replace(name, "{id}")
+            swagger.check(v, "POST", template, 201, answer)
+        status, answer = _call(berthd, v, "POST", f"/containers/{name}/update", {"CpuShares": 512})
+        assert status == 200, answer
+        swagger.check(v, "POST", "/containers/{id}/update", 200, answer)
+        assert _call(berthd, v, "POST", f"/containers/{name}/kill")[0] == 204
+        status, answer = _call(berthd, v, "POST", f"/containers/{name}/wait")
+        assert status == 200 and answer["StatusCode"] == 137, answer
+        swagger.check(v, "POST", "/containers/{id}/wait", 200, answer)
+        status, answer = _call(berthd, v, "DELETE", f"/images/{name}")
+        assert status == 200, answer
+        swagger.check(v, "DELETE", "/images/{name}", 200, answer)
     finally:
-        berthd.docker("rm", name, check=False)
+        berthd.docker("rm", "-f", name, check=False)
+        berthd.docker("rmi", name, check=False)
         berthd.docker("network", "rm", name, check=False)
         berthd.docker("volume", "rm", name, check=False)
     for what in ("containers", "images", "volumes", "networks"):
         flt = '{"label":["swagger-nothing=here"]}'
-        status, body = _call(berthd, "POST", f"/{what}/prune?filters={flt}")
+        status, body = _call(berthd, v, "POST", f"/{what}/prune?filters={flt}")
         assert status == 200, body
-        swagger.check(V, "POST", f"/{what}/prune", 200, body)
+        swagger.check(v, "POST", f"/{what}/prune", 200, body)
+    status, body = _call(berthd, v, "POST", '/build/prune?filters={"until":["1s"]}')
+    assert status == 200, body
+    swagger.check(v, "POST", "/build/prune", 200, body)
 
 
-def test_events_fit_the_description(berthd: Berthd) -> None:
+def test_events_fit_the_description(berthd: Berthd, v: str) -> None:
     since = int(time.time()) - 600
-    status, _, data = berthd.request("GET", f"/v{V}/events?since={since}&until={int(time.time())}")
+    path = f"/v{v}/events?since={since}&until={int(time.time())}"
+    status, _, data = berthd.request("GET", path)
     assert status == 200
     events = [json.loads(line) for line in data.splitlines() if line.strip()]
     assert events
     for event in events:
-        swagger.check(V, "GET", "/events", 200, event)
+        swagger.check(v, "GET", "/events", 200, event)
