@@ -196,3 +196,13 @@ def memory_kib(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return rss, pss
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of *pid* and of the children it has reaped, in clock ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError as err:
+        raise Failed(f"process {pid} went away: {err}") from err
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+    return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime

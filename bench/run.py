@@ -37,7 +37,7 @@ from typing import Any
 from build import build_workloads
 from commit import commit_workloads
 from disk import disk_workloads
-from engines import Engine, Failed, Result, Unavailable, memory_kib
+from engines import Engine, Failed, Result, Unavailable, cpu_ticks, memory_kib
 from registry import CACHE, RegistryBench
 from save import save_workloads
 from workloads import IMAGE, LABEL, Workload, _rm, all_workloads
@@ -254,16 +254,6 @@ def volume_workloads(tmp: Path) -> list[Workload]:
             teardown=drop_listed,
         ),
     ]
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of *pid* and of the children it has reaped, in clock ticks."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError as err:
-        raise Failed(f"process {pid} went away: {err}") from err
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
-    return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
 
 
 def health_workloads() -> list[Workload]:

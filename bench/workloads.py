@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines import Engine, Failed
+from engines import Engine, Failed, cpu_ticks
 
 IMAGE = "berth-bench-busybox:latest"
 LABEL = "berth-bench=1"
@@ -26,6 +27,10 @@ TRAPS_TERM = "trap 'exit 0' TERM; sleep 3600 & wait"
 IGNORES_TERM = "sleep 3600 & wait"
 
 LOG_MB = 50
+#: ingestion: the length of a long line (newline included), of a partial write, and how many
+BIG_LINE = 1_000_000
+PARTIAL = 10_000
+PARTIALS = 2_000
 CP_MB = 100
 PS_CONTAINERS = 200
 PARALLEL = 10
@@ -188,17 +193,44 @@ def all_workloads(tmp: Path) -> list[Workload]:
             st.ids[f"log-{e.name}"] = [cid]
             _expect(e.out("wait", cid) == "0", "log writer failed")
 
-    # 50 MB of 41-byte lines written to stdout: run -d, then wait (issue 17's ingestion)
+    # Log ingestion (issue 17): a container writes to stdout, run -d then wait; the daemon's
+    # CPU seconds per MB logged are the second figure.
     ingest_lines = LOG_MB * 1_000_000 // 41
-    ingest = f'BEGIN{{for(i=0;i<{ingest_lines};i++) printf "%040d\\n", i}}'
+    short_lines = f'BEGIN{{for(i=0;i<{ingest_lines};i++) printf "%040d\\n", i}}'
+    long_lines = (
+        f"l=$(head -c {BIG_LINE - 1} /dev/zero | tr '\\0' x); "
+        f"for i in $(seq {LOG_MB}); do echo $l; done"
+    )
+    partials = (
+        f"s=$(head -c {PARTIAL} /dev/zero | tr '\\0' y); i=0; "
+        f"while [ $i -lt {PARTIALS} ]; do printf %s $s; usleep 1000; i=$((i+1)); done"
+    )
 
-    def log_ingestion(e: Engine) -> float:
-        start = time.perf_counter()
-        cid = e.out("run", "-d", "-l", LABEL, IMAGE, "awk", ingest)
-        _expect(e.out("wait", cid) == "0", "log writer failed")
-        took = time.perf_counter() - start
-        _rm(e, [cid])
-        return took
+    def ingestion(argv: list[str], logged: int) -> Callable[[Engine], tuple[float, float]]:
+        def sample(e: Engine) -> tuple[float, float]:
+            daemon = e.processes().daemon
+            cpu = cpu_ticks(daemon)
+            start = time.perf_counter()
+            cid = e.out("run", "-d", "-l", LABEL, IMAGE, *argv)
+            _expect(e.out("wait", cid) == "0", "log writer failed")
+            took = time.perf_counter() - start
+            cpu = cpu_ticks(daemon) - cpu
+            try:
+                size = len(e.ok("logs", cid).stdout)
+                _expect(size == logged, f"logs gave {size} bytes, not {logged}")
+            finally:
+                _rm(e, [cid])
+            return took, cpu / os.sysconf("SC_CLK_TCK") / (logged / 1e6)
+
+        return sample
+
+    def ingest(name: str, argv: list[str], logged: int) -> Workload:
+        return Workload(
+            f"log ingestion ({name})",
+            ingestion(argv, logged),
+            rounds=5,
+            also=(f"log ingestion ({name}): daemon CPU ms per MB",),
+        )
 
     def rm_logger(e: Engine) -> None:
         _rm(e, st.ids.pop(f"log-{e.name}", []))
@@ -289,7 +321,13 @@ def all_workloads(tmp: Path) -> list[Workload]:
             setup=create_many,
             teardown=rm_many,
         ),
-        Workload(f"log ingestion ({LOG_MB} MB of 41-byte lines)", log_ingestion, rounds=5),
+        ingest(f"{LOG_MB} MB of 41-byte lines", ["awk", short_lines], ingest_lines * 41),
+        ingest(f"{LOG_MB} lines of 1 MB", ["sh", "-c", long_lines], LOG_MB * BIG_LINE),
+        ingest(
+            f"{PARTIAL // 1000} KB without a newline every 1 ms, {PARTIALS} times",
+            ["sh", "-c", partials],
+            PARTIAL * PARTIALS,
+        ),
         Workload(f"logs ({LOG_MB} MB)", logs, rounds=7, setup=write_logs),
         Workload(f"logs --tail 10 ({LOG_MB} MB)", logs_tail, setup=write_logs, teardown=rm_logger),
         Workload(f"cp in ({CP_MB} MB)", cp_in, rounds=7, setup=cp_setup),

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from berth import errdefs
-from berth.daemon.options import DEFAULT_CERTS_DIR, DaemonOptions, RegistryOptions
+from berth.daemon.options import DEFAULT_CERTS_DIR, SHIM_GROUPS, DaemonOptions, RegistryOptions
 from berth.daemon.validate import parse_size
 from berth.network.ipam import PoolSpec
 
@@ -93,6 +93,7 @@ _FILE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "containerd": (str, "containerd"),
     "containerd-namespace": (str, "containerd_namespace"),
     "cgroup-parent": (str, "cgroup_parent"),
+    "shim-group": (str, "shim_group"),
     "bridge": (str, "bridge"),
     "bip": (str, "bip"),
     "fixed-cidr": (str, "fixed_cidr"),
@@ -186,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--containerd-namespace", help="containerd namespace for containers (default berth)"
     )
     p.add_argument("--cgroup-parent", help="parent cgroup of every container (default /berth)")
+    p.add_argument(
+        "--shim-group",
+        help="which containers share one containerd shim: container (one each, the default), "
+        "project (a compose project's) or all",
+    )
     net = p.add_argument_group("networking")
     net.add_argument("-b", "--bridge", help="device of the default bridge network (default berth0)")
     net.add_argument("--bip", help="address/prefix of the default bridge (default: a free /24)")
@@ -530,6 +536,9 @@ def load(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
             f"invalid cgroup-parent {opts.cgroup_parent!r}: use an absolute cgroup path "
             "such as /berth"
         )
+    opts.shim_group = pick("shim-group", "shim_group", "container")
+    if opts.shim_group not in SHIM_GROUPS:
+        raise ConfigError(f"invalid shim-group {opts.shim_group!r}: use container, project or all")
     net = opts.network
     net.bridge = pick("bridge", "bridge", "berth0")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", net.bridge):

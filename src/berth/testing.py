@@ -374,12 +374,16 @@ class Berthd:
             except OSError:
                 continue
             if needle.encode() in cmdline and int(entry) != os.getpid():
+                shim_socket = _strays.shim_socket_of(cmdline.split(b"\0"))
+                # A shim killed leaves its socket, and a group's is not on its command line.
+                sockets = []
+                if shim_socket is not None:
+                    sockets = [shim_socket, *_strays.listening_sockets(int(entry))]
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry), signal.SIGKILL)
-                shim_socket = _strays.shim_socket_of(cmdline.split(b"\0"))
-                if shim_socket is not None:  # a shim killed leaves its socket
+                for path in sockets:
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(shim_socket)
+                        os.unlink(path)
 
 
 def read_pty_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:

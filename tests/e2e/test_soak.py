@@ -45,8 +45,20 @@ def _counts(d: Berthd, *, idle: bool = True) -> dict[str, Any]:
     """What a leak would grow, read from berthd (SIGUSR1) and from the host; with *idle*,
     once the last container is gone."""
     assert d.proc is not None
+    root = str(d.root)
+    parent = d.cgroup_parent.strip("/")
     if idle:
-        wait_for(lambda: d.docker("ps", "-aq").stdout == "", what="the containers removed")
+        # `run --rm` returns once the container is forgotten; its task, shim, cgroup and
+        # mount go right after: the counts are taken once they have.
+        wait_for(
+            lambda: (
+                d.docker("ps", "-aq").stdout == ""
+                and not _shims(root)
+                and not _cgroups(parent)
+                and not d.mounts()
+            ),
+            what="the containers removed",
+        )
     before = set(d.exec_root.glob("berthd-stacks-*.log"))
     os.kill(d.proc.pid, signal.SIGUSR1)
     wait_for(lambda: set(d.exec_root.glob("berthd-stacks-*.log")) - before, what="stacks")
@@ -54,14 +66,8 @@ def _counts(d: Berthd, *, idle: bool = True) -> dict[str, Any]:
     wait_for(lambda: dump.read_text().endswith("\n") and "\n" in dump.read_text(), what="dump")
     counts: dict[str, Any] = json.loads(dump.read_text().splitlines()[0])
     dump.unlink()
-    root = str(d.root)
-    counts["shims"] = sum(
-        1
-        for cmd in _cmdlines()
-        if "containerd-shim" in cmd and root in cmd  # our containerd's shims name our paths
-    )
-    parent = d.cgroup_parent.strip("/")
-    counts["cgroups"] = len([p for p in Path("/sys/fs/cgroup").glob(f"*/{parent}/*") if p.is_dir()])
+    counts["shims"] = _shims(root)
+    counts["cgroups"] = _cgroups(parent)
     counts["mounts"] = len(d.mounts())
     counts["files"] = sorted(
         os.path.relpath(os.path.join(top, name), d.root)
@@ -71,6 +77,15 @@ def _counts(d: Berthd, *, idle: bool = True) -> dict[str, Any]:
         for name in files
     )
     return counts
+
+
+def _shims(root: str) -> int:
+    # our containerd's shims name our paths
+    return sum(1 for cmd in _cmdlines() if "containerd-shim" in cmd and root in cmd)
+
+
+def _cgroups(parent: str) -> int:
+    return len([p for p in Path("/sys/fs/cgroup").glob(f"*/{parent}/*") if p.is_dir()])
 
 
 def _cmdlines() -> Iterator[str]:
@@ -120,7 +135,7 @@ def test_runs_leave_nothing_behind(soaked: Berthd) -> None:
 
     def back() -> bool:
         """Everything at its start (what closes after the last answer has a moment)."""
-        seen.append(_counts(d))
+        seen.append(_counts(d, idle=False))
         end = seen[-1]
         return (
             end["files"] == start["files"]

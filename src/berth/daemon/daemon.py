@@ -274,7 +274,15 @@ class Daemon:
         container = self.containers.get(event.container_id)
         if container is None:
             return
-        self.submit(handle_exit, self, container, event.exit_code, event.exited_at_ns, event.pid)
+        self.submit(
+            handle_exit,
+            self,
+            container,
+            event.exit_code,
+            event.exited_at_ns,
+            event.pid,
+            event.lost_shim,
+        )
 
     def exec_exited(self, event: ExitEvent) -> None:
         self.submit(self.execs.handle_exit, event)

@@ -29,11 +29,21 @@ log = logging.getLogger(__name__)
 
 #: How long to wait for the last output of an exited process to be delivered.
 IO_DRAIN_TIMEOUT = 2.0
+#: State.Error of a container whose process was killed because its shim died
+SHIM_LOST = (
+    "containerd-shim-runc-v2 (pid {pid}) serving the container died; its processes were killed"
+)
 
 
 def handle_exit(
-    d: Daemon, container: Container, exit_code: int, exited_at_ns: int, pid: int
+    d: Daemon,
+    container: Container,
+    exit_code: int,
+    exited_at_ns: int,
+    pid: int,
+    lost_shim: int = 0,
 ) -> None:
+    """*lost_shim*: the pid of the shim that died with the process (see ExitEvent)."""
     with container.lock:
         st = container.state
         if not st.running or st.restarting or (pid and st.pid and pid != st.pid):
@@ -69,6 +79,10 @@ def handle_exit(
             container.set_stopped(exit_code, exited_at_ns)
         if st.oom_killed and exit_code == 137:
             st.error = ""
+        if lost_shim:
+            # Every container of a shim group goes with its shim: say so where users look.
+            st.error = SHIM_LOST.format(pid=lost_shim)
+            log.warning("container %s: its shim %d died", container.id[:12], lost_shim)
         remove = not restart and container.host_config.auto_remove and not st.removal_in_progress
         if remove:
             # Not persisted: the record goes in a moment, and should berthd die

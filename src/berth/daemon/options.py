@@ -10,6 +10,10 @@ from berth.network.options import NetworkOptions
 #: where dockerd looks for per-registry CAs and client certificates (``<host:port>/``)
 DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
 
+#: ``--shim-group``: one containerd shim per container (dockerd's way), per compose
+#: project (containers without one keep their own) or one for all containers
+SHIM_GROUPS = ("container", "project", "all")
+
 
 @dataclass
 class RegistryOptions:
@@ -51,5 +55,7 @@ class DaemonOptions:
     containerd_namespace: str = "berth"
     #: cgroupfs parent of containers without a HostConfig.CgroupParent of their own
     cgroup_parent: str = "/berth"
+    #: ``--shim-group``: which containers one containerd shim serves (see SHIM_GROUPS)
+    shim_group: str = "container"
     network: NetworkOptions = field(default_factory=NetworkOptions)
     registry: RegistryOptions = field(default_factory=RegistryOptions)

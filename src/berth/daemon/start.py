@@ -164,8 +164,23 @@ def container_spec(d: Daemon, container: Container, rootfs: Path) -> dict[str, A
         ipc_ns_path=d.namespace_path(hc.ipc_mode, "ipc"),
         pid_ns_path=d.namespace_path(hc.pid_mode, "pid"),
         host_rlimits=_host_rlimits(),
+        shim_group=shim_group(d.options.shim_group, rec.config.labels or {}),
     )
     return build_spec(opts)
+
+
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+
+
+def shim_group(mode: str, labels: dict[str, str]) -> str:
+    """The shim group of a container under ``--shim-group`` *mode*; "" for its own shim.
+    Prefixed, so that a group's socket is never that of a container ID's shim."""
+    if mode == "all":
+        return "berth-all"
+    project = labels.get(COMPOSE_PROJECT_LABEL, "")
+    if mode == "project" and project:
+        return f"berth-project-{project}"
+    return ""
 
 
 def _with_link_env(config: Config, extra: list[str]) -> Config:

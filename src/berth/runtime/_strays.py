@@ -62,6 +62,27 @@ def shims(address: str, namespace: str) -> list[Shim]:
     return found
 
 
+def _stat(pid: int) -> list[bytes]:
+    """The fields of ``/proc/<pid>/stat`` after the name (state first); [] if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return []
+    return stat[stat.rfind(b")") + 2 :].split()  # the name may hold spaces and parens
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of process *pid*, or None if it is gone."""
+    fields = _stat(pid)
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def alive(pid: int) -> bool:
+    """Process *pid* exists and has not exited (a zombie nobody reaped has)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in (b"Z", b"X")
+
+
 def shim_socket_of(argv: list[bytes]) -> str | None:
     """The socket of the shim with this command line (None if it is not a shim)."""
     args = _shim_args(argv)
@@ -74,11 +95,35 @@ def shim_socket(address: str, namespace: str, container_id: str) -> str:
     return os.path.join(SHIM_SOCKET_DIR, digest)
 
 
+def listening_sockets(pid: int) -> list[str]:
+    """The shim sockets process *pid* listens on: that of its container, or of its
+    group (``--shim-group``), which its command line does not name."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+        table = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    found = []
+    for row in table:
+        fields = row.split()  # Num RefCount Protocol Flags Type St Inode [Path]
+        if len(fields) == 8 and fields[6] in inodes and fields[7].startswith(SHIM_SOCKET_DIR):
+            found.append(fields[7])
+    return found
+
+
 def kill_shim(shim: Shim, address: str, namespace: str) -> None:
+    sockets = {shim_socket(address, namespace, shim.container_id), *listening_sockets(shim.pid)}
     with contextlib.suppress(ProcessLookupError):
         os.kill(shim.pid, signal.SIGKILL)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(shim_socket(address, namespace, shim.container_id))
+    for path in sockets:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def remove_dead_socket(path: str) -> bool:

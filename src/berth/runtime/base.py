@@ -51,6 +51,9 @@ class ExitEvent:
     pid: int
     exit_code: int
     exited_at_ns: int
+    #: the pid of the shim process that served it, when that shim died (taking the
+    #: process with it) rather than reported an exit; 0 otherwise
+    lost_shim: int = 0
 
 
 @dataclass(frozen=True)

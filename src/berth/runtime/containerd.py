@@ -104,6 +104,9 @@ class ContainerdRuntime:
         self._closed = threading.Event()
         self._subscriber: threading.Thread | None = None
         self._stream: Any = None
+        #: container ID -> pid of the shim its task runs under (its process's parent: the
+        #: shim is its subreaper), to tell an exit from the death of the shim
+        self._shim_pids: dict[str, int] = {}
 
     # -- plumbing --------------------------------------------------------------
     def _call(self, fn: Callable[..., T], request: Any, what: str, timeout: float = 60) -> T:
@@ -113,6 +116,7 @@ class ContainerdRuntime:
             raise _translate(e, what) from None
 
     def close(self) -> None:
+        self._release_shims()
         self._closed.set()
         stream = self._stream
         if stream is not None:
@@ -120,6 +124,23 @@ class ContainerdRuntime:
         self._channel.close()
         if self._subscriber is not None:
             self._subscriber.join(5)
+
+    def _release_shims(self) -> None:
+        """With no task left, see the shims out and remove the sockets they leave: a
+        group's shim cannot remove its socket once the bundle it started in is gone."""
+        try:
+            resp = self._call(self._tasks.List, tasks_pb2.ListTasksRequest(), "listing tasks", 5)
+        except errdefs.BerthError:
+            return
+        if resp.tasks:
+            return  # live-restore: they stay, and so do their shims
+        shims = _strays.shims(self.socket, self.namespace)
+        sockets = {path for shim in shims for path in _strays.listening_sockets(shim.pid)}
+        deadline = time.monotonic() + SHIM_EXIT_GRACE
+        while any(_strays.alive(s.pid) for s in shims) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for path in sockets:
+            _strays.remove_dead_socket(path)
 
     # -- containers and tasks ----------------------------------------------------
     def _runtime_options(self) -> any_pb2.Any:
@@ -175,7 +196,13 @@ class ContainerdRuntime:
             )
         except errdefs.BerthError as e:
             raise _runtime_error(e) from None
+        self._note_shim(container_id, int(resp.pid))
         return int(resp.pid)
+
+    def _note_shim(self, container_id: str, pid: int) -> None:
+        shim = _strays.parent_pid(pid) if pid else None
+        if shim is not None and shim > 1:
+            self._shim_pids[container_id] = shim
 
     def kill(
         self, container_id: str, signal: int, exec_id: str = "", all_procs: bool = False
@@ -213,6 +240,7 @@ class ContainerdRuntime:
                 "deleting task",
             )
             status = int(resp.exit_status)
+        self._shim_pids.pop(container_id, None)
         self._delete_container(container_id)
         return status
 
@@ -332,7 +360,11 @@ class ContainerdRuntime:
         except TaskNotFound:
             return None
         p = resp.process
-        return TaskState(int(p.pid), _STATUS.get(p.status, TaskStatus.UNKNOWN), int(p.exit_status))
+        status = _STATUS.get(p.status, TaskStatus.UNKNOWN)
+        adopted = container_id not in self._shim_pids  # a task found at start-up
+        if adopted and status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+            self._note_shim(container_id, int(p.pid))
+        return TaskState(int(p.pid), status, int(p.exit_status))
 
     def container_ids(self) -> list[str]:
         resp = self._call(
@@ -346,11 +378,16 @@ class ContainerdRuntime:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(self._remove_leftover, leftovers))
         # The shims of the tasks just deleted are on their way out; any other is lost:
-        # typically blocked forever opening the stdio FIFOs of a client that died.
+        # typically blocked forever opening the stdio FIFOs of a client that died.  A shim
+        # serving a group (--shim-group) is named after the container it was started for,
+        # which may be gone while it serves others: it is kept if a kept task runs under it.
+        serving = self._shims_serving(keep)
         deadline = time.monotonic() + SHIM_EXIT_GRACE
         while True:
             strays = [
-                s for s in _strays.shims(self.socket, self.namespace) if s.container_id not in keep
+                s
+                for s in _strays.shims(self.socket, self.namespace)
+                if s.container_id not in keep and s.pid not in serving
             ]
             exiting = [s for s in strays if s.container_id in leftovers]
             if not exiting or time.monotonic() > deadline:
@@ -376,6 +413,13 @@ class ContainerdRuntime:
             if cid not in keep:
                 _strays.remove_dead_socket(_strays.shim_socket(self.socket, self.namespace, cid))
         return sorted({*leftovers, *(s.container_id for s in strays), *stale})
+
+    def _shims_serving(self, keep: Collection[str]) -> set[int]:
+        """The pids of the shims whose tasks' processes belong to containers in *keep*
+        (a shim is the parent of the tasks it runs: it is their subreaper)."""
+        resp = self._call(self._tasks.List, tasks_pb2.ListTasksRequest(), "listing tasks")
+        parents = (_strays.parent_pid(t.pid) for t in resp.tasks if t.id in keep and t.pid)
+        return {pid for pid in parents if pid is not None}
 
     def _remove_leftover(self, container_id: str) -> None:
         """Stop and delete a task no container owns, giving it little time: a task whose
@@ -481,7 +525,15 @@ class ContainerdRuntime:
             msg.ParseFromString(envelope.event.value)
             exec_id = "" if msg.id == msg.container_id else msg.id
             exited = msg.exited_at.seconds * 1_000_000_000 + msg.exited_at.nanos
-            event = ExitEvent(msg.container_id, exec_id, int(msg.pid), int(msg.exit_status), exited)
+            lost = 0
+            if not exec_id:
+                # containerd reports the tasks of a shim that died as exited (137, after
+                # its ``shim delete`` killed what was left): only the shim's pid tells.
+                shim = self._shim_pids.pop(msg.container_id, 0)
+                lost = shim if shim and not _strays.alive(shim) else 0
+            event = ExitEvent(
+                msg.container_id, exec_id, int(msg.pid), int(msg.exit_status), exited, lost
+            )
         elif topic == "/tasks/oom":
             msg_oom = task_events.TaskOOM()
             msg_oom.ParseFromString(envelope.event.value)

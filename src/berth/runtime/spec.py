@@ -60,6 +60,9 @@ __all__ = [
 ]
 
 OCI_VERSION = "1.0.2-dev"  # what the installed runc (1.1.5) implements
+#: containerd's runc v2 shim serves every container whose spec names the same group from
+#: one process (its ``Start`` finds the group's socket already listening)
+SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group"
 DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_PATH_IN_CONTAINER = "/sbin/docker-init"
 MOUNTINFO = "/proc/self/mountinfo"
@@ -116,6 +119,7 @@ class SpecOptions:
     shm_path: str = ""  # host dir bind-mounted at /dev/shm for IpcMode shareable/container:
     available_caps: list[str] | None = None  # None = the daemon's effective set
     recursive_readonly: bool = False  # runtime+kernel support "rro" (dockerd >= 25 uses it)
+    shim_group: str = ""  # containers with the same group share one runc v2 shim process
 
 
 # -- small parsers -----------------------------------------------------------------------
@@ -778,7 +782,10 @@ def build_spec(opts: SpecOptions) -> dict[str, Any]:
     if cfg.hostname and hc.uts_mode != "host":
         spec["hostname"] = cfg.hostname
     spec["mounts"] = mounts
-    if hc.annotations:
-        spec["annotations"] = dict(hc.annotations)
+    annotations = dict(hc.annotations or {})
+    if opts.shim_group:
+        annotations.setdefault(SHIM_GROUP_ANNOTATION, opts.shim_group)
+    if annotations:
+        spec["annotations"] = annotations
     spec["linux"] = linux
     return spec
