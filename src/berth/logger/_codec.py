@@ -32,7 +32,7 @@ from berth.logger.message import LogMessage
 from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, parse_rfc3339
 
 __all__ = [
-    "ESCAPED_BUT_NEWLINE",
+    "plain_ascii",
     "decode_entry",
     "encode_attrs",
     "encode_entry",
@@ -47,8 +47,18 @@ _NS = 1_000_000_000
 
 #: ASCII bytes moby's escaper does not write as they are.
 _ASCII_SPECIAL = re.compile(rb'[\x00-\x1f"\\<>&]')
-#: The same but the newline: whole lines that need no escaping contain none of these.
-ESCAPED_BUT_NEWLINE = re.compile(rb'[\x00-\x09\x0b-\x1f"\\<>&]')
+_ASCII_ESCAPED = bytes(range(0x20)) + b'"\\<>&'
+#: The ASCII bytes written as they are, to delete: what is left needs escaping (a
+#: translate is several times faster than a regex search over a clean 16 KiB message).
+_ASCII_PLAIN = bytes(b for b in range(0x80) if b not in _ASCII_ESCAPED)
+_ASCII_PLAIN_AND_NEWLINE = _ASCII_PLAIN + b"\n"
+
+
+def plain_ascii(data: bytes, newlines: bool = False) -> bool:
+    """*data* is ASCII that moby writes as it is (but for its newlines, with *newlines*)."""
+    return data.isascii() and not data.translate(
+        None, _ASCII_PLAIN_AND_NEWLINE if newlines else _ASCII_PLAIN
+    )
 #: The same in decoded text, plus U+2028/U+2029 and the surrogates that
 #: ``surrogateescape`` makes of bytes that are not valid UTF-8.
 _TEXT_SPECIAL = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\udc80-\udcff]')
@@ -86,7 +96,7 @@ def _sub_text(m: re.Match[str]) -> str:
 def escape_json_bytes(data: bytes) -> bytes:
     """The inside of a JSON string for *data*, escaped exactly as moby's json-file does."""
     if data.isascii():
-        if _ASCII_SPECIAL.search(data) is None:
+        if plain_ascii(data):
             return data
         return _ASCII_SPECIAL.sub(_sub_byte, data)
     # surrogateescape turns each byte that is not part of valid UTF-8 into one

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from berth.logger._codec import (
-    ESCAPED_BUT_NEWLINE,
     encode_attrs,
     encode_entry,
     escape_json_bytes,
     format_time,
+    plain_ascii,
 )
 from berth.logger._fdio import write_all
 from berth.logger._files import JSON_LINES, LogFormat
@@ -89,7 +89,7 @@ class JSONFileLogger(FileLogger):
         if self.max_size != -1:
             return False
         stream_json = self._stream_json(stream)
-        if block.isascii() and ESCAPED_BUT_NEWLINE.search(block) is None:
+        if plain_ascii(block, newlines=True):
             head = b'{"log":"'
             attrs = b',"attrs":' + self._attrs_json if self._attrs_json else b""
             tail = b'\\n","stream":"%s"%s,"time":"%s"}\n' % (
