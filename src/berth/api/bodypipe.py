@@ -93,6 +93,23 @@ class BodyPipe:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_wake, space)
 
+    def _take_one(self, size: int) -> bytes:
+        """Up to *size* bytes of the first chunk there (waiting for one); b"" at the end."""
+        with self._cond:
+            while not self._chunks and not (self._eof or self._closed):
+                self._cond.wait()
+            if not self._chunks:
+                return b""
+            chunk = self._chunks[0]
+            if size < 0 or len(chunk) <= size:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[size:]
+                chunk = chunk[:size]
+            self._queued -= len(chunk)
+            self._wake_feeder()
+            return chunk
+
     def _take(self, size: int) -> bytes:
         """Up to *size* bytes (all for a negative size), short only at the end of the body."""
         parts: list[bytes] = []
@@ -133,6 +150,12 @@ class _BodyReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         return self.read(-1)
+
+    def read1(self, size: int = -1) -> bytes:
+        """What one chunk of the body gives, up to *size* bytes: no joining."""
+        if self.closed:
+            raise ValueError("read from a closed body")
+        return self._pipe._take_one(size)
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))

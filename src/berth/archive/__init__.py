@@ -32,6 +32,7 @@ from berth.archive._gopath import (
 )
 from berth.archive._pack import TarWriter, pack, tar_header
 from berth.archive._pipe import PIPE_SIZE, WriterPipe
+from berth.archive._tarread import TarStream, read_member
 from berth.archive._tarsplit import (
     TarSplitRecorder,
     assemble_tar_split,
@@ -77,6 +78,7 @@ __all__ = [
     "Mount",
     "Resolved",
     "TarSplitRecorder",
+    "TarStream",
     "TarWriter",
     "Wording",
     "WriterPipe",
@@ -100,6 +102,7 @@ __all__ = [
     "pack",
     "pack_layer_diff",
     "preserve_trailing_dot_or_separator",
+    "read_member",
     "resolve_in_root",
     "tar_errors",
     "tar_header",

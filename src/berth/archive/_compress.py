@@ -109,8 +109,14 @@ def default_gzip_method(environ: Mapping[str, str] | None = None) -> str:
     return "unpigz" if shutil.which("unpigz", path=env.get("PATH")) else "thread"
 
 
-def decompress(stream: IO[bytes], *, gzip_method: str | None = None) -> IO[bytes]:
+def decompress(
+    stream: IO[bytes], *, gzip_method: str | None = None, buffered: bool = True
+) -> IO[bytes]:
     """Wrap *stream* so reads give the uncompressed bytes (gzip, zstd, bzip2, xz or plain).
+
+    Without *buffered*, a plain stream is read through no buffer of ours: its ``read``
+    may give less than asked for, and its ``read1`` is the source's (for a reader that
+    takes whatever piece is there, as :class:`~berth.archive._tarread.TarStream` does).
 
     *gzip_method* (one of :data:`GZIP_METHODS`) overrides :func:`default_gzip_method`;
     "unpigz" without unpigz on PATH falls back to the thread.  A damaged or truncated
@@ -135,6 +141,8 @@ def decompress(stream: IO[bytes], *, gzip_method: str | None = None) -> IO[bytes
         return io.BufferedReader(_InlineErrors(gzip.GzipFile(fileobj=raw, mode="rb")), COPY_CHUNK)
     if kind == "zstd":
         return io.BufferedReader(_ThreadReader(_unzstd, head, stream), COPY_CHUNK)
+    if kind == "none" and not buffered:
+        return cast(IO[bytes], _Peekable(head, stream))
     raw = io.BufferedReader(_Peekable(head, stream), buffer_size=COPY_CHUNK)
     if kind == "bzip2":
         return bz2.BZ2File(raw, mode="rb")
@@ -163,6 +171,15 @@ class _Peekable(io.RawIOBase):
         n = len(data)
         b[:n] = data
         return n
+
+    def read1(self, size: int = -1) -> bytes:
+        """The first bytes, then what the source's ``read1`` gives (its ``read``'s)."""
+        if self._head:
+            n = len(self._head) if size < 0 else min(size, len(self._head))
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        read1 = getattr(self._rest, "read1", None)
+        return read1(size) if read1 is not None else self._rest.read(size)
 
 
 _GZIP_CUT = "gzip: compressed data ended before the end-of-stream marker was reached"

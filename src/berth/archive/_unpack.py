@@ -39,6 +39,7 @@ import shutil
 import stat
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO
 
@@ -47,6 +48,7 @@ from berth.archive._compress import COPY_CHUNK, DigestReader, decompress
 from berth.archive._errors import InvalidLayer, Wording, tar_errors
 from berth.archive._gopath import go_join
 from berth.archive._pack import XATTR_PREFIX, write_all
+from berth.archive._tarread import TarStream
 from berth.archive._tarsplit import RecordingReader, TarSplitRecorder
 from berth.utils.gostr import go_clean
 from berth.utils.symlink import resolve_in_root
@@ -97,8 +99,22 @@ def _remove(at: _Place, is_dir: bool) -> None:
         os.unlink(at.name, dir_fd=at.dir_fd)
 
 
+#: writes the data of the member being created to the file descriptor it is given
+DataWriter = Callable[[int], None]
+
+
+def _tarfile_data(tf: tarfile.TarFile, m: tarfile.TarInfo) -> DataWriter:
+    def write(fd: int) -> None:
+        src = tf.extractfile(m)
+        if src is not None:
+            while chunk := src.read(COPY_CHUNK):
+                write_all(fd, chunk)
+
+    return write
+
+
 def _create(
-    tf: tarfile.TarFile,
+    data: DataWriter,
     m: tarfile.TarInfo,
     at: _Place,
     *,
@@ -117,10 +133,7 @@ def _create(
     if m.isreg():
         fd = os.open(at.name, _O_CREATE, 0o600, dir_fd=at.dir_fd)
         try:
-            src = tf.extractfile(m)
-            if src is not None:
-                while chunk := src.read(COPY_CHUNK):
-                    write_all(fd, chunk)
+            data(fd)
             os.fchown(fd, *owner)
             _xattrs(m, at)
             os.fchmod(fd, mode)
@@ -292,7 +305,7 @@ class _Applier:
             # file's stored bytes are not what lands on disk: they stay in the record.
             self.recorder.file(m.name, rel_real, m.offset_data, m.size)
         if not _create(
-            tf,
+            _tarfile_data(tf, m),
             m,
             _host(path),
             owner=(m.uid, m.gid),
@@ -458,7 +471,7 @@ class _Extractor:
         cleaned = cleaned.lstrip("/")
         return "" if cleaned in ("", ".") else cleaned
 
-    def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def entry(self, tar: TarStream, m: tarfile.TarInfo) -> None:
         rel = self._member_path(m.name)
         if not rel:
             if m.isdir():
@@ -511,7 +524,7 @@ class _Extractor:
         times = _times(m, pax_atime=True)
         try:
             created = _create(
-                tf,
+                lambda fd: tar.copy_data(lambda piece: write_all(fd, piece), m.size),
                 m,
                 at,
                 owner=self.chown or (m.uid, m.gid),
@@ -580,15 +593,9 @@ def unpack(
     """Unpack the tar *stream* (possibly compressed) into *dest* of *fs*, as moby's ``Unpack``."""
     ex = _Extractor(fs, dest, no_overwrite_dir_non_dir, chown)
     with tar_errors(_cp_words(ex)):
-        plain = decompress(stream)
-        try:
-            tf = tarfile.open(fileobj=plain, mode="r|", bufsize=COPY_CHUNK)  # noqa: SIM115
-        except tarfile.ReadError as e:
-            if str(e) == "empty file":
-                return  # nothing to extract, as Go's tar reader sees an empty stream
-            raise
-        with tf:
-            for member in tf:
-                ex.current = member.name
-                ex.entry(tf, member)
+        # An empty stream has no members, as Go's tar reader sees it.
+        tar = TarStream(decompress(stream, buffered=False))
+        while (member := tar.next()) is not None:
+            ex.current = member.name
+            ex.entry(tar, member)
         ex.finish()

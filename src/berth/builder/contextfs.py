@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from berth import errdefs
+from berth.archive import read_member
 from berth.utils.gostr import go_clean
 from berth.utils.symlink import Link, follow_in_root
 
@@ -384,7 +385,7 @@ def spool_context(stream: IO[bytes], tmp_dir: Path) -> ContextFS:
 
 def _index(fs: ContextFS, fd: int) -> None:
     reader = _SpoolReader(fd)
-    while (m := _members(reader)) is not None:
+    while (m := read_member(reader.read, reader.skip)) is not None:
         if m.type not in tarfile.SUPPORTED_TYPES and not m.isreg():
             reader.skip(m.size + _padded(m.size))
             continue
@@ -394,81 +395,3 @@ def _index(fs: ContextFS, fd: int) -> None:
 
 def _padded(size: int) -> int:
     return -size % BLOCK
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise errdefs.InvalidParameter("invalid tar archive: bad PAX record") from None
-        if length <= 0:
-            raise errdefs.InvalidParameter("invalid tar archive: bad PAX record")
-        record = data[space + 1 : pos + length - 1]
-        key, _, value = record.partition(b"=")
-        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return out
-
-
-def _members(reader: _SpoolReader) -> tarfile.TarInfo | None:
-    """The next member with its long name and PAX records applied; None at the end."""
-    pax: dict[str, str] = {}
-    long_name = long_link = None
-    while True:
-        header = reader.read(BLOCK)
-        if len(header) < BLOCK or header == bytes(BLOCK):
-            return None
-        try:
-            m = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as e:
-            raise errdefs.InvalidParameter(f"invalid tar archive: {e}") from None
-        if m.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-            data = reader.read(m.size).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            reader.skip(_padded(m.size))
-            if m.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = data
-            else:
-                long_link = data
-            continue
-        if m.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
-            records = _pax_records(reader.read(m.size))
-            reader.skip(_padded(m.size))
-            if m.type != tarfile.XGLTYPE:
-                pax.update(records)
-            continue
-        if long_name is not None:
-            m.name = long_name
-        if long_link is not None:
-            m.linkname = long_link
-        if pax:
-            m.pax_headers = pax
-            if "path" in pax:
-                m.name = pax["path"]
-            if "linkpath" in pax:
-                m.linkname = pax["linkpath"]
-            for key in ("size", "uid", "gid"):
-                if key in pax:
-                    try:
-                        setattr(m, key, int(pax[key]))
-                    except ValueError:
-                        raise errdefs.InvalidParameter(
-                            f"invalid tar archive: bad PAX {key} {pax[key]!r}"
-                        ) from None
-            if "mtime" in pax:
-                try:
-                    m.mtime = float(pax["mtime"])
-                except ValueError:
-                    raise errdefs.InvalidParameter(
-                        f"invalid tar archive: bad PAX mtime {pax['mtime']!r}"
-                    ) from None
-        if m.type == tarfile.AREGTYPE and m.name.endswith("/"):
-            m.type = tarfile.DIRTYPE
-        if m.size < 0:
-            raise errdefs.InvalidParameter("invalid tar archive: negative size")
-        return m

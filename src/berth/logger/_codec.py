@@ -32,13 +32,13 @@ from berth.logger.message import LogMessage
 from berth.utils.timefmt import ZERO_TIME, format_rfc3339_nano, parse_rfc3339
 
 __all__ = [
-    "plain_ascii",
     "decode_entry",
     "encode_attrs",
     "encode_entry",
     "escape_json_bytes",
     "format_time",
     "parse_time",
+    "plain_ascii",
 ]
 
 _NS = 1_000_000_000
@@ -59,6 +59,8 @@ def plain_ascii(data: bytes, newlines: bool = False) -> bool:
     return data.isascii() and not data.translate(
         None, _ASCII_PLAIN_AND_NEWLINE if newlines else _ASCII_PLAIN
     )
+
+
 #: The same in decoded text, plus U+2028/U+2029 and the surrogates that
 #: ``surrogateescape`` makes of bytes that are not valid UTF-8.
 _TEXT_SPECIAL = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\udc80-\udcff]')
