@@ -32,6 +32,8 @@ BIG_LINE = 1_000_000
 PARTIAL = 10_000
 PARTIALS = 2_000
 CP_MB = 100
+#: files of 4 to 400 bytes in 100 directories, copied in by the second cp workload
+SMALL_FILES = 10_000
 PS_CONTAINERS = 200
 PARALLEL = 10
 
@@ -275,6 +277,28 @@ def all_workloads(tmp: Path) -> list[Workload]:
         _expect(container_sha(e, "/tmp/in.bin") == st.digests["src"], "cp in: checksum differs")
         return r.seconds
 
+    def small_files(e: Engine) -> None:
+        src = tmp / "cp-small"
+        if not src.exists():
+            for d in range(SMALL_FILES // 100):
+                sub = src / f"d{d:03d}"
+                sub.mkdir(parents=True)
+                for f in range(100):
+                    (sub / f"f{f:03d}").write_bytes(b"%d %d\n" % (d, f) * (1 + f % 50))
+            listing = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+            st.digests["small"] = _sha256("\n".join(listing).encode())
+        st.files["small"] = src
+        cp_setup(e)
+
+    def cp_in_small(e: Engine) -> float:
+        cid = st.ids[f"cp-{e.name}"][0]
+        e.ok("exec", cid, "rm", "-rf", "/tmp/small")
+        r = e.ok("cp", str(st.files["small"]), f"{cid}:/tmp/small")
+        listing = e.ok("exec", cid, "sh", "-c", "cd /tmp/small && find . -type f | sort")
+        names = "\n".join(line[2:] for line in listing.stdout.decode().split())
+        _expect(_sha256(names.encode()) == st.digests["small"], "cp in: files differ")
+        return r.seconds
+
     def cp_out(e: Engine) -> float:
         cid = st.ids[f"cp-{e.name}"][0]
         with tempfile.TemporaryDirectory(dir=tmp) as d:
@@ -331,6 +355,7 @@ def all_workloads(tmp: Path) -> list[Workload]:
         Workload(f"logs ({LOG_MB} MB)", logs, rounds=7, setup=write_logs),
         Workload(f"logs --tail 10 ({LOG_MB} MB)", logs_tail, setup=write_logs, teardown=rm_logger),
         Workload(f"cp in ({CP_MB} MB)", cp_in, rounds=7, setup=cp_setup),
+        Workload(f"cp in ({SMALL_FILES:,} small files)", cp_in_small, rounds=7, setup=small_files),
         Workload(f"cp out ({CP_MB} MB)", cp_out, rounds=7, setup=cp_setup, teardown=cp_teardown),
         Workload(f"{PARALLEL} x run --rm true in parallel", parallel_runs, rounds=10),
     ]

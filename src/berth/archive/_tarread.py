@@ -74,8 +74,8 @@ def read_member(
     read: Callable[[int], bytes], skip: Callable[[int], None]
 ) -> tarfile.TarInfo | None:
     """The next member's header, its GNU long name and PAX records applied; None at the
-    end (a zero block, or no more bytes before a header).  *read* (n) gives n bytes, fewer only at the
-    end; *skip* (n) passes n.  The data, if any, is next."""
+    end (a zero block, or nothing before a header).  *read* (n) gives n bytes, fewer only
+    at the end; *skip* (n) passes n.  The data, if any, is next."""
     pax: dict[str, str] = {}
     long_name = long_link = None
     while True:
