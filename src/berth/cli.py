@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import grp
 import json
 import logging
@@ -235,6 +236,7 @@ async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
     daemon = await asyncio.to_thread(Daemon, cfg.options)
     await asyncio.to_thread(daemon.start_runtime, loop)
+    gc.freeze()  # what start-up made (modules, restored containers) is never scanned again
     server = ApiServer(
         daemon,
         images=daemon.images,
@@ -285,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         print("berthd: must run as root", file=sys.stderr)
         return 1
     _raise_nofile()
+    # Thousands of containers are a million tracked objects, which CPython's default
+    # thresholds scan in full every few listings (``docker ps -a`` with 10,000 took 0.2 or
+    # 0.6 s by turns): collect the young generation 14 times less often, the old ones
+    # half as often.
+    gc.set_threshold(10_000, 20, 20)
     locks = _Locks()
     try:
         cfg.options.data_root.mkdir(parents=True, exist_ok=True)

@@ -267,14 +267,36 @@ def list_containers(
     ctx = fold_filters(d, view, all_containers, limit, filters)
     now = now_ns()
     out: list[Summary] = []
+    shown: dict[tuple[str, str], str] = {}  # (Config.Image, image ID) -> what Image shows
     for snap in sorted(view.all(), key=_created_ns, reverse=True):
         action = include(ctx, snap, len(out))
         if action is Action.EXCLUDE:
             continue
         if action is Action.STOP:
             break
-        out.append(_summary(d, snap, summary_ports(snap), ctx.names(snap.record), size, now))
+        image = _shown_image(d, snap.record, shown)
+        summary = _summary(snap, image, summary_ports(snap), ctx.names(snap.record), now)
+        if size:
+            summary.size_rw, summary.size_root_fs = d.container_sizes(snap.record.id)
+        out.append(summary)
     return out
+
+
+def _shown_image(d: Daemon, rec: ContainerRecord, shown: dict[tuple[str, str], str]) -> str:
+    """The reference the container was made from while it still names that image, else
+    the image's ID (as dockerd shows it); resolved once per reference in a listing."""
+    image = rec.config.image
+    if not image or image == rec.image:
+        return image or rec.image
+    key = (image, rec.image)
+    found = shown.get(key)
+    if found is None:
+        try:
+            found = image if d.images.get_image(image).id == rec.image else rec.image
+        except errdefs.BerthError:
+            found = rec.image
+        shown[key] = found
+    return found
 
 
 def _created_ns(snap: Snapshot) -> int:
@@ -315,21 +337,12 @@ def _on_network(rec: ContainerRecord, wanted: tuple[str, ...]) -> bool:
     )
 
 
-def _summary(
-    d: Daemon, snap: Snapshot, ports: list[Port], names: list[str], size: bool, now: int
-) -> Summary:
+def _summary(snap: Snapshot, image: str, ports: list[Port], names: list[str], now: int) -> Summary:
     rec = snap.record
-    image = rec.config.image
-    if image and image != rec.image:
-        try:
-            if d.images.get_image(image).id != rec.image:
-                image = rec.image
-        except errdefs.BerthError:
-            image = rec.image
-    summary = Summary(
+    return Summary(
         id=rec.id,
         names=sorted(names),
-        image=image or rec.image,
+        image=image,
         image_id=rec.image,
         command=command_string(rec.path, rec.args),
         created=snap.created_ns // 1_000_000_000,
@@ -346,11 +359,6 @@ def _summary(
         ),
         mounts=mount_points(snap),
     )
-    if size:
-        rw, root_fs = d.container_sizes(rec.id)
-        summary.size_rw = rw
-        summary.size_root_fs = root_fs
-    return summary
 
 
 def _compile(values: list[str]) -> _Patterns:

@@ -33,6 +33,26 @@ class _Plan:
     omit: frozenset[str]
     # (wire key or None for "each item"), kind ("struct", "list", "dict"), sub-plan
     children: tuple[tuple[str, str, _Plan], ...]
+    #: the same by attribute name, for :meth:`unset`
+    omit_attrs: tuple[str, ...] = ()
+    child_attrs: tuple[tuple[str, str, _Plan], ...] = ()
+
+    def unset(self, obj: Any) -> Any:
+        """*obj* with its empty omitempty fields UNSET (msgspec leaves those out), at
+        every depth: copies where something changes, *obj* itself where nothing does."""
+        changes: dict[str, Any] = {}
+        for attr in self.omit_attrs:
+            value = getattr(obj, attr)
+            if value is not msgspec.UNSET and _empty(value):
+                changes[attr] = msgspec.UNSET
+        for attr, kind, plan in self.child_attrs:
+            value = getattr(obj, attr)
+            if value is None or value is msgspec.UNSET:
+                continue
+            new = _unset(kind, plan, value)
+            if new is not value:
+                changes[attr] = new
+        return msgspec.structs.replace(obj, **changes) if changes else obj
 
     def apply(self, data: Any) -> None:
         if not isinstance(data, dict):
@@ -56,6 +76,20 @@ def _apply(kind: str, plan: _Plan, value: Any) -> None:
     elif kind == "dict" and isinstance(value, dict):
         for item in value.values():
             plan.apply(item)
+
+
+def _unset(kind: str, plan: _Plan, value: Any) -> Any:
+    if kind == "struct":
+        return plan.unset(value) if isinstance(value, msgspec.Struct) else value
+    if kind == "list" and isinstance(value, list):
+        items = [plan.unset(v) if isinstance(v, msgspec.Struct) else v for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if kind == "dict" and isinstance(value, dict):
+        entries = {
+            k: plan.unset(v) if isinstance(v, msgspec.Struct) else v for k, v in value.items()
+        }
+        return value if all(entries[k] is v for k, v in value.items()) else entries
+    return value
 
 
 def _unwrap(t: mi.Type) -> tuple[str, type] | None:
@@ -82,6 +116,7 @@ def _plan(cls: type) -> _Plan | None:
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     children = []
+    child_attrs = []
     for f in info.fields:
         found = _unwrap(f.type)
         if found is None:
@@ -90,10 +125,12 @@ def _plan(cls: type) -> _Plan | None:
         sub_plan = _plan(sub)
         if sub_plan is not None:
             children.append((f.encode_name, kind, sub_plan))
+            child_attrs.append((f.name, kind, sub_plan))
     omit: frozenset[str] = getattr(cls, "__omitempty__", frozenset())
     if not omit and not children:
         return None
-    return _Plan(omit, tuple(children))
+    omit_attrs = tuple(f.name for f in info.fields if f.encode_name in omit)
+    return _Plan(omit, tuple(children), omit_attrs, tuple(child_attrs))
 
 
 def to_wire(obj: Any) -> Any:
@@ -112,7 +149,18 @@ def to_wire(obj: Any) -> Any:
 
 
 def encode(obj: Any) -> bytes:
-    return _encoder.encode(to_wire(obj))
+    """``to_wire(obj)`` as JSON, without making the builtins: msgspec encodes the Structs
+    (copied where an omitempty field must be left out), several times faster for a list
+    of thousands of containers."""
+    if isinstance(obj, msgspec.Struct):
+        plan = _plan(type(obj))
+        if plan is not None:
+            obj = plan.unset(obj)
+    elif isinstance(obj, list) and obj and isinstance(obj[0], msgspec.Struct):
+        plan = _plan(type(obj[0]))
+        if plan is not None:
+            obj = [plan.unset(item) if type(item) is type(obj[0]) else item for item in obj]
+    return _encoder.encode(obj)
 
 
 class Empty(msgspec.Struct):
