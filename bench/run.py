@@ -516,6 +516,10 @@ def berth_engine(host: str | None) -> Iterator[str]:
         yield d.host
 
 
+def _selects(only: str, name: str) -> bool:
+    return only[1:] == name if only.startswith("=") else only in name
+
+
 def describe(e: Engine) -> str:
     try:
         return e.out("version", "-f", "{{.Server.Version}}")
@@ -530,8 +534,13 @@ def main() -> int:
     p.add_argument("--berth", help="berthd socket (default: start one on temp paths)")
     p.add_argument("--reference", help="a reference engine's socket, e.g. dockerd's")
     p.add_argument("--rounds", type=int, default=20, help="samples per workload and engine")
-    p.add_argument("--only", action="append", help="run workloads whose name contains this")
+    p.add_argument(
+        "--only",
+        action="append",
+        help="run workloads whose name contains this (=NAME: whose name is NAME)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    p.add_argument("--memory", action="store_true", help="measure memory even with --only")
     p.add_argument(
         "--cache", type=Path, default=CACHE, help="where the registry image is kept between runs"
     )
@@ -551,7 +560,7 @@ def main() -> int:
         rows: list[Row] = []
         memory: dict[str, dict[str, float]] = {}
         try:
-            if not args.no_memory and not args.only:
+            if not args.no_memory and (args.memory or not args.only):
                 memory = {e.name: engine_memory(e) for e in engines}
             workloads = [
                 *all_workloads(tmp),
@@ -565,7 +574,7 @@ def main() -> int:
                 *build_workloads(tmp, args.seed),
             ]
             for w in workloads:
-                if args.only and not any(o in w.name for o in args.only):
+                if args.only and not any(_selects(o, w.name) for o in args.only):
                     continue
                 done = run_workload(w, engines, args.rounds)
                 rows += done
