@@ -108,6 +108,15 @@ def test_one_shim_for_all_through_restart_and_its_death(grouped: Berthd) -> None
             "--format", "{{.ID}} {{index .Actor.Attributes \"exitCode\"}}",
         ).stdout.split("\n")  # fmt: skip
         assert f"{plain} 137" in dies and f"{kept} 137" in dies
+
+        # The new shim was started for `kept`: once that is removed, the shim serves
+        # `late` alone and, when that goes too, exits without the bundle it would find
+        # its socket's name in: berthd removes the socket at shutdown (sockets_kept).
+        late = d.docker("run", "-d", "busybox", "sleep", "600").stdout.strip()
+        assert _shim_of(d, late) == _shim_of(d, kept)
+        d.docker("rm", "-f", kept)
+        assert d.docker("exec", late, "echo", "in").stdout == "in\n"
+        d.docker("rm", "-f", late)
     finally:
         d.docker("rm", "-f", first, kept, plain, check=False)
     wait_for(lambda: not _shims(d), what="the shims to exit")
@@ -138,8 +147,21 @@ def test_a_compose_project_shares_one_shim(by_project: Berthd, tmp_path: Path) -
         alone = d.docker("run", "-d", "busybox", "sleep", "600").stdout.strip()
         assert _shim_of(d, alone) != _shim_of(d, web)
         assert len(_shims(d)) == 2
+        # The project's shim is killed: both services exit with the reason, the other
+        # container runs on; the dead shim's socket is berthd's to remove (sockets_kept).
+        shim = _shim_of(d, web)
+        os.kill(shim, signal.SIGKILL)
+        for service in (web, client):
+            state = wait_for(
+                lambda s=service: (
+                    (st := inspect_container(d, s)["State"])["Status"] == "exited" and st
+                ),
+                what="the project's containers to be reported exited",
+            )
+            assert f"(pid {shim})" in state["Error"], state
+        assert inspect_container(d, alone)["State"]["Status"] == "running"
         project.run("down")
-        wait_for(lambda: len(_shims(d)) == 1, what="the project's shim to exit")
+        assert list(_shims(d)) == [_shim_of(d, alone)]
     finally:
         project.remove()
         if alone:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from berth import errdefs
 from berth.container.container import Record as ContainerRecord
 from berth.container.state import State
@@ -275,7 +277,7 @@ def list_containers(
         if action is Action.STOP:
             break
         image = _shown_image(d, snap.record, shown)
-        summary = _summary(snap, image, summary_ports(snap), ctx.names(snap.record), now)
+        summary = _summary(snap, image, ctx.names(snap.record), now)
         if size:
             summary.size_rw, summary.size_root_fs = d.container_sizes(snap.record.id)
         out.append(summary)
@@ -337,27 +339,35 @@ def _on_network(rec: ContainerRecord, wanted: tuple[str, ...]) -> bool:
     )
 
 
-def _summary(snap: Snapshot, image: str, ports: list[Port], names: list[str], now: int) -> Summary:
+#: the key of a snapshot's row of ``docker ps``, without what may change while the
+#: snapshot stands (names, the image's reference, the status text)
+_ROW = "summary"
+
+
+def _summary(snap: Snapshot, image: str, names: list[str], now: int) -> Summary:
     rec = snap.record
-    return Summary(
-        id=rec.id,
-        names=sorted(names),
-        image=image,
-        image_id=rec.image,
-        command=command_string(rec.path, rec.args),
-        created=snap.created_ns // 1_000_000_000,
-        ports=ports,
-        labels=rec.config.labels or {},
-        state=rec.state.status(),
-        status=rec.state.describe(now),
-        host_config=SummaryHostConfig(
-            network_mode=snap.host_config.network_mode,
-            annotations=snap.host_config.annotations,
-        ),
-        network_settings=SummaryNetworkSettings(
-            networks={k: _reduced_endpoint(v) for k, v in rec.network_settings.networks.items()}
-        ),
-        mounts=mount_points(snap),
+    row: Summary | None = snap.memo.get(_ROW)
+    if row is None:
+        row = Summary(
+            id=rec.id,
+            image_id=rec.image,
+            command=command_string(rec.path, rec.args),
+            created=snap.created_ns // 1_000_000_000,
+            ports=summary_ports(snap),
+            labels=rec.config.labels or {},
+            state=rec.state.status(),
+            host_config=SummaryHostConfig(
+                network_mode=snap.host_config.network_mode,
+                annotations=snap.host_config.annotations,
+            ),
+            network_settings=SummaryNetworkSettings(
+                networks={k: _reduced_endpoint(v) for k, v in rec.network_settings.networks.items()}
+            ),
+            mounts=mount_points(snap),
+        )
+        snap.memo[_ROW] = row  # never mutated: each listing has a copy of its own
+    return msgspec.structs.replace(
+        row, names=sorted(names), image=image, status=rec.state.describe(now)
     )
 
 

@@ -218,8 +218,15 @@ def _stop_at_boot(d: Daemon, container: Container) -> None:
 def _sweep_runtime(d: Daemon, adopted: set[str]) -> None:
     """End what containerd holds that no running container owns: the leftovers of a
     start or a removal cut short by a crash (dockerd leaks these shims and cgroups)."""
+    # The containers, and the shim groups they may have run in (a group's shim that died
+    # or exited after its first container's bundle went leaves its socket).
+    groups: set[str] = set()
+    for c in d.containers.values():
+        labels = c.record.config.labels or {}
+        groups.update(_start.shim_group(mode, labels) for mode in ("project", "all"))
+    groups.discard("")
     try:
-        removed = d.runtime.remove_leftovers(adopted, known=list(d.containers))
+        removed = d.runtime.remove_leftovers(adopted, known=[*d.containers, *groups])
     except errdefs.BerthError as e:
         log.warning("cannot remove what containerd holds for no container: %s", e)
     else:

@@ -112,8 +112,8 @@ class Runtime(Protocol):
 
     def remove_leftovers(self, keep: Collection[str], known: Collection[str] = ()) -> list[str]:
         """End every container, task and process the runtime holds for us but those in
-        *keep*: what a crash of the daemon left behind.  *known* are IDs the runtime may
-        have had and forgotten.  Returns the IDs removed."""
+        *keep*: what a crash of the daemon left behind.  *known* are IDs (of containers,
+        of shim groups) the runtime may have had and forgotten.  Returns the IDs removed."""
 
     def subscribe(self, handler: EventHandler) -> None: ...
 

@@ -40,6 +40,7 @@ from berth.runtime.base import (
     TaskState,
     TaskStatus,
 )
+from berth.runtime.spec import SHIM_GROUP_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class ContainerdRuntime:
         #: container ID -> pid of the shim its task runs under (its process's parent: the
         #: shim is its subreaper), to tell an exit from the death of the shim
         self._shim_pids: dict[str, int] = {}
+        #: the shim groups (``--shim-group``) tasks were created in
+        self._groups: set[str] = set()
 
     # -- plumbing --------------------------------------------------------------
     def _call(self, fn: Callable[..., T], request: Any, what: str, timeout: float = 60) -> T:
@@ -126,8 +129,8 @@ class ContainerdRuntime:
             self._subscriber.join(5)
 
     def _release_shims(self) -> None:
-        """With no task left, see the shims out and remove the sockets they leave: a
-        group's shim cannot remove its socket once the bundle it started in is gone."""
+        """With no task left, see the shims out and remove the sockets left behind: a shim
+        that was killed leaves its socket, and a group's is not named after a container."""
         try:
             resp = self._call(self._tasks.List, tasks_pb2.ListTasksRequest(), "listing tasks", 5)
         except errdefs.BerthError:
@@ -136,6 +139,8 @@ class ContainerdRuntime:
             return  # live-restore: they stay, and so do their shims
         shims = _strays.shims(self.socket, self.namespace)
         sockets = {path for shim in shims for path in _strays.listening_sockets(shim.pid)}
+        # and those of the groups whose shim is gone already (killed, its socket left)
+        sockets.update(_strays.shim_socket(self.socket, self.namespace, g) for g in self._groups)
         deadline = time.monotonic() + SHIM_EXIT_GRACE
         while any(_strays.alive(s.pid) for s in shims) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -148,6 +153,9 @@ class ContainerdRuntime:
         return any_pb2.Any(type_url=RUNC_OPTIONS_TYPE_URL, value=opts.SerializeToString())
 
     def create(self, container_id: str, spec: dict[str, Any], stdio: Stdio) -> int:
+        group = spec.get("annotations", {}).get(SHIM_GROUP_ANNOTATION)
+        if group:
+            self._groups.add(group)
         container = containers_pb2.Container(
             id=container_id,
             runtime=containers_pb2.Container.Runtime(

@@ -81,6 +81,8 @@ def _apply(kind: str, plan: _Plan, value: Any) -> None:
 def _unset(kind: str, plan: _Plan, value: Any) -> Any:
     if kind == "struct":
         return plan.unset(value) if isinstance(value, msgspec.Struct) else value
+    if not value:  # most lists and maps of a listing's rows are empty
+        return value
     if kind == "list" and isinstance(value, list):
         items = [plan.unset(v) if isinstance(v, msgspec.Struct) else v for v in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
