@@ -225,6 +225,9 @@ class ContainerdRuntime:
         )
 
     def delete(self, container_id: str) -> int | None:
+        # Forgotten first: the shim exits once its last task is deleted, and an exit
+        # event handled meanwhile must not take that for the shim's death.
+        self._shim_pids.pop(container_id, None)
         status: int | None = None
         try:
             resp = self._call(
@@ -248,7 +251,6 @@ class ContainerdRuntime:
                 "deleting task",
             )
             status = int(resp.exit_status)
-        self._shim_pids.pop(container_id, None)
         self._delete_container(container_id)
         return status
 
