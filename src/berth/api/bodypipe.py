@@ -113,24 +113,13 @@ class BodyPipe:
     def _take(self, size: int) -> bytes:
         """Up to *size* bytes (all for a negative size), short only at the end of the body."""
         parts: list[bytes] = []
-        with self._cond:
-            while size != 0:
-                while not self._chunks and not (self._eof or self._closed):
-                    self._cond.wait()
-                if not self._chunks:
-                    break
-                chunk = self._chunks[0]
-                if size < 0 or len(chunk) <= size:
-                    self._chunks.popleft()
-                    if size > 0:
-                        size -= len(chunk)
-                else:
-                    self._chunks[0] = chunk[size:]
-                    chunk = chunk[:size]
-                    size = 0
-                parts.append(chunk)
-                self._queued -= len(chunk)
-                self._wake_feeder()
+        while size != 0:
+            chunk = self._take_one(size)
+            if not chunk:
+                break
+            parts.append(chunk)
+            if size > 0:
+                size -= len(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
