@@ -34,7 +34,7 @@ from pathlib import Path
 from engines import Engine, memory_kib
 from workloads import IMAGE, LABEL
 
-from berth.testing import UnixHTTPConnection, busybox_rootfs_tar, running_berthd
+from berth.testing import Berthd, UnixHTTPConnection, busybox_rootfs_tar, running_berthd
 
 HALF = "berth-bench-half=1"
 
@@ -52,10 +52,7 @@ class Daemon:
 
 
 class Berth(Daemon):
-    def __init__(self, d: object) -> None:
-        from berth.testing import Berthd
-
-        assert isinstance(d, Berthd)
+    def __init__(self, d: Berthd) -> None:
         self.d = d
         self.engine = Engine("berth", d.host)
 

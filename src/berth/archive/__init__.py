@@ -33,6 +33,7 @@ from berth.archive._gopath import (
 from berth.archive._pack import TarWriter, pack, tar_header
 from berth.archive._pipe import PIPE_SIZE, WriterPipe
 from berth.archive._tarread import TarStream, read_member
+from berth.archive._tarread import padding as tar_padding
 from berth.archive._tarsplit import (
     TarSplitRecorder,
     assemble_tar_split,
@@ -106,6 +107,7 @@ __all__ = [
     "resolve_in_root",
     "tar_errors",
     "tar_header",
+    "tar_padding",
     "tar_split_size",
     "unpack",
 ]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from berth import errdefs
-from berth.archive import read_member
+from berth.archive import read_member, tar_padding
 from berth.utils.gostr import go_clean
 from berth.utils.symlink import Link, follow_in_root
 
@@ -387,11 +387,7 @@ def _index(fs: ContextFS, fd: int) -> None:
     reader = _SpoolReader(fd)
     while (m := read_member(reader.read, reader.skip)) is not None:
         if m.type not in tarfile.SUPPORTED_TYPES and not m.isreg():
-            reader.skip(m.size + _padded(m.size))
+            reader.skip(m.size + tar_padding(m.size))
             continue
         fs._add(m, reader.pos)
-        reader.skip(m.size + _padded(m.size))
-
-
-def _padded(size: int) -> int:
-    return -size % BLOCK
+        reader.skip(m.size + tar_padding(m.size))

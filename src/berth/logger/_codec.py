@@ -46,8 +46,8 @@ _NS = 1_000_000_000
 # -- string escaping (writer) ---------------------------------------------------------
 
 #: ASCII bytes moby's escaper does not write as they are.
-_ASCII_SPECIAL = re.compile(rb'[\x00-\x1f"\\<>&]')
 _ASCII_ESCAPED = bytes(range(0x20)) + b'"\\<>&'
+_ASCII_SPECIAL = re.compile(b"[" + re.escape(_ASCII_ESCAPED) + b"]")
 #: The ASCII bytes written as they are, to delete: what is left needs escaping (a
 #: translate is several times faster than a regex search over a clean 16 KiB message).
 _ASCII_PLAIN = bytes(b for b in range(0x80) if b not in _ASCII_ESCAPED)
