@@ -115,15 +115,19 @@ def test_runs_leave_nothing_behind(soaked: Berthd) -> None:
     probe = subprocess.Popen(
         [DOCKER, "run", "--rm", "busybox", "sleep", "30"], env=d.env(), stdin=subprocess.DEVNULL
     )
+    running: list[str] = []
     try:  # the counts see a container while it runs
         wait_for(
             lambda: (c := _counts(d, idle=False))["cgroups"] > 0 and c["shims"] == 1,
             what="a running container in the counts",
         )
+        # its cgroup and shim are there before its start returns, and `ps` lists it
+        # only from then on: the ID to remove is taken once it does
+        running = wait_for(lambda: d.docker("ps", "-q").stdout.split(), what="it listed")  # noqa: PLW0108
     finally:
         probe.kill()
         probe.wait()
-        d.docker("rm", "-f", *d.docker("ps", "-q").stdout.split(), check=False)
+        d.docker("rm", "-f", *running, *d.docker("ps", "-aq").stdout.split(), check=False)
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: _run(d), range(20)))  # warm: threads, pools and caches
     start = _counts(d)
