@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from berth.testing import Berthd, unique_name
+from berth.testing import Berthd, unique_name, wait_for
 from berth.testing import inspect_container as inspect
 
 NAME_RE = re.compile(r"^[a-z]+_[a-z]+\d?$")
@@ -315,6 +315,8 @@ def test_rename_and_rm(berthd: Berthd, cleanup: list[str]) -> None:
     assert not rw_dir.exists() and not Path(str(rw_dir) + "-init").exists()
     assert not (berthd.data_root / "containers" / cid).exists()
     assert not (berthd.data_root / "image/overlay2/layerdb/mounts" / cid).exists()
+    # they were renamed into the trash, which the reaper then empties
+    wait_for(lambda: not any((berthd.data_root / "trash").iterdir()), what="the trash emptied")
     proc = berthd.docker("rm", new, check=False)
     assert f"No such container: {new}" in proc.stderr
 

@@ -49,13 +49,15 @@ def _counts(d: Berthd, *, idle: bool = True) -> dict[str, Any]:
     parent = d.cgroup_parent.strip("/")
     if idle:
         # `run --rm` returns once the container is forgotten; its task, shim, cgroup and
-        # mount go right after: the counts are taken once they have.
+        # mount go right after, and its directories leave the trash after that: the
+        # counts are taken once they have.
         wait_for(
             lambda: (
                 d.docker("ps", "-aq").stdout == ""
                 and not _shims(root)
                 and not _cgroups(parent)
                 and not d.mounts()
+                and not any((d.data_root / "trash").iterdir())
             ),
             what="the containers removed",
         )

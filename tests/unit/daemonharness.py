@@ -255,6 +255,7 @@ class Harness:
             if c.logger is not None:
                 c.logger.close()
                 c.logger = None
+        self.d.reaper.close()  # a thread of the process that died
         self.d._workers.shutdown(wait=True)
         self._stop_loop()
 

@@ -165,6 +165,8 @@ def test_release_name() -> None:
     db.release_name("never-held")
     db.reserve_name("/x", ID_B)
     assert db.snapshot().get_id("/x") == ID_B
+    db.delete(ID_A)  # the name it gave up is another's now and stays
+    assert db.snapshot().get_id("/x") == ID_B
 
 
 def test_get_all_names() -> None:

@@ -141,6 +141,8 @@ class ViewDB:
     def __init__(self) -> None:
         self._containers: immutables.Map[str, Snapshot] = immutables.Map()
         self._names: immutables.Map[str, str] = immutables.Map()
+        #: each container's names, for the writers: a delete must not scan every name
+        self._held: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def snapshot(self) -> View:
@@ -152,11 +154,12 @@ class ViewDB:
 
     def delete(self, ident: str) -> None:
         with self._lock:
-            with self._names.mutate() as names:
-                for name, holder in self._names.items():
-                    if holder == ident:
+            held = self._held.pop(ident, ())
+            if held:
+                with self._names.mutate() as names:
+                    for name in held:
                         del names[name]
-                self._names = names.finish()
+                    self._names = names.finish()
             if ident in self._containers:
                 self._containers = self._containers.delete(ident)
 
@@ -168,10 +171,17 @@ class ViewDB:
             if holder is not None and holder != ident:
                 raise NameConflict(name, holder)
             self._names = self._names.set(name, ident)
+            self._held.setdefault(ident, set()).add(name)
 
     def release_name(self, name: str) -> None:
         if not name.startswith("/"):
             name = "/" + name
         with self._lock:
-            if name in self._names:
+            holder = self._names.get(name)
+            if holder is not None:
                 self._names = self._names.delete(name)
+                held = self._held.get(holder)
+                if held is not None:
+                    held.discard(name)
+                    if not held:
+                        del self._held[holder]

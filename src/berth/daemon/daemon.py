@@ -81,6 +81,7 @@ from berth.types.container import (
 from berth.types.filters import Filters
 from berth.types.system import DiskUsage
 from berth.utils.atomic import write_file
+from berth.utils.reaper import Reaper
 from berth.utils.timefmt import now_ns
 from berth.volume.service import VolumeService
 from berth.volume.store import VolumeStore
@@ -119,7 +120,10 @@ class Daemon:
         self.tmp_dir.mkdir(mode=0o700)
         self.engine_id = self._engine_id(root)
         self.cgroup_version = _info.cgroup_version()
-        self.driver = new_driver(options.storage_driver, root)
+        # removed containers' directories and layers are deleted off the request path
+        self.reaper = Reaper(root / "trash")
+        self.reaper.start()
+        self.driver = new_driver(options.storage_driver, root, self.reaper)
         metrics.engine_info.labels(
             version=__version__,
             commit="",
@@ -307,6 +311,7 @@ class Daemon:
         if not self.options.live_restore:
             self.driver.cleanup()
         self.networks.close()
+        self.reaper.close()
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     def _shutdown_container(self, container: Container) -> None:

@@ -4,7 +4,6 @@ for an AutoRemove container, its anonymous volumes)."""
 from __future__ import annotations
 
 import logging
-import shutil
 from typing import TYPE_CHECKING
 
 from berth import errdefs
@@ -43,7 +42,9 @@ def remove_container(d: Daemon, ref: str, force: bool, remove_volumes: bool, lin
             # Waiting out its back-off: no process to kill, and no restart to come.
             container.cancel_restart()
         try:
-            d.checkpoint(container, host_config=False)
+            # on disk only when a kill comes first: otherwise the record is unlinked next,
+            # and a crash before that leaves the container as it was
+            d.checkpoint(container, host_config=False, write=st.running)
         except OSError as e:  # a full disk must not keep a container (moby logs it too)
             log.error("saving the dying container %s: %s", container.id[:12], e)
     if container.state.running:
@@ -93,7 +94,7 @@ def release(d: Daemon, container: Container, remove_volumes: bool | None = None)
     container, which dockerd removes with ``RemoveVolume``)."""
     ident = container.id
     d.images.release_rw_layer(ident)
-    shutil.rmtree(container.root, ignore_errors=True)
+    d.reaper.discard(container.root)
     d.forget_runtime_state(ident)
     if remove_volumes is None:
         remove_volumes = container.host_config.auto_remove

@@ -7,12 +7,16 @@ from pathlib import Path
 from berth import errdefs
 from berth.graphdriver import overlay2, vfs
 from berth.graphdriver.base import Driver
+from berth.utils.reaper import Reaper
 
 DRIVERS = ("overlay2", "vfs")
 
 
-def new_driver(name: str, data_root: Path) -> Driver:
-    """Open the driver *name* under *data_root*; "" picks overlay2 when the kernel has it."""
+def new_driver(name: str, data_root: Path, reaper: Reaper | None = None) -> Driver:
+    """Open the driver *name* under *data_root*; "" picks overlay2 when the kernel has it.
+    Removed layers go to *reaper* (by default: deleted in place)."""
+    if reaper is None:
+        reaper = Reaper(data_root / "trash")
     if name == "":
         name = "overlay2" if overlay2.supported(data_root) else "vfs"
     if name == "overlay2":
@@ -21,9 +25,9 @@ def new_driver(name: str, data_root: Path) -> Driver:
                 f"overlay2 is not supported on {data_root}: the kernel lacks overlayfs or the "
                 "backing filesystem cannot hold an upper directory; use --storage-driver vfs"
             )
-        return overlay2.Overlay2(data_root / "overlay2")
+        return overlay2.Overlay2(data_root / "overlay2", reaper)
     if name == "vfs":
-        return vfs.Vfs(data_root / "vfs")
+        return vfs.Vfs(data_root / "vfs", reaper)
     raise errdefs.InvalidParameter(
         f"unknown storage driver {name!r}: choose one of {', '.join(DRIVERS)}"
     )

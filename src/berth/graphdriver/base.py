@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from berth.utils.reaper import Reaper
+
 
 class Driver(Protocol):
     """Stores layer directories by ID and mounts stacks of them.
@@ -17,6 +19,8 @@ class Driver(Protocol):
 
     name: str
     home: Path
+    #: where removed directories go (layers, and their records in the layer store)
+    reaper: Reaper
 
     def create(self, ident: str, parent: str | None) -> None:
         """Create layer *ident* on *parent*; for the RW layer of a container too."""

@@ -23,6 +23,7 @@ from berth import errdefs
 from berth.graphdriver import mount as mnt
 from berth.graphdriver._size import dir_size
 from berth.utils.mountinfo import mounts_under
+from berth.utils.reaper import Reaper
 
 MAX_DEPTH = 128
 LINK_DIR = "l"
@@ -103,8 +104,9 @@ class Overlay2:
     name = "overlay2"
     whiteout_format = "overlay"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, reaper: Reaper) -> None:
         self.home = home
+        self.reaper = reaper
         (home / LINK_DIR).mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o710)
         self._refs: dict[str, int] = {}
@@ -172,7 +174,7 @@ class Overlay2:
                 os.unlink(self.home / LINK_DIR / link)
             except FileNotFoundError:
                 pass
-        shutil.rmtree(d, ignore_errors=True)
+        self.reaper.discard(d)
         with self._lock:
             self._refs.pop(ident, None)
 

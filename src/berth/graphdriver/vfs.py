@@ -13,14 +13,16 @@ from pathlib import Path
 
 from berth import errdefs
 from berth.graphdriver._size import changes_size, dir_size
+from berth.utils.reaper import Reaper
 
 
 class Vfs:
     name = "vfs"
     whiteout_format = "delete"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, reaper: Reaper) -> None:
         self.home = home
+        self.reaper = reaper
         (home / "dir").mkdir(parents=True, exist_ok=True)
 
     def _dir(self, ident: str) -> Path:
@@ -49,7 +51,7 @@ class Vfs:
             raise errdefs.System(f"vfs: copying layer {parent}: {proc.stderr.strip()}")
 
     def remove(self, ident: str) -> None:
-        shutil.rmtree(self._dir(ident), ignore_errors=True)
+        self.reaper.discard(self._dir(ident))
 
     def apply_target(self, ident: str) -> Path:
         return self._dir(ident)

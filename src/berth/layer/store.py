@@ -472,7 +472,7 @@ class LayerStore:
                 return []
             del self._mounts[rw.name]
             # The record goes first so a crash cannot leave a record without data.
-            shutil.rmtree(self.root / "mounts" / rw.name, ignore_errors=True)
+            self.driver.reaper.discard(self.root / "mounts" / rw.name)
             self._remove_rw_dirs(rw.mount_id, rw.init_id)
             if rw.parent is not None:
                 rw.parent.references -= 1
