@@ -15,16 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from berth.utils.lazypkg import skip_init
+
+skip_init("prometheus_client")  # its HTTP servers and exposition: at the first scrape
+
+from prometheus_client.metrics import Counter, Gauge, Histogram  # noqa: E402
+from prometheus_client.metrics_core import GaugeMetricFamily  # noqa: E402
+from prometheus_client.process_collector import ProcessCollector  # noqa: E402
+from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E402
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
@@ -114,4 +112,6 @@ REGISTRY.register(readings)
 
 
 def exposition() -> bytes:
+    from prometheus_client.exposition import generate_latest
+
     return generate_latest(REGISTRY)

@@ -23,11 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
-
 from berth import errdefs
 from berth.utils import syscalls
+from berth.utils.lazypkg import skip_init
+
+skip_init("pyroute2")  # IPRoute without NDB, IPDB and every other family
+
+from pyroute2.iproute.linux import IPRoute  # type: ignore[import-untyped]  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]  # noqa: E402
 
 __all__ = [
     "STAT_KEYS",
