@@ -138,3 +138,22 @@ def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     left = _objects(d) - before
     if left:
         warnings.warn(f"{request.node.nodeid} left {sorted(left)}", LeakWarning, stacklevel=1)
+
+
+@pytest.fixture
+def testcontainers_env(berthd: Berthd, monkeypatch: pytest.MonkeyPatch) -> Berthd:
+    """testcontainers (and the docker-py under it) on berthd's socket, Ryuk disabled:
+    its image would have to be pulled."""
+    env = berthd.env()
+    monkeypatch.setenv("DOCKER_HOST", berthd.host)
+    monkeypatch.setenv("DOCKER_CONFIG", env["DOCKER_CONFIG"])
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.delenv("TC_HOST", raising=False)
+    monkeypatch.delenv("TESTCONTAINERS_HOST_OVERRIDE", raising=False)
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    from testcontainers.core.config import testcontainers_config
+
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    monkeypatch.setattr(testcontainers_config, "tc_host_override", None)
+    monkeypatch.setattr(testcontainers_config, "connection_mode_override", None)
+    return berthd

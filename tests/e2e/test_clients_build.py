@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from berth.testing import DOCKER, Berthd, unique_name
-from tests.e2e.test_clients_network import _binary, testcontainers_env  # noqa: F401
+from tests.e2e.compose import compose_binary
 
 DOCKERFILE = """\
 FROM busybox:latest
@@ -32,7 +32,7 @@ def _context(path: Path, message: str = "from the context\n") -> Path:
 def test_compose_build_and_up_build(
     berthd: Berthd, image_cleanup: list[str], tmp_path: Path, version: str
 ) -> None:
-    binary = _binary(version)
+    binary = compose_binary(version)
     _context(tmp_path / "app")
     project = unique_name(f"bld{version}")
     image = f"{project}-built:v1"
@@ -79,7 +79,7 @@ def test_compose_build_and_up_build(
 
 
 def test_testcontainers_builds_an_image(
-    testcontainers_env: Berthd,  # noqa: F811
+    testcontainers_env: Berthd,
     tmp_path: Path,
 ) -> None:
     from testcontainers.core.container import DockerContainer

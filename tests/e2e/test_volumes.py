@@ -6,7 +6,6 @@ events. What dockerd answers is taken from moby (``volume/service``, ``volume/lo
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from berth.testing import Berthd, busybox_rootfs_tar, inspect_container, unique_name, wait_for
+from tests.e2e.compose import compose_binary
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)$")
 ANONYMOUS = "com.docker.volume.anonymous"
@@ -476,20 +476,10 @@ volumes:
 """
 
 
-def _compose_v2() -> str:
-    spec = importlib.util.find_spec("compose")
-    path = str(Path(spec.origin).parent / "docker-compose") if spec and spec.origin else ""
-    if not path or not os.access(path, os.X_OK):
-        if os.environ.get("CI") == "true":
-            pytest.fail("Compose v2 is not installed")
-        pytest.skip("Compose v2 is not installed")
-    return path
-
-
 def test_compose_named_volume(
     berthd: Berthd, cleanup: list[str], volume_cleanup: list[str], tmp_path: Path
 ) -> None:
-    binary = _compose_v2()
+    binary = compose_binary("v2")
     project = unique_name("cmpvol")
     vol = f"{project}_data"
     volume_cleanup.append(vol)
