@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 
 from berth import errdefs
+from berth.api._chunked import ChunkedDecoder
 from berth.api._tls import start_tls_server
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,13 @@ class Request:
         self.params: dict[str, str] = {}
         self.api_version: tuple[int, int] = (0, 0)
         self._body_done = False
+        #: a chunked body is decoded by the connection, not h11 (see _chunked); one
+        #: decoding, resumed by whoever reads on (the cycle's end drains what is left)
+        self._chunked: AsyncIterator[bytes] | None = (
+            conn.chunked_body()
+            if self.headers.get("transfer-encoding", "").strip().lower() == "chunked"
+            else None
+        )
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -113,8 +121,17 @@ class Request:
 
     # -- body -------------------------------------------------------------
     async def stream(self) -> AsyncIterator[bytes]:
-        """Yield the request body in pieces as they arrive."""
+        """Yield the request body in pieces as they arrive; a body whose framing is broken
+        is InvalidParameter, and the connection closes after the answer."""
         if self._body_done:
+            return
+        if self._chunked is not None:
+            try:
+                async for piece in self._chunked:
+                    yield piece
+            except h11.RemoteProtocolError as e:
+                raise self._malformed(e) from None
+            self._body_done = True
             return
         while True:
             try:
@@ -122,7 +139,7 @@ class Request:
             except h11.RemoteProtocolError as e:
                 if self._conn.reader.at_eof():
                     raise ClientGone(str(e)) from None  # closed mid-body: nobody to answer
-                raise
+                raise self._malformed(e) from None
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -130,6 +147,10 @@ class Request:
                 return
             else:
                 raise ClientGone("connection closed while reading the request body")
+
+    def _malformed(self, e: h11.RemoteProtocolError) -> errdefs.InvalidParameter:
+        self._conn.abandon()  # the rest of the stream cannot be framed: nothing more is read
+        return errdefs.InvalidParameter(f"malformed request body: {e}")
 
     async def body(self, limit: int | None = None) -> bytes:
         """The whole body; TooLarge past *limit* bytes (MAX_BODY), and the connection is
@@ -187,6 +208,8 @@ class _Connection:
         self.extra_headers = extra_headers
         #: the rest of the request is not read: the connection closes after the answer
         self.abandoned = False
+        #: the head of the request being served
+        self._request: h11.Request | None = None
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -219,6 +242,29 @@ class _Connection:
                 self.h11.receive_data(data)
                 continue
             return event  # type: ignore[return-value]
+
+    async def chunked_body(self) -> AsyncIterator[bytes]:
+        """The body of the chunked request being served, a piece per read, decoded here
+        rather than by h11 (which makes an event of each 32 KiB chunk).
+
+        h11 is then put where it would be had it read the body itself: a connection of its
+        own that has read this request's head with an empty body, and holds what came
+        after it. Should the answer have begun before the body ended (an upload refused
+        early), h11 is left as it is and the connection closes after the answer.
+        """
+        decoder = ChunkedDecoder()
+        data = bytes(self.h11.trailing_data[0])  # what came with the head
+        while True:
+            pieces = decoder.feed(data)
+            if pieces:
+                yield _joined(pieces)
+            if decoder.done:
+                break
+            data = await self.reader.read(_READ_SIZE)
+            if not data:
+                raise ClientGone("connection closed while reading the request body")
+        if self.h11.our_state is h11.SEND_RESPONSE and self._request is not None:
+            self.h11 = _past_body(self._request, decoder.leftover)
 
     async def send(self, *events: h11.Event) -> None:
         """Send *events* in one write: a whole small response is one syscall."""
@@ -289,6 +335,7 @@ class _Connection:
 
     async def _handle(self, event: h11.Request) -> bool:
         """Serve one request; return whether the connection stays open."""
+        self._request = event
         request = Request(
             self, event.method.decode(), event.target.decode("latin-1"), list(event.headers)
         )
@@ -405,6 +452,37 @@ class _Connection:
             self.h11.start_next_cycle()
             return True
         return False
+
+
+def _joined(pieces: list[memoryview]) -> bytes:
+    """One bytes object of *pieces*: the read itself when they are all of it."""
+    if len(pieces) == 1:
+        (piece,) = pieces
+        whole = piece.obj
+        if isinstance(whole, bytes) and len(piece) == len(whole):
+            return whole
+    return b"".join(pieces)
+
+
+def _past_body(request: h11.Request, leftover: bytes) -> h11.Connection:
+    """A server connection that has read *request*'s head and an empty body (so it
+    frames the answer and decides keep-alive as for the request), holding *leftover*."""
+    head = [b"%s %s HTTP/%s\r\n" % (request.method, request.target, request.http_version)]
+    head += [
+        b"%s: %s\r\n" % (name, value)
+        for name, value in request.headers
+        if name not in (b"transfer-encoding", b"content-length", b"expect")
+    ]
+    head.append(b"content-length: 0\r\n\r\n")
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    conn.receive_data(b"".join(head))
+    if not isinstance(conn.next_event(), h11.Request) or not isinstance(
+        conn.next_event(), h11.EndOfMessage
+    ):
+        raise h11.RemoteProtocolError("the request head could not be read again", 400)
+    if leftover:
+        conn.receive_data(leftover)
+    return conn
 
 
 def _head_size(event: h11.Request) -> int:
