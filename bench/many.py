@@ -11,8 +11,9 @@ one, off the host's network) because it has to be restarted; its version is what
 not timed), each labelled ``berth-bench=1`` and every other one ``berth-bench-half=1`` (what
 the filtered ``ps`` asks for). CLI commands are timed as a user sees them, start-up
 included; medians of --rounds. ``GET /containers/json?all=1`` is the listing without the
-CLI, which spends more on decoding and printing 1,000 rows than berthd on answering. The per-container RSS is the daemon's growth from before the
-first container to after the last, over N. Nothing asserts a figure.
+CLI, which spends more on decoding and printing 1,000 rows than berthd on answering. The
+per-container RSS is the daemon's growth from before the first container to after the last,
+over N. Nothing asserts a figure.
 """
 
 from __future__ import annotations

@@ -500,10 +500,13 @@ def memory_table(mem: dict[str, dict[str, float]]) -> list[str]:
         (f"running{MEMORY_CONTAINERS}_all_pss", f"with shims PSS, {MEMORY_CONTAINERS} running"),
         ("per_container_rss", "RSS per running container (shim included)"),
         ("per_container_pss", "PSS per running container (shim included)"),
+        ("after_daemon_rss", "daemon RSS, idle after the workloads"),
     ]
     lines = ["| memory (MiB) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key, label in keys:
-        lines.append(f"| {label} | " + " | ".join(f"{mem[n][key]:.1f}" for n in names) + " |")
+        if all(key in mem[n] for n in names):
+            cells = " | ".join(f"{mem[n][key]:.1f}" for n in names)
+            lines.append(f"| {label} | {cells} |")
     return lines
 
 
@@ -586,6 +589,10 @@ def main() -> int:
                     e.ok("rmi", IMAGE)
                 with contextlib.suppress(Failed):
                     registry.remove_images(e)
+        if memory:  # where each daemon settles once what the workloads made is gone
+            time.sleep(5)
+            for e in engines:
+                memory[e.name]["after_daemon_rss"] = memory_kib(e.processes().daemon)[0] / 1024
 
     lines = [
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
