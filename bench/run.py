@@ -590,7 +590,7 @@ def main() -> int:
                 with contextlib.suppress(Failed):
                     registry.remove_images(e)
         if memory:  # where each daemon settles once what the workloads made is gone
-            time.sleep(5)
+            time.sleep(15)  # berthd returns free heap pages every 10 s, Go every few minutes
             for e in engines:
                 memory[e.name]["after_daemon_rss"] = memory_kib(e.processes().daemon)[0] / 1024
 

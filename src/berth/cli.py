@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from berth import __version__, errdefs
 from berth.config import Config, ConfigError, TLSOptions, load, parse_host
+from berth.utils import syscalls
 
 if TYPE_CHECKING:
     from berth.api._http import HTTPServer
@@ -226,6 +227,32 @@ async def _serve_metrics(addr: str) -> HTTPServer:
     return server
 
 
+def _tune_malloc() -> None:
+    """Before any thread: glibc's defaults let each thread grow an arena of its own (up to
+    16 here) and, once a big buffer is freed, serve buffers of up to 32 MiB from those
+    arenas rather than mapping them; after logging 1 MB lines berthd kept 150 MB in them
+    that no trim could return. A fixed 1 MiB threshold maps and unmaps what is bigger (a
+    256 KiB socket read still comes from the heap), and two arenas are enough for threads
+    that mostly take turns at the GIL."""
+    syscalls.mallopt(syscalls.M_MMAP_THRESHOLD, 1 << 20)
+    syscalls.mallopt(syscalls.M_ARENA_MAX, 2)
+
+
+#: seconds between returns of free heap pages to the kernel
+SCAVENGE_INTERVAL = 10.0
+
+
+async def _scavenge() -> None:
+    """Give the kernel back the heap pages that are free, as Go's scavenger does for
+    dockerd: what a burst of work freed (a thousand 256 KiB reads, a log line's pieces)
+    otherwise stays in the heap. With this and the settings above, berthd is back at its
+    idle RSS after the bench's workloads (it had stayed at 150-235 MB, 70 idle). A trim
+    with nothing to give costs microseconds."""
+    while True:
+        await asyncio.sleep(SCAVENGE_INTERVAL)
+        await asyncio.to_thread(syscalls.malloc_trim)
+
+
 async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
     # Here, not at the top: --version, --help and a bad configuration answer without
     # loading the daemon (0.1 s instead of 0.3 s).
@@ -249,6 +276,7 @@ async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _dump_stacks, cfg.options.exec_root)
+    scavenger = asyncio.create_task(_scavenge(), name="scavenger")
     sockets: list[str] = []
     metrics_server: HTTPServer | None = None
     try:
@@ -259,6 +287,7 @@ async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        scavenger.cancel()
         if metrics_server is not None:
             await metrics_server.close()
         await server.close()
@@ -287,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print("berthd: must run as root", file=sys.stderr)
         return 1
     _raise_nofile()
+    _tune_malloc()
     # Thousands of containers are a million tracked objects, which CPython's default
     # thresholds scan in full every few listings (``docker ps -a`` with 10,000 took 0.2 or
     # 0.6 s by turns): collect the young generation 14 times less often, the old ones

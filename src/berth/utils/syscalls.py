@@ -1,4 +1,5 @@
-"""The Linux calls Python 3.11's ``os`` lacks (mount, umount2, unshare, setns), through libc.
+"""The Linux calls Python 3.11's ``os`` lacks (mount, umount2, unshare, setns, and glibc's
+malloc_trim), through libc.
 
 One binding for the graph driver, the volume store and the network sandboxes; each
 turns the ``OSError`` into its own words.
@@ -65,3 +66,21 @@ def setns(fd: int, nstype: int) -> None:
     """setns(2) for the calling thread."""
     if _libc.setns(fd, nstype) != 0:
         raise _fail("setns")
+
+
+#: glibc's mallopt(3) parameters
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's mallopt(3); whether it took (False where the C library has no such call)."""
+    call = getattr(_libc, "mallopt", None)
+    return bool(call(param, value)) if call is not None else False
+
+
+def malloc_trim() -> bool:
+    """glibc's malloc_trim(0): give the free pages of every arena back to the kernel;
+    whether any were (False, too, where the C library has no such call)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
