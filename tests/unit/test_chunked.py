@@ -15,8 +15,9 @@ import pytest
 
 from berth import errdefs
 from berth.api._chunked import MAX_LINE, ChunkedDecoder
-from berth.api._http import HTTPServer, Request, Response
+from berth.api._http import Request, Response
 from berth.api.errors import classify
+from tests.unit.httpserve import serve
 
 
 def _chunked(body: bytes, sizes: list[int], trailers: bytes = b"") -> bytes:
@@ -115,18 +116,19 @@ def _put(path: str, body: bytes, sizes: list[int], extra: bytes = b"") -> bytes:
     return head + _chunked(body, sizes)
 
 
-def _serve(tmp_path: Path, test: object) -> None:
-    sock = str(tmp_path / "api.sock")
-
-    async def main() -> None:
-        server = HTTPServer(_digest, [])
-        await server.listen_unix(sock)
-        try:
-            await asyncio.wait_for(test(sock), 30)  # type: ignore[operator]
-        finally:
-            await server.close()
-
-    asyncio.run(main())
+async def _one_answer(sock: str, raw: bytes) -> tuple[tuple[int, bytes, bytes], bytes]:
+    """Send *raw*, read one answer, then what comes until the server closes (5 s at most)."""
+    reader, writer = await asyncio.open_unix_connection(sock)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        (answer,) = await _answers(reader, 1)
+        if answer[0] == 409:  # the client goes on sending the body, unharmed
+            writer.write(b"4\r\nmore\r\n0\r\n\r\n")
+            await writer.drain()
+        return answer, await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
 
 
 def test_pipelined_uploads_on_one_connection(tmp_path: Path) -> None:
@@ -153,35 +155,29 @@ def test_pipelined_uploads_on_one_connection(tmp_path: Path) -> None:
         assert await reader.read() == b""  # as the client asked
         writer.close()
 
-    _serve(tmp_path, test)
+    serve(tmp_path, _digest, test)
 
 
-def test_an_answer_before_the_body_ends_drains_it_then_closes(tmp_path: Path) -> None:
-    async def test(sock: str) -> None:
-        reader, writer = await asyncio.open_unix_connection(sock)
-        writer.write(b"PUT /refuse HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        (answer,) = await _answers(reader, 1)
-        assert answer[0] == 409
-        writer.write(b"4\r\nmore\r\n0\r\n\r\n")  # the client goes on sending, unharmed
-        await writer.drain()
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
-
-    _serve(tmp_path, test)
+_CHUNKED_PUT = b"PUT %s HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-def test_a_bad_frame_is_400(tmp_path: Path) -> None:
-    async def test(sock: str) -> None:
-        reader, writer = await asyncio.open_unix_connection(sock)
-        writer.write(b"PUT /a HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-        await writer.drain()
-        (answer,) = await _answers(reader, 1)
-        assert answer[0] == 400
-        assert json.loads(answer[2]) == {
+@pytest.mark.parametrize(
+    ("raw", "status", "body"),
+    [
+        # answered before the body: the rest (sent after the answer) is drained
+        (_CHUNKED_PUT % b"/refuse", 409, {"message": "no"}),
+        # a frame that cannot be read: what follows cannot be framed either
+        (_CHUNKED_PUT % b"/a" + b"zz\r\n", 400, {
             "message": "malformed request body: invalid chunk size b'zz'"
-        }
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # and it closes
-        writer.close()
+        }),
+    ],
+)  # fmt: skip
+def test_after_an_early_answer_or_a_bad_frame_the_connection_closes(
+    tmp_path: Path, raw: bytes, status: int, body: dict[str, str]
+) -> None:
+    async def test(sock: str) -> None:
+        answer, rest = await _one_answer(sock, raw)
+        assert answer[0] == status and json.loads(answer[2]) == body
+        assert rest == b""
 
-    _serve(tmp_path, test)
+    serve(tmp_path, _digest, test)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,9 @@ import pytest
 
 from berth import errdefs
 from berth.api import _http
-from berth.api._http import HTTPServer, Request, Response
+from berth.api._http import Request, Response
 from berth.api.errors import classify
+from tests.unit.httpserve import serve
 
 
 async def _handler(req: Request) -> Response:
@@ -26,20 +26,6 @@ async def _handler(req: Request) -> Response:
         status, message = classify(e)
         return Response(status, json.dumps({"message": message}).encode(), "application/json")
     return Response(200, json.dumps({"read": len(body)}).encode(), "application/json")
-
-
-def _serve(tmp_path: Path, test: Callable[[str], Awaitable[None]]) -> None:
-    sock = str(tmp_path / "api.sock")
-
-    async def main() -> None:
-        server = HTTPServer(_handler, [])
-        await server.listen_unix(sock)
-        try:
-            await asyncio.wait_for(test(sock), 30)
-        finally:
-            await server.close()
-
-    asyncio.run(main())
 
 
 async def _request(
@@ -85,7 +71,7 @@ def test_a_body_over_the_limit_is_413_and_closes_the_connection(
         status, body, _ = await _request(sock, _post(1 << 20), closes=False)  # at the limit
         assert (status, body) == (200, {"read": 1 << 20})
 
-    _serve(tmp_path, test)
+    serve(tmp_path, _handler, test)
 
 
 def test_slow_and_idle_clients_are_let_go_without_stalling_others(
@@ -114,7 +100,7 @@ def test_slow_and_idle_clients_are_let_go_without_stalling_others(
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
 
-    _serve(tmp_path, test)
+    serve(tmp_path, _handler, test)
 
 
 def test_a_head_over_the_limit_is_431(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,4 +112,4 @@ def test_a_head_over_the_limit_is_431(tmp_path: Path, monkeypatch: pytest.Monkey
         assert (status, rest) == (431, b"")
         assert body == {"message": "bad request: request head is larger than 64 KiB"}
 
-    _serve(tmp_path, test)
+    serve(tmp_path, _handler, test)
