@@ -249,8 +249,10 @@ class _Connection:
 
         h11 is then put where it would be had it read the body itself: a connection of its
         own that has read this request's head with an empty body, and holds what came
-        after it. Should the answer have begun before the body ended (an upload refused
-        early), h11 is left as it is and the connection closes after the answer.
+        after it; when the answer was sent whole before the body ended (an upload refused
+        early), that connection has sent it too, so the connection stays open as it would
+        have. An answer still streaming leaves h11 as it is, and the connection closes
+        after it.
         """
         decoder = ChunkedDecoder()
         data = bytes(self.h11.trailing_data[0])  # what came with the head
@@ -263,8 +265,13 @@ class _Connection:
             data = await self.reader.read(_READ_SIZE)
             if not data:
                 raise ClientGone("connection closed while reading the request body")
-        if self.h11.our_state is h11.SEND_RESPONSE and self._request is not None:
-            self.h11 = _past_body(self._request, decoder.leftover)
+        if self._request is None or self.h11.our_state not in (h11.SEND_RESPONSE, h11.DONE):
+            return
+        answered = self.h11.our_state is h11.DONE
+        self.h11 = _past_body(self._request, decoder.leftover)
+        if answered:  # as sent already (its bytes are not sent again)
+            self.h11.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+            self.h11.send(h11.EndOfMessage())
 
     async def send(self, *events: h11.Event) -> None:
         """Send *events* in one write: a whole small response is one syscall."""
