@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -15,7 +16,7 @@ import pytest
 
 from berth import errdefs
 from berth.api._chunked import MAX_LINE, ChunkedDecoder
-from berth.api._http import Request, Response
+from berth.api._http import Request, Response, StreamingResponse
 from berth.api.errors import classify
 from tests.unit.httpserve import serve
 
@@ -83,9 +84,17 @@ def test_bad_framing_is_refused(wire: bytes) -> None:
 
 
 # -- the server around it -----------------------------------------------------------------------
-async def _digest(req: Request) -> Response:
+async def _sizes(req: Request) -> AsyncIterator[bytes]:
+    async for piece in req.stream():
+        yield b"%d\n" % len(piece)
+    yield b"end\n"
+
+
+async def _digest(req: Request) -> Response | StreamingResponse:
     if req.path == "/refuse":  # answers before reading: the body is drained after
         return Response(409, b'{"message":"no"}', "application/json")
+    if req.path == "/stream":  # answers while it reads, as docker load and build do
+        return StreamingResponse(_sizes(req), content_type="text/plain")
     h = hashlib.sha256()
     size = 0
     try:
@@ -170,6 +179,22 @@ def test_an_answer_before_the_body_ends_keeps_the_connection(tmp_path: Path) -> 
         await writer.drain()
         (again,) = await _answers(reader, 1)
         assert again[0] == 200 and json.loads(again[2])["size"] == 5
+        writer.close()
+
+    serve(tmp_path, _digest, test)
+
+
+def test_an_answer_streamed_while_the_body_is_read_keeps_the_connection(tmp_path: Path) -> None:
+    async def test(sock: str) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock)
+        writer.write(_put("/stream", b"x" * 70_000, [30_000, 40_000]) + _put("/b", b"ok", [2]))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head.lower()
+        streamed = await reader.readuntil(b"0\r\n\r\n")
+        assert b"end\n" in streamed
+        (after,) = await _answers(reader, 1)  # the pipelined request, on the same connection
+        assert after[0] == 200 and json.loads(after[2])["size"] == 2
         writer.close()
 
     serve(tmp_path, _digest, test)

@@ -210,6 +210,8 @@ class _Connection:
         self.abandoned = False
         #: the head of the request being served
         self._request: h11.Request | None = None
+        #: what followed a chunked body read here, until h11 catches up (_catch_up)
+        self._after_body: bytes | None = None
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -247,12 +249,8 @@ class _Connection:
         """The body of the chunked request being served, a piece per read, decoded here
         rather than by h11 (which makes an event of each 32 KiB chunk).
 
-        h11 is then put where it would be had it read the body itself: a connection of its
-        own that has read this request's head with an empty body, and holds what came
-        after it; when the answer was sent whole before the body ended (an upload refused
-        early), that connection has sent it too, so the connection stays open as it would
-        have. An answer still streaming leaves h11 as it is, and the connection closes
-        after it.
+        h11 is then put where it would be had it read the body itself (see _past_body),
+        at once or, when the answer is still being sent, once it is.
         """
         decoder = ChunkedDecoder()
         data = bytes(self.h11.trailing_data[0])  # what came with the head
@@ -265,11 +263,21 @@ class _Connection:
             data = await self.reader.read(_READ_SIZE)
             if not data:
                 raise ClientGone("connection closed while reading the request body")
-        if self._request is None or self.h11.our_state not in (h11.SEND_RESPONSE, h11.DONE):
+        self._after_body = decoder.leftover
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """After a chunked body read here: a fresh h11 connection that has read the head
+        with an empty body and holds what followed, and has sent the answer if it was
+        sent whole already, so that keep-alive and pipelining go on as on h11's path.
+        An answer still streaming is waited for (the cycle's end calls again)."""
+        leftover, request = self._after_body, self._request
+        state = self.h11.our_state
+        if leftover is None or request is None or state not in (h11.SEND_RESPONSE, h11.DONE):
             return
-        answered = self.h11.our_state is h11.DONE
-        self.h11 = _past_body(self._request, decoder.leftover)
-        if answered:  # as sent already (its bytes are not sent again)
+        self._after_body = None
+        self.h11 = _past_body(request, leftover)
+        if state is h11.DONE:  # as sent already (its bytes are not sent again)
             self.h11.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
             self.h11.send(h11.EndOfMessage())
 
@@ -342,7 +350,7 @@ class _Connection:
 
     async def _handle(self, event: h11.Request) -> bool:
         """Serve one request; return whether the connection stays open."""
-        self._request = event
+        self._request, self._after_body = event, None
         request = Request(
             self, event.method.decode(), event.target.decode("latin-1"), list(event.headers)
         )
@@ -444,6 +452,7 @@ class _Connection:
                     dropped += len(data)
 
     async def _finish_cycle(self, request: Request) -> bool:
+        self._catch_up()
         if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
             return False
         if self.abandoned:
