@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from berth import errdefs
@@ -238,3 +240,29 @@ def test_get_by_prefix() -> None:
     assert view.get_by_prefix("a1") == ID_A
     assert view.get_by_prefix("ff") == ID_C
     assert view.get_by_prefix("00") is None
+
+
+def test_prefix_lookups_agree_with_a_scan_of_every_id() -> None:
+    """The index of IDs by their first characters finds what testing every ID finds, after
+    saves and deletes, for short and long prefixes, and sees an ambiguity as one."""
+    rng = random.Random(5)
+    ids = sorted({"".join(rng.choices("0123456789abcdef", k=64)) for _ in range(3000)})
+    db = db_with(*(snap(i, f"/c{n}") for n, i in enumerate(ids)))
+    gone = set(rng.sample(ids, 1000)) | {ids[0]}
+    for ident in gone:
+        db.delete(ident)
+    before = db.snapshot()
+    db.save(snap(ids[0], "/again"))  # deleted, then back
+    view = db.snapshot()
+    alive = [i for i in ids if i not in gone or i == ids[0]]
+    for ident in rng.sample(ids, 400):
+        for size in (1, 2, 3, 4, 6, 12, 64):
+            prefix = ident[:size]
+            matches = [i for i in alive if i.startswith(prefix)]
+            if len(matches) > 1:
+                with pytest.raises(errdefs.InvalidParameter):
+                    view.get_by_prefix(prefix)
+            else:
+                assert view.get_by_prefix(prefix) == (matches[0] if matches else None)
+    assert view.get_by_prefix(ids[0][:12]) == ids[0]
+    assert before.get_by_prefix(ids[0][:12]) is None  # an earlier view keeps what it had

@@ -66,18 +66,25 @@ class NameConflict(errdefs.Conflict):
         self.holder = holder
 
 
+#: IDs are indexed by their first characters, so that a short ID (``docker inspect
+#: 3f2a1b``) is found among a few rather than by testing every container's ID
+_PREFIX = 3
+
+
 class View:
     """A consistent read-only view of the ViewDB at one moment."""
 
-    __slots__ = ("_containers", "_names")
+    __slots__ = ("_by_prefix", "_containers", "_names")
 
     def __init__(
         self,
         containers: immutables.Map[str, Snapshot],
         names: immutables.Map[str, str],
+        by_prefix: immutables.Map[str, frozenset[str]],
     ) -> None:
         self._containers = containers
         self._names = names
+        self._by_prefix = by_prefix
 
     def __len__(self) -> int:
         return len(self._containers)
@@ -108,7 +115,10 @@ class View:
         Raises InvalidParameter when the prefix is ambiguous.
         """
         found: str | None = None
-        for ident in self._containers:
+        candidates: frozenset[str] | immutables.Map[str, Snapshot] = self._containers
+        if len(prefix) >= _PREFIX:
+            candidates = self._by_prefix.get(prefix[:_PREFIX], frozenset())
+        for ident in candidates:
             if ident.startswith(prefix):
                 if found is not None:
                     raise errdefs.InvalidParameter(
@@ -141,15 +151,20 @@ class ViewDB:
     def __init__(self) -> None:
         self._containers: immutables.Map[str, Snapshot] = immutables.Map()
         self._names: immutables.Map[str, str] = immutables.Map()
+        self._by_prefix: immutables.Map[str, frozenset[str]] = immutables.Map()
         #: each container's names, for the writers: a delete must not scan every name
         self._held: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def snapshot(self) -> View:
-        return View(self._containers, self._names)
+        return View(self._containers, self._names, self._by_prefix)
 
     def save(self, snap: Snapshot) -> None:
         with self._lock:
+            if snap.id not in self._containers:
+                key = snap.id[:_PREFIX]
+                held = self._by_prefix.get(key, frozenset())
+                self._by_prefix = self._by_prefix.set(key, held | {snap.id})
             self._containers = self._containers.set(snap.id, snap)
 
     def delete(self, ident: str) -> None:
@@ -162,6 +177,11 @@ class ViewDB:
                     self._names = names.finish()
             if ident in self._containers:
                 self._containers = self._containers.delete(ident)
+                key = ident[:_PREFIX]
+                rest = self._by_prefix.get(key, frozenset()) - {ident}
+                self._by_prefix = (
+                    self._by_prefix.set(key, rest) if rest else self._by_prefix.delete(key)
+                )
 
     def reserve_name(self, name: str, ident: str) -> None:
         if not name.startswith("/"):
