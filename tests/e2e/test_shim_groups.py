@@ -5,6 +5,7 @@ policy; Compose v2 projects get one shim each. No shim socket is left behind."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -166,3 +167,18 @@ def test_a_compose_project_shares_one_shim(by_project: Berthd, tmp_path: Path) -
         project.remove()
         if alone:
             d.docker("rm", "-f", alone, check=False)
+
+
+def test_containers_started_at_once_share_the_one_shim(grouped: Berthd) -> None:
+    """Compose starts a project's services in parallel: the first task of a group makes its
+    shim, and one started meanwhile must join it, not set up a second that serves nothing
+    (the shim's own start can miss a socket still being set up; seen under CI's load)."""
+    d = grouped
+    for _ in range(3):
+        ids = [d.docker("create", "busybox", "sleep", "600").stdout.strip() for _ in range(6)]
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda cid: d.docker("start", cid), ids))
+        assert len({_shim_of(d, cid) for cid in ids}) == 1
+        assert len(_shims(d)) == 1
+        d.docker("rm", "-f", *ids)
+        wait_for(lambda: not _shims(d), what="the shim to exit with its last task")

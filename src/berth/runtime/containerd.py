@@ -7,6 +7,7 @@ root filesystem itself), exit and OOM events from one subscription.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -110,6 +111,11 @@ class ContainerdRuntime:
         self._shim_pids: dict[str, int] = {}
         #: the shim groups (``--shim-group``) tasks were created in
         self._groups: set[str] = set()
+        #: one task created at a time in a group: the shim's ``start`` for two at once can
+        #: miss the other's socket while it is being set up, replace it, and leave a shim
+        #: that serves nothing and never exits (seen under load with Compose's parallel
+        #: starts)
+        self._group_locks: dict[str, threading.Lock] = {}
 
     # -- plumbing --------------------------------------------------------------
     def _call(self, fn: Callable[..., T], request: Any, what: str, timeout: float = 60) -> T:
@@ -154,8 +160,10 @@ class ContainerdRuntime:
 
     def create(self, container_id: str, spec: dict[str, Any], stdio: Stdio) -> int:
         group = spec.get("annotations", {}).get(SHIM_GROUP_ANNOTATION)
+        one_at_a_time: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if group:
             self._groups.add(group)
+            one_at_a_time = self._group_locks.setdefault(group, threading.Lock())
         container = containers_pb2.Container(
             id=container_id,
             runtime=containers_pb2.Container.Runtime(
@@ -179,17 +187,18 @@ class ContainerdRuntime:
                 "creating container",
             )
         try:
-            resp = self._call(
-                self._tasks.Create,
-                tasks_pb2.CreateTaskRequest(
-                    container_id=container_id,
-                    stdin=stdio.stdin,
-                    stdout=stdio.stdout,
-                    stderr=stdio.stderr,
-                    terminal=stdio.terminal,
-                ),
-                "creating task",
-            )
+            with one_at_a_time:
+                resp = self._call(
+                    self._tasks.Create,
+                    tasks_pb2.CreateTaskRequest(
+                        container_id=container_id,
+                        stdin=stdio.stdin,
+                        stdout=stdio.stdout,
+                        stderr=stdio.stderr,
+                        terminal=stdio.terminal,
+                    ),
+                    "creating task",
+                )
         except errdefs.BerthError as e:
             self._delete_container(container_id)
             raise _runtime_error(e) from None
