@@ -129,7 +129,7 @@ def test_runs_leave_nothing_behind(soaked: Berthd) -> None:
     finally:
         probe.kill()
         probe.wait()
-        d.docker("rm", "-f", *running, *d.docker("ps", "-aq").stdout.split(), check=False)
+        d.docker("rm", "-f", *{*running, *d.docker("ps", "-aq").stdout.split()}, check=False)
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: _run(d), range(20)))  # warm: threads, pools and caches
     start = _counts(d)

@@ -109,13 +109,12 @@ class ContainerdRuntime:
         #: container ID -> pid of the shim its task runs under (its process's parent: the
         #: shim is its subreaper), to tell an exit from the death of the shim
         self._shim_pids: dict[str, int] = {}
-        #: the shim groups (``--shim-group``) tasks were created in
-        self._groups: set[str] = set()
-        #: one task created at a time in a group: the shim's ``start`` for two at once can
-        #: miss the other's socket while it is being set up, replace it, and leave a shim
-        #: that serves nothing and never exits (seen under load with Compose's parallel
-        #: starts)
-        self._group_locks: dict[str, threading.Lock] = {}
+        #: the shim groups (``--shim-group``) tasks were created in, each with its lock:
+        #: one task created at a time in a group, as the shim's ``start`` for two at once
+        #: can miss the other's socket while it is being set up, replace it, and leave a
+        #: shim that serves nothing and never exits (seen under load with Compose's
+        #: parallel starts)
+        self._groups: dict[str, threading.Lock] = {}
 
     # -- plumbing --------------------------------------------------------------
     def _call(self, fn: Callable[..., T], request: Any, what: str, timeout: float = 60) -> T:
@@ -162,8 +161,7 @@ class ContainerdRuntime:
         group = spec.get("annotations", {}).get(SHIM_GROUP_ANNOTATION)
         one_at_a_time: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if group:
-            self._groups.add(group)
-            one_at_a_time = self._group_locks.setdefault(group, threading.Lock())
+            one_at_a_time = self._groups.setdefault(group, threading.Lock())
         container = containers_pb2.Container(
             id=container_id,
             runtime=containers_pb2.Container.Runtime(

@@ -1,5 +1,5 @@
 """The Linux calls Python 3.11's ``os`` lacks (mount, umount2, unshare, setns, and glibc's
-malloc_trim), through libc.
+mallopt and malloc_trim), through libc.
 
 One binding for the graph driver, the volume store and the network sandboxes; each
 turns the ``OSError`` into its own words.
