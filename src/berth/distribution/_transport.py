@@ -1,8 +1,10 @@
 """HTTP to registries through http.client: kept-alive connections, TLS per host.
 
-A connection is reused only once its response has been read to the end; a
-reused one that turns out to be closed by the server is retried once on a
-fresh connection when the request can be replayed.  Failures to connect or
+A connection is reused only once its response has been read to the end, and
+not when the server has closed it meanwhile (its socket reads as ready).  A
+reused one that still turns out closed is retried once on a fresh connection
+when the request can be replayed, and the host's other idle ones are dropped:
+a registry that went away (or a new one on its port) closed them all.  Failures to connect or
 to speak TLS become errdefs.Unavailable worded as Go's client words them, so
 that the CLI shows what a dockerd user would see.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -137,6 +140,19 @@ def watching(
     return contextlib.nullcontext()
 
 
+def _alive(conn: http.client.HTTPConnection) -> bool:
+    sock = conn.sock
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not ready
+
+
 def go_method(method: str) -> str:
     return method[:1] + method[1:].lower()
 
@@ -198,9 +214,21 @@ class Transport:
         return http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCKSIZE)
 
     def _take(self, key: tuple[str, str, bool]) -> http.client.HTTPConnection | None:
+        """An idle connection the server has not closed: an idle socket that reads as
+        ready holds an EOF (or bytes nobody asked for) and is useless."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None or _alive(conn):
+                return conn
+            conn.close()
+
+    def _drop_idle(self, key: tuple[str, str, bool]) -> None:
         with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
+            conns = self._idle.pop(key, [])
+        for c in conns:
+            c.close()
 
     def release(self, key: tuple[str, str, bool], conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -235,8 +263,8 @@ class Transport:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = (scheme, netloc, insecure and scheme == "https")
         replayable = body is None or isinstance(body, bytes)
-        for _ in range(2):
-            conn = self._take(key) if replayable else None
+        for attempt in range(2):
+            conn = self._take(key) if replayable and not attempt else None
             reused = conn is not None
             if conn is None:
                 conn = self._connect(scheme, netloc, key[2])
@@ -251,6 +279,7 @@ class Transport:
             ) as e:
                 conn.close()
                 if reused:
+                    self._drop_idle(key)
                     continue  # a kept-alive connection the server had closed
                 raise TransportError(f'{go_method(method)} "{url}": {_words(e)}') from None
             except errdefs.BerthError:
