@@ -1,8 +1,12 @@
-"""Exec stream logic: detach key parsing and filtering, the end of a run, body field names."""
+"""Exec stream logic: detach key parsing and filtering, the end of a run, output through a
+FIFO to the log and attached clients, body field names."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,7 @@ from berth.api.httputils import fold_field_names
 from berth.container.stream import (
     DEFAULT_DETACH_KEYS,
     DetachFilter,
+    ProcessIO,
     Streams,
     parse_detach_keys,
 )
@@ -82,5 +87,63 @@ def test_a_subscription_left_before_the_end_is_not_ended() -> None:
         hub.unsubscribe(sub)
         hub.end()
         assert not sub.ended
+
+    asyncio.run(main())
+
+
+def test_output_reaches_log_and_clients_in_order_and_a_slow_client_holds_the_writer(
+    tmp_path: Path,
+) -> None:
+    """Each read goes to the log sink and every attached client in order; a client whose
+    queue is full stops the reading (the writer blocks once the FIFO is full) until it
+    has taken its chunk, and the end comes after all the output."""
+    # 20 MB: more than 256 queued reads of at most a FIFO's 64 KiB each
+    chunks = [b"%05d:" % i + b"x" * 4090 for i in range(5000)]
+    expected = b"".join(chunks)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hub = Streams()
+        slow = hub.subscribe(frozenset({"stdout"}))
+        fast = hub.subscribe(frozenset({"stdout"}))
+        logged: list[bytes] = []
+        io = ProcessIO(
+            tmp_path, "c", stdin=False, tty=False, hub=hub, sink=lambda s, d: logged.append(d)
+        )
+        io.open()
+        await io.start_async()
+        fd = os.open(io.stdio.stdout, os.O_WRONLY | os.O_CLOEXEC)
+        # the placeholders go (closing fd is then the end of the output); a worker
+        # thread's call, as the runtime makes it
+        await loop.run_in_executor(None, io.connected)
+        written = threading.Event()
+
+        def write() -> None:
+            for c in chunks:
+                os.write(fd, c)
+            os.close(fd)
+            written.set()
+
+        writer = loop.run_in_executor(None, write)
+
+        async def drain(sub: object, delay: float) -> bytes:
+            got = []
+            while (item := await asyncio.wait_for(sub.get(), 10)) is not None:  # type: ignore[attr-defined]
+                got.append(item[1])
+                if delay:
+                    await asyncio.sleep(delay)
+            return b"".join(got)
+
+        fast_task = asyncio.ensure_future(drain(fast, 0))
+        await asyncio.sleep(0.3)  # the slow client has read nothing yet
+        assert not written.is_set()  # so the writer is held back
+        assert slow.queue.full()
+        slow_data = await drain(slow, 0.0005)
+        await writer
+        assert slow_data == expected
+        assert await fast_task == expected
+        await asyncio.get_running_loop().run_in_executor(None, io.done.wait, 10)
+        assert b"".join(logged) == expected
+        io.close()
 
     asyncio.run(main())

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 STDOUT = "stdout"
 STDERR = "stderr"
-_READ = 64 * 1024
 _QUEUE_DEPTH = 256
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
@@ -146,10 +145,25 @@ class Streams:
         while not sub.queue.empty():  # unblock a publisher waiting on this queue
             sub.queue.get_nowait()
 
-    async def publish(self, stream: str, data: bytes) -> None:
-        for sub in list(self._subs):
-            if stream in sub.streams and sub in self._subs:
+    def offer(self, stream: str, data: bytes) -> list[Subscription]:
+        """Queue *data* for each subscriber of *stream* that has room; those without."""
+        full: list[Subscription] = []
+        for sub in self._subs:
+            if stream in sub.streams:
+                try:
+                    sub.queue.put_nowait((stream, data))
+                except asyncio.QueueFull:
+                    full.append(sub)
+        return full
+
+    async def deliver(self, subs: list[Subscription], stream: str, data: bytes) -> None:
+        """Queue *data* for *subs* (what :meth:`offer` left), waiting for room."""
+        for sub in subs:
+            if sub in self._subs:
                 await sub.queue.put((stream, data))
+
+    async def publish(self, stream: str, data: bytes) -> None:
+        await self.deliver(self.offer(stream, data), stream, data)
 
     def end(self) -> None:
         """The run is over: every current subscriber gets its end marker (on the loop)."""
@@ -224,8 +238,8 @@ class ProcessIO:
         self._stdin_taken = False
         self._stdin_writer: asyncio.StreamWriter | None = None
         self._stdin_lock: asyncio.Lock | None = None
-        self._pumps: list[asyncio.Task[None]] = []
-        self._transports: list[asyncio.BaseTransport] = []
+        self._waits: set[asyncio.Task[None]] = set()
+        self._transports: list[asyncio.ReadTransport] = []
         self._open_streams = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Set when all output has been read and delivered.
@@ -299,32 +313,43 @@ class ProcessIO:
         self._open_streams = len(self._read_fds)
         for stream, fd in list(self._read_fds.items()):
             pipe = os.fdopen(fd, "rb", buffering=0, closefd=True)
-            reader = asyncio.StreamReader(limit=_READ * 4, loop=loop)
-            protocol_r = asyncio.StreamReaderProtocol(reader, loop=loop)
-            transport, _ = await loop.connect_read_pipe(lambda p=protocol_r: p, pipe)  # type: ignore[misc]
+            transport, _ = await loop.connect_read_pipe(lambda s=stream: _Output(self, s), pipe)  # type: ignore[misc]
             self._transports.append(transport)
-            self._pumps.append(asyncio.ensure_future(self._pump(stream, reader)))
         self._read_fds.clear()
 
-    async def _pump(self, stream: str, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                data = await reader.read(_READ)
-                if not data:
-                    break
-                if self.sink is not None:
-                    try:
-                        self.sink(stream, data)
-                    except Exception:
-                        log.exception("log sink failed")
-                if self.hub is not None:
-                    await self.hub.publish(stream, data)
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            self._open_streams -= 1
-            if self._open_streams <= 0:
-                self._finish()
+    def _output(self, transport: asyncio.ReadTransport, stream: str, data: bytes) -> None:
+        """A read of *stream*: to the log, then to attached clients.  A client whose queue
+        is full pauses this stream until it has taken the chunk (backpressure)."""
+        if self.sink is not None:
+            try:
+                self.sink(stream, data)
+            except Exception:
+                log.exception("log sink failed")
+        if self.hub is None:
+            return
+        full = self.hub.offer(stream, data)
+        if full:
+            transport.pause_reading()
+            wait = asyncio.ensure_future(self._deliver(transport, full, stream, data))
+            self._waits.add(wait)
+            wait.add_done_callback(self._waits.discard)
+
+    async def _deliver(
+        self,
+        transport: asyncio.ReadTransport,
+        subs: list[Subscription],
+        stream: str,
+        data: bytes,
+    ) -> None:
+        assert self.hub is not None
+        await self.hub.deliver(subs, stream, data)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _stream_ended(self) -> None:
+        self._open_streams -= 1
+        if self._open_streams <= 0:
+            self._finish()
 
     def _finish(self) -> None:
         if self.done.is_set():
@@ -370,9 +395,9 @@ class ProcessIO:
 
     # -- tear-down -----------------------------------------------------------------
     async def _cancel(self) -> None:
-        for task in self._pumps:
+        for task in list(self._waits):
             task.cancel()
-        # A pump cancelled before the end of its FIFO leaves the pipe open otherwise.
+        # A stream closed before the end of its FIFO leaves the pipe open otherwise.
         for transport in self._transports:
             transport.close()
         self._transports.clear()
@@ -409,3 +434,27 @@ class ProcessIO:
                 if path:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
+
+
+class _Output(asyncio.Protocol):
+    """One output FIFO of a :class:`ProcessIO`: each read is handled as it arrives, on
+    the loop's own callback (no stream buffer, no task switch per chunk)."""
+
+    def __init__(self, io: ProcessIO, stream: str) -> None:
+        self._io = io
+        self._stream = stream
+        self._transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._io._output(self._transport, self._stream, data)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._io._stream_ended()
