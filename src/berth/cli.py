@@ -28,6 +28,7 @@ from berth.utils import syscalls
 if TYPE_CHECKING:
     from berth.api._http import HTTPServer
     from berth.api.server import ApiServer
+    from berth.runtime.supervisor import Supervisor
 
 log = logging.getLogger("berthd")
 
@@ -253,7 +254,19 @@ async def _scavenge() -> None:
         await asyncio.to_thread(syscalls.malloc_trim)
 
 
-async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
+def _launch_containerd(cfg: Config) -> Supervisor | None:
+    """berthd's own containerd, launched before the daemon's modules load (unless
+    ``--containerd`` names one to use): it starts while they do."""
+    if cfg.options.containerd:
+        return None
+    from berth.runtime.supervisor import Supervisor
+
+    supervisor = Supervisor(cfg.options.data_root, cfg.options.exec_root, cfg.options.debug)
+    supervisor.launch()
+    return supervisor
+
+
+async def _serve(cfg: Config, tls: ssl.SSLContext | None, supervisor: Supervisor | None) -> None:
     # Here, not at the top: --version, --help and a bad configuration answer without
     # loading the daemon (0.1 s instead of 0.3 s).
     from berth.api.server import ApiServer
@@ -261,7 +274,7 @@ async def _serve(cfg: Config, tls: ssl.SSLContext | None) -> None:
     from berth.network.service import NetworkService
 
     loop = asyncio.get_running_loop()
-    daemon = await asyncio.to_thread(Daemon, cfg.options)
+    daemon = await asyncio.to_thread(Daemon, cfg.options, supervisor=supervisor)
     await asyncio.to_thread(daemon.start_runtime, loop)
     gc.freeze()  # what start-up made (modules, restored containers) is never scanned again
     server = ApiServer(
@@ -323,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     # half as often.
     gc.set_threshold(10_000, 20, 20)
     locks = _Locks()
+    supervisor: Supervisor | None = None
     try:
         cfg.options.data_root.mkdir(parents=True, exist_ok=True)
         locks.lock(cfg.options.data_root / "berthd.lock", "data root lock")
@@ -330,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         locks.pidfile = Path(cfg.pidfile)
         locks.write_pid(pid_fd)
         cfg.options.exec_root.mkdir(parents=True, exist_ok=True)
-        asyncio.run(_serve(cfg, tls))
+        supervisor = _launch_containerd(cfg)
+        asyncio.run(_serve(cfg, tls, supervisor))
     except StartupError as e:
         print(f"berthd: {e}", file=sys.stderr)
         return 1
@@ -338,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("berthd failed: %s", e)
         return 1
     finally:
+        if supervisor is not None and not supervisor.started:
+            supervisor.stop()  # berthd failed before it took its containerd over
         locks.release()
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from berth.runtime.supervisor import Supervisor
 from berth.testing import Berthd, running_berthd
 
 
@@ -203,3 +204,31 @@ def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     # running_berthd checked the exit code and mounts; the socket and pid file are gone.
     assert not sock.exists()
     assert not pidfile.exists()
+
+
+def test_a_daemon_that_fails_to_load_stops_the_containerd_it_launched(tmp_path: Path) -> None:
+    """containerd is launched before the daemon loads (so that both start at once): a
+    berthd that then fails leaves no containerd behind."""
+    d = Berthd(tmp_path)
+    (tmp_path / "daemon.json").write_text("{}")
+    d.data_root.mkdir(parents=True)
+    (d.data_root / "containers").write_text("")  # the containers' directory cannot be made
+    try:
+        proc = subprocess.run(d.args(), capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert "berthd failed" in proc.stderr and "containers" in proc.stderr
+        supervisor = Supervisor(d.data_root, d.exec_root)
+        assert (supervisor.dir / "containerd.log").exists()  # it had been launched
+        assert not supervisor.pidfile.exists()
+        config = str(supervisor.config).encode()
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and config in _cmdline(pid)]
+        assert left == []
+    finally:
+        d.cleanup()
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

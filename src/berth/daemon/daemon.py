@@ -65,6 +65,7 @@ from berth.logger import LogMessage
 from berth.network.controller import NetworkController
 from berth.runtime.base import Event, ExitEvent, OOMEvent, Runtime, TaskStatus
 from berth.runtime.seccomp import kernel_runs_x32
+from berth.runtime.supervisor import Supervisor
 from berth.types.commit import CommitOptions, FilesystemChange
 from berth.types.container import (
     Config,
@@ -97,13 +98,20 @@ Waiter = tuple[str, "asyncio.Future[tuple[int, str | None]]"]
 
 
 class Daemon:
-    def __init__(self, options: DaemonOptions, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        options: DaemonOptions,
+        runtime: Runtime | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
+        """*runtime*: a runtime of the caller's (else containerd's); *supervisor*: berthd's
+        containerd, launched already (else made and started by :meth:`start_runtime`)."""
         self.options = options
         self.events = Events()
         self.restart_manager = RestartManager()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._runtime = runtime
-        self._supervisor: Any = None
+        self._supervisor = supervisor
         self._waiters: dict[str, list[Waiter]] = {}
         self._workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="berth-monitor")
         self._inflight: set[Future[None]] = set()
@@ -212,13 +220,13 @@ class Daemon:
             # grpc and the generated stubs only when berthd talks to containerd (the unit
             # tests hand in a fake runtime)
             from berth.runtime.containerd import ContainerdRuntime
-            from berth.runtime.supervisor import Supervisor
 
             socket = self.options.containerd
             if not socket:
-                self._supervisor = Supervisor(
-                    self.options.data_root, self.options.exec_root, self.options.debug
-                )
+                if self._supervisor is None:
+                    self._supervisor = Supervisor(
+                        self.options.data_root, self.options.exec_root, self.options.debug
+                    )
                 self._supervisor.start()
                 socket = self._supervisor.socket
             self._runtime = ContainerdRuntime(
