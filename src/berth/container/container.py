@@ -68,7 +68,8 @@ class Record(msgspec.Struct, rename="pascal"):
 _record_decoder = msgspec.json.Decoder(Record)
 _hostconfig_decoder = msgspec.json.Decoder(HostConfig)
 _encoder = msgspec.json.Encoder()
-_SCALARS = (int, bool, float)
+_SCALARS = frozenset((int, bool, float))
+_intern = sys.intern
 _T = TypeVar("_T")
 
 
@@ -80,22 +81,41 @@ def _share_strings(value: _T) -> _T:
     snapshot), and most of their strings are the same in every container: the masked
     paths, the image and network IDs, the defaults, the labels' keys. Shared, a created
     container costs about half the memory. Strings are immutable, so what readers and
-    writers share is never changed under either.
+    writers share is never changed under either. Leaves are handled where they are met
+    (no call per string): loading 1,000 containers walks 8,000 of these.
     """
-    if isinstance(value, str):
-        return cast(_T, sys.intern(value))
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            value[i] = _share_strings(item)
-    elif isinstance(value, dict):
-        if value:
-            items = [(_share_strings(k), _share_strings(v)) for k, v in value.items()]
-            value.clear()
-            value.update(items)
+    kind = type(value)
+    if kind is str:
+        return cast(_T, _intern(cast(str, value)))
+    if kind is list:
+        items = cast(list[Any], value)
+        for i, item in enumerate(items):
+            if type(item) is str:
+                items[i] = _intern(item)
+            elif item is not None and type(item) not in _SCALARS:
+                items[i] = _share_strings(item)
+    elif kind is dict:
+        mapping = cast(dict[Any, Any], value)
+        if mapping:
+            shared = [
+                (
+                    _intern(k) if type(k) is str else k,
+                    _intern(v)
+                    if type(v) is str
+                    else v
+                    if v is None or type(v) in _SCALARS
+                    else _share_strings(v),
+                )
+                for k, v in mapping.items()
+            ]
+            mapping.clear()
+            mapping.update(shared)
     elif isinstance(value, msgspec.Struct):
         for name in value.__struct_fields__:
             item = getattr(value, name)
-            if item is not None and type(item) not in _SCALARS:
+            if type(item) is str:
+                setattr(value, name, _intern(item))
+            elif item is not None and type(item) not in _SCALARS:
                 setattr(value, name, _share_strings(item))
     return value
 

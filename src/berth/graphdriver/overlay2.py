@@ -69,8 +69,17 @@ def backing_fs(path: Path) -> str:
     return _FS_NAMES.get(buf.f_type & 0xFFFFFFFF, "unknown")
 
 
+_PROBE_PREFIX = ".overlay-probe-"
+
+
 def supported(data_root: Path) -> bool:
-    """Whether an overlay with an upper directory can be mounted under *data_root*."""
+    """Whether an overlay with an upper directory can be mounted under *data_root*.
+
+    The mount is the answer; its unmount waits out the kernel's RCU grace period (50 ms
+    on this VM, a tenth of berthd's start-up), so a thread of its own undoes the probe
+    while berthd goes on (not a daemon thread: the interpreter waits for it at exit). A
+    probe a killed berthd left is undone here, before the next one.
+    """
     try:
         with open("/proc/filesystems") as f:
             if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
@@ -80,24 +89,37 @@ def supported(data_root: Path) -> bool:
     data_root.mkdir(parents=True, exist_ok=True)
     if backing_fs(data_root) == "overlayfs":
         return False
-    probe = Path(tempfile.mkdtemp(prefix=".overlay-probe-", dir=data_root))
+    for stale in data_root.glob(_PROBE_PREFIX + "*"):
+        _drop_probe(stale)
+    probe = Path(tempfile.mkdtemp(prefix=_PROBE_PREFIX, dir=data_root))
     try:
         for d in ("lower", "upper", "work", "merged"):
             (probe / d).mkdir()
-        try:
-            mnt.mount(
-                "overlay",
-                str(probe / "merged"),
-                "overlay",
-                0,
-                f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}",
-            )
-        except errdefs.System:
-            return False
-        mnt.unmount(str(probe / "merged"))
-        return True
-    finally:
+        mnt.mount(
+            "overlay",
+            str(probe / "merged"),
+            "overlay",
+            0,
+            f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}",
+        )
+    except errdefs.System:
         shutil.rmtree(probe, ignore_errors=True)
+        return False
+    except BaseException:
+        shutil.rmtree(probe, ignore_errors=True)
+        raise
+    threading.Thread(target=_drop_probe, args=(probe,), name="overlay-probe").start()
+    return True
+
+
+def _drop_probe(probe: Path) -> None:
+    merged = str(probe / "merged")
+    if mnt.is_mounted(merged):
+        try:
+            mnt.unmount(merged)
+        except errdefs.System:
+            return  # kept: a directory with a mount in it is not removed
+    shutil.rmtree(probe, ignore_errors=True)
 
 
 class Overlay2:
