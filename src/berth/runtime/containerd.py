@@ -18,20 +18,20 @@ from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import grpc
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.json_format import MessageToDict
 
 from berth import errdefs
 from berth.runtime import _strays
 from berth.runtime._api.api.events import task_pb2 as task_events
-from berth.runtime._api.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
-from berth.runtime._api.api.services.events.v1 import events_pb2, events_pb2_grpc
-from berth.runtime._api.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
+from berth.runtime._api.api.services.containers.v1 import containers_pb2
+from berth.runtime._api.api.services.events.v1 import events_pb2
+from berth.runtime._api.api.services.tasks.v1 import tasks_pb2
+from berth.runtime._api.api.services.version.v1 import version_pb2
 from berth.runtime._api.api.types.task import task_pb2
 from berth.runtime._api.cgroups.stats.v1 import metrics_pb2
 from berth.runtime._api.runtime.v2.runc.options import oci_pb2
+from berth.runtime._grpc import Channel, RpcError, StatusCode, Stub
 from berth.runtime.base import (
     EventHandler,
     ExitEvent,
@@ -74,16 +74,16 @@ def _json_any(type_url: str, value: Any) -> any_pb2.Any:
     return any_pb2.Any(type_url=type_url, value=json.dumps(value).encode())
 
 
-def _translate(e: grpc.RpcError, what: str) -> errdefs.BerthError:
+def _translate(e: RpcError, what: str) -> errdefs.BerthError:
     code = e.code()
-    details = e.details() or str(code)
-    if code == grpc.StatusCode.NOT_FOUND:
+    details = e.details() or code.name
+    if code == StatusCode.NOT_FOUND:
         return TaskNotFound(f"{what}: {details}")
-    if code == grpc.StatusCode.ALREADY_EXISTS:
+    if code == StatusCode.ALREADY_EXISTS:
         return errdefs.Conflict(f"{what}: {details}")
-    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+    if code in (StatusCode.FAILED_PRECONDITION, StatusCode.INVALID_ARGUMENT):
         return errdefs.Conflict(f"{what}: {details}")
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == StatusCode.UNAVAILABLE:
         return errdefs.Unavailable(f"{what}: containerd is not available: {details}")
     return errdefs.System(f"{what}: {details}")
 
@@ -94,13 +94,12 @@ class ContainerdRuntime:
         self.namespace = namespace
         self.runc_root = runc_root
         self._metadata = (("containerd-namespace", namespace),)
-        self._channel = grpc.insecure_channel(
-            "unix://" + socket,
-            options=[("grpc.max_receive_message_length", 64 << 20)],
+        self._channel = Channel(socket, max_message=64 << 20)
+        self._tasks = Stub(self._channel, tasks_pb2.DESCRIPTOR.services_by_name["Tasks"])
+        self._containers = Stub(
+            self._channel, containers_pb2.DESCRIPTOR.services_by_name["Containers"]
         )
-        self._tasks = tasks_pb2_grpc.TasksStub(self._channel)
-        self._containers = containers_pb2_grpc.ContainersStub(self._channel)
-        self._events = events_pb2_grpc.EventsStub(self._channel)
+        self._events = Stub(self._channel, events_pb2.DESCRIPTOR.services_by_name["Events"])
         self._handlers: list[EventHandler] = []
         self._resync_handlers: list[Callable[[], None]] = []
         self._closed = threading.Event()
@@ -120,7 +119,7 @@ class ContainerdRuntime:
     def _call(self, fn: Callable[..., T], request: Any, what: str, timeout: float = 60) -> T:
         try:
             return fn(request, metadata=self._metadata, timeout=timeout)
-        except grpc.RpcError as e:
+        except RpcError as e:
             raise _translate(e, what) from None
 
     def close(self) -> None:
@@ -501,10 +500,10 @@ class ContainerdRuntime:
                             self._resync()
                         continue
                     self._dispatch(envelope)
-            except grpc.RpcError as e:
-                if self._closed.is_set() or e.code() == grpc.StatusCode.CANCELLED:
+            except RpcError as e:
+                if self._closed.is_set() or e.code() == StatusCode.CANCELLED:
                     return
-                log.warning("containerd event stream broken (%s); resubscribing", e.code())
+                log.warning("containerd event stream broken (%s); resubscribing", e.code().name)
             ready.set()
             self._closed.wait(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -516,7 +515,7 @@ class ContainerdRuntime:
         while not synced.is_set() and not self._closed.is_set():
             try:
                 self._events.Publish(request, metadata=self._metadata, timeout=5)
-            except grpc.RpcError:
+            except RpcError:
                 pass
             synced.wait(0.2)
 
@@ -564,10 +563,11 @@ class ContainerdRuntime:
                 log.exception("runtime event handler failed for %s", topic)
 
     def ping(self, timeout: float = 2.0) -> bool:
+        version = Stub(self._channel, version_pb2.DESCRIPTOR.services_by_name["Version"])
         try:
-            version_pb2_grpc.VersionStub(self._channel).Version(empty_pb2.Empty(), timeout=timeout)
+            version.Version(empty_pb2.Empty(), timeout=timeout)
             return True
-        except grpc.RpcError:
+        except RpcError:
             return False
 
 

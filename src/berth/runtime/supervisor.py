@@ -7,7 +7,7 @@ previous berthd is still alive (its pid file names a live process whose
 socket answers), it is adopted instead: that is what lets containers outlive
 a berthd restart.
 
-berthd launches it first thing (:meth:`Supervisor.launch`, no grpc needed) and waits
+berthd launches it first thing (:meth:`Supervisor.launch`, nothing to ask it yet) and waits
 for it only once the daemon is loaded (:meth:`Supervisor.start`): containerd's own
 start-up, about 60 ms, runs while berthd imports its modules and reads its containers.
 """
@@ -193,17 +193,17 @@ class Supervisor:
         log.info("started containerd (pid %d)", self._pid)
 
     def _answers(self, timeout: float) -> bool:
-        import grpc  # here: launch() runs before berthd has loaded it
-        from google.protobuf import empty_pb2
+        from google.protobuf import empty_pb2  # here: launch() runs before these load
 
-        from berth.runtime._api.api.services.version.v1 import version_pb2_grpc
+        from berth.runtime._api.api.services.version.v1 import version_pb2
+        from berth.runtime._grpc import Channel, RpcError, Stub
 
-        channel = grpc.insecure_channel("unix://" + self.socket)
+        channel = Channel(self.socket)
         try:
-            stub = version_pb2_grpc.VersionStub(channel)
+            stub = Stub(channel, version_pb2.DESCRIPTOR.services_by_name["Version"])
             stub.Version(empty_pb2.Empty(), timeout=timeout)
             return True
-        except grpc.RpcError:
+        except RpcError:
             return False
         finally:
             channel.close()
