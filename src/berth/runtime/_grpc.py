@@ -167,14 +167,16 @@ class _Connection:
                     break
                 with self.lock:
                     if self.dead is not None:
-                        return
+                        break
                     self._handle(self.h2.receive_data(data))
                     self.flush()
                     self.changed.notify_all()
         except (OSError, h2.exceptions.ProtocolError) as e:
             reason = f"connection to containerd broken: {e}"
-        with self.lock:
-            self._die(reason)
+        finally:
+            with self.lock:
+                self._die(reason)  # after which nothing sends: the socket is this thread's
+                self.sock.close()
 
     def _handle(self, events: list[h2.events.Event]) -> None:
         for ev in events:
@@ -224,7 +226,6 @@ class _Connection:
         with self.lock:
             self._die("channel closed")
         self._reader.join(5)
-        self.sock.close()
 
     def open(
         self, path: str, body: bytes, metadata: tuple[tuple[str, str], ...], timeout: float | None
@@ -245,7 +246,11 @@ class _Connection:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             self._check()
-            sid = self.h2.get_next_available_stream_id()
+            try:
+                sid = self.h2.get_next_available_stream_id()
+            except h2.exceptions.NoAvailableStreamIDError:
+                self._die("no stream ID left on this connection")
+                raise RpcError(StatusCode.UNAVAILABLE, "no stream ID left") from None
             call = _Call(sid)
             self.calls[sid] = call
             try:
@@ -266,11 +271,13 @@ class _Connection:
                         raise RpcError(StatusCode.DEADLINE_EXCEEDED, "sending the request")
                     self._check()
                 self.flush()
-            except (h2.exceptions.H2Error, OSError, RpcError) as e:
+            except RpcError:
                 self._forget(call)
-                if isinstance(e, RpcError):
-                    raise
-                raise RpcError(StatusCode.UNAVAILABLE, f"sending to containerd: {e}") from None
+                raise
+            except (h2.exceptions.H2Error, OSError) as e:
+                # (stream IDs run out after 2^30 calls, too): the next call dials anew
+                self._die(f"sending to containerd: {e!r}")
+                raise RpcError(StatusCode.UNAVAILABLE, f"sending to containerd: {e!r}") from None
         return call
 
     def _check(self) -> None:
