@@ -100,6 +100,7 @@ class ContainerdRuntime:
             self._channel, containers_pb2.DESCRIPTOR.services_by_name["Containers"]
         )
         self._events = Stub(self._channel, events_pb2.DESCRIPTOR.services_by_name["Events"])
+        self._version = Stub(self._channel, version_pb2.DESCRIPTOR.services_by_name["Version"])
         self._handlers: list[EventHandler] = []
         self._resync_handlers: list[Callable[[], None]] = []
         self._closed = threading.Event()
@@ -563,9 +564,8 @@ class ContainerdRuntime:
                 log.exception("runtime event handler failed for %s", topic)
 
     def ping(self, timeout: float = 2.0) -> bool:
-        version = Stub(self._channel, version_pb2.DESCRIPTOR.services_by_name["Version"])
         try:
-            version.Version(empty_pb2.Empty(), timeout=timeout)
+            self._version.Version(empty_pb2.Empty(), timeout=timeout)
             return True
         except RpcError:
             return False
