@@ -63,3 +63,29 @@ def test_the_live_record_shares_with_its_snapshots(tmp_path: Path) -> None:
     assert snap.image is live.record.image and snap.name is live.record.name
     assert snap.config.labels is not live.record.config.labels
     assert decode_host_config(raw_hc).masked_paths == live.host_config.masked_paths
+
+
+def test_the_attach_hub_and_exit_event_are_made_once_at_first_use(tmp_path: Path) -> None:
+    import threading
+
+    stopped = Container(tmp_path, _record("d" * 64), _host_config())
+    assert stopped._streams is None and stopped._exited is None  # nothing made yet
+    assert stopped.exited.is_set()  # not running: exited, as it was made
+    running_record = _record("e" * 64)
+    running_record.state.running = True
+    running = Container(tmp_path, running_record, _host_config())
+    hubs, events = [], []
+    barrier = threading.Barrier(8)
+
+    def first_use() -> None:
+        barrier.wait()
+        hubs.append(running.streams)
+        events.append(running.exited)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len({id(h) for h in hubs}) == 1 and len({id(e) for e in events}) == 1
+    assert not running.exited.is_set()
