@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,32 @@ def test_output_reaches_log_and_clients_in_order_and_a_slow_client_holds_the_wri
         io.close()
 
     asyncio.run(main())
+
+
+def test_small_pieces_that_come_fast_are_read_together(tmp_path: Path) -> None:
+    """A writer's 4 KiB pieces one after another reach the log in far fewer reads than
+    writes (each read costs the daemon more than the bytes in it); all of them, in order."""
+    pieces = [b"%05d:" % i + b"y" * 4090 for i in range(2000)]
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        reads: list[bytes] = []
+        io = ProcessIO(tmp_path, "c", stdin=False, tty=False, sink=lambda s, d: reads.append(d))
+        io.open()
+        await io.start_async()
+        fd = os.open(io.stdio.stdout, os.O_WRONLY | os.O_CLOEXEC)
+        await loop.run_in_executor(None, io.connected)
+
+        def write() -> None:
+            for p in pieces:
+                os.write(fd, p)
+                time.sleep(0.0002)  # as a program's stdio flushes: a reader could keep up
+            os.close(fd)
+
+        await loop.run_in_executor(None, write)
+        await loop.run_in_executor(None, io.done.wait, 10)
+        assert b"".join(reads) == b"".join(pieces)
+        io.close()
+        return len(reads)
+
+    assert asyncio.run(main()) < len(pieces) // 2
