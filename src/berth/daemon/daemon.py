@@ -217,7 +217,7 @@ class Daemon:
         """
         self.loop = loop
         if self._runtime is None:
-            # grpc and the generated stubs only when berthd talks to containerd (the unit
+            # the generated stubs and h2 only when berthd talks to containerd (the unit
             # tests hand in a fake runtime)
             from berth.runtime.containerd import ContainerdRuntime
 

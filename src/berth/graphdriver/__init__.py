@@ -18,9 +18,9 @@ def new_driver(name: str, data_root: Path, reaper: Reaper | None = None) -> Driv
     if reaper is None:
         reaper = Reaper(data_root / "trash")
     if name == "":
-        name = "overlay2" if overlay2.supported(data_root) else "vfs"
-        if name == "overlay2":
+        if overlay2.supported(data_root):
             return overlay2.Overlay2(data_root / "overlay2", reaper)
+        name = "vfs"
     if name == "overlay2":
         if not overlay2.supported(data_root):
             raise errdefs.System(

@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -92,6 +92,11 @@ class _Call:
             self.status = status
             self.message = message
 
+    def check_status(self) -> None:
+        """(done) Raise the call's status unless it is OK."""
+        if self.status is not StatusCode.OK:
+            raise RpcError(self.status or StatusCode.UNKNOWN, self.message)
+
     def take_message(self, limit: int) -> bytes | None:
         """The next whole message in the buffer, if one has arrived."""
         if len(self.buffer) < _PREFIX.size:
@@ -124,7 +129,7 @@ def _status_of(headers: list[tuple[str, str]]) -> tuple[StatusCode, str] | None:
 
 
 class _Connection:
-    def __init__(self, path: str, on_dead: Any) -> None:
+    def __init__(self, path: str, on_dead: Callable[[_Connection], None]) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(path)
@@ -228,7 +233,7 @@ class _Connection:
         self._reader.join(5)
 
     def open(
-        self, path: str, body: bytes, metadata: tuple[tuple[str, str], ...], timeout: float | None
+        self, path: str, body: bytes, metadata: tuple[tuple[str, str], ...], deadline: float | None
     ) -> _Call:
         """Start a call: headers, then the request message, flow control permitting."""
         headers = [
@@ -240,10 +245,10 @@ class _Connection:
             ("te", "trailers"),
             *metadata,
         ]
-        if timeout is not None:
-            headers.append(("grpc-timeout", f"{max(1, int(timeout * 1000))}m"))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            headers.append(("grpc-timeout", f"{max(1, int(left * 1000))}m"))
         frame = _PREFIX.pack(0, len(body)) + body
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             self._check()
             try:
@@ -267,7 +272,7 @@ class _Connection:
                         self.h2.send_data(sid, bytes(view[:room]))
                         view = view[room:]
                     self.flush()
-                    if not self._wait(call, deadline):
+                    if not self._wait(deadline):
                         raise RpcError(StatusCode.DEADLINE_EXCEEDED, "sending the request")
                     self._check()
                 self.flush()
@@ -284,7 +289,7 @@ class _Connection:
         if self.dead is not None:
             raise RpcError(StatusCode.UNAVAILABLE, self.dead)
 
-    def _wait(self, call: _Call, deadline: float | None) -> bool:
+    def _wait(self, deadline: float | None) -> bool:
         """(lock held) Wait for the reader; False once *deadline* has passed."""
         if deadline is None:
             self.changed.wait()
@@ -295,9 +300,8 @@ class _Connection:
         self.changed.wait(left)
         return True
 
-    def _forget(self, call: _Call) -> None:
-        """(lock held) Drop *call*, resetting its stream if it is still open."""
-        self.calls.pop(call.stream_id, None)
+    def cancel(self, call: _Call) -> None:
+        """(lock held) End *call* as CANCELLED and reset its stream, if still open."""
         if not call.done and self.dead is None:
             call.finish(StatusCode.CANCELLED, "cancelled")
             try:
@@ -306,16 +310,19 @@ class _Connection:
             except (h2.exceptions.H2Error, OSError):
                 pass
 
+    def _forget(self, call: _Call) -> None:
+        """(lock held) Drop *call*, cancelling it if it is still open."""
+        self.calls.pop(call.stream_id, None)
+        self.cancel(call)
+
     def result(self, call: _Call, deadline: float | None, limit: int) -> bytes:
         """The unary answer of *call*, or its status as an RpcError."""
         with self.lock:
             try:
                 while not call.done:
-                    if not self._wait(call, deadline):
+                    if not self._wait(deadline):
                         raise RpcError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-                if call.status is not StatusCode.OK:
-                    assert call.status is not None
-                    raise RpcError(call.status, call.message)
+                call.check_status()
                 message = call.take_message(limit)
                 if message is None:
                     raise RpcError(StatusCode.INTERNAL, "the answer had no message")
@@ -333,13 +340,10 @@ class _Connection:
                         if message is not None or call.done:
                             break
                         self.changed.wait()
-                if message is not None:
-                    yield message
-                    continue
-                if call.status is not StatusCode.OK:
-                    assert call.status is not None
-                    raise RpcError(call.status, call.message)
-                return
+                if message is None:
+                    call.check_status()
+                    return
+                yield message
         finally:
             with self.lock:
                 self._forget(call)
@@ -363,13 +367,7 @@ class ServerStream:
 
     def cancel(self) -> None:
         with self._conn.lock:
-            if not self._call.done:
-                self._call.finish(StatusCode.CANCELLED, "cancelled")
-                try:
-                    self._conn.h2.reset_stream(self._call.stream_id, h2.errors.ErrorCodes.CANCEL)
-                    self._conn.flush()
-                except (h2.exceptions.H2Error, OSError):
-                    pass
+            self._conn.cancel(self._call)
             self._conn.changed.notify_all()
 
 
@@ -407,7 +405,7 @@ class Channel:
     ) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = self._connection()
-        call = conn.open(path, request.SerializeToString(), metadata, timeout)
+        call = conn.open(path, request.SerializeToString(), metadata, deadline)
         raw = conn.result(call, deadline, self.max_message)
         msg = response()
         msg.ParseFromString(raw)
