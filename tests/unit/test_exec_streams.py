@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from berth import errdefs
 from berth.api.httputils import fold_field_names
+from berth.container import stream
 from berth.container.stream import (
     DEFAULT_DETACH_KEYS,
     DetachFilter,
@@ -167,7 +169,7 @@ def test_small_pieces_that_come_fast_are_read_together(tmp_path: Path) -> None:
         def write() -> None:
             for p in pieces:
                 os.write(fd, p)
-                time.sleep(0.0002)  # as a program's stdio flushes: a reader could keep up
+                time.sleep(0.0001)  # as a program's stdio flushes: a reader could keep up
             os.close(fd)
 
         await loop.run_in_executor(None, write)
@@ -177,3 +179,50 @@ def test_small_pieces_that_come_fast_are_read_together(tmp_path: Path) -> None:
         return len(reads)
 
     assert asyncio.run(main()) < len(pieces) // 2
+
+
+def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 10 KB printf every few milliseconds comes in three quick pieces: a wait after the
+    second gathers only the third, and costs as much as the read it saves.  After a few
+    such waits the stream is read at once for a while; the output is whole either way."""
+    writer = (
+        "import os, sys, time\n"
+        "fd = int(sys.argv[1])\n"
+        "for i in range(300):\n"
+        "    for piece in (b'%04d:' % i + b'z' * 4091, b'z' * 4096, b'z' * 1808):\n"
+        "        os.write(fd, piece)\n"
+        "        time.sleep(0.0001)\n"
+        "    time.sleep(0.003)\n"
+    )
+    expected = b"".join(b"%04d:" % i + b"z" * 4091 + b"z" * 5904 for i in range(300))
+    waits = 0
+    hold = stream._Output.hold
+
+    def counting_hold(self: stream._Output) -> None:
+        nonlocal waits
+        waits += 1
+        hold(self)
+
+    monkeypatch.setattr(stream._Output, "hold", counting_hold)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reads: list[bytes] = []
+        io = ProcessIO(tmp_path, "c", stdin=False, tty=False, sink=lambda s, d: reads.append(d))
+        io.open()
+        await io.start_async()
+        fd = os.open(io.stdio.stdout, os.O_WRONLY | os.O_CLOEXEC)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", writer, str(fd), pass_fds=(fd,)
+        )
+        os.close(fd)
+        await loop.run_in_executor(None, io.connected)
+        assert await proc.wait() == 0
+        await loop.run_in_executor(None, io.done.wait, 10)
+        assert b"".join(reads) == expected
+        io.close()
+
+    asyncio.run(main())
+    assert waits < 100
