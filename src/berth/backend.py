@@ -12,10 +12,8 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from berth.builder.build import BuildOptions, BuildOutput
-from berth.builder.context import BuildContext
 from berth.container.stream import AttachInfo, Streams
 from berth.events import Events
 from berth.logger import LogMessage
@@ -41,6 +39,10 @@ from berth.types.network import NetworkCreateRequest, NetworkCreateResponse, Net
 from berth.types.system import DiskUsage
 from berth.types.volume import Volume, VolumeCreateRequest, VolumePruneReport
 from berth.utils.platform import Platform
+
+if TYPE_CHECKING:  # the builder loads at the first build
+    from berth.builder.build import BuildOptions, BuildOutput
+    from berth.builder.context import BuildContext
 
 
 class ExecInstance(Protocol):

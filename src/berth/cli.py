@@ -282,8 +282,8 @@ async def _serve(cfg: Config, tls: ssl.SSLContext | None, supervisor: Supervisor
         images=daemon.images,
         networks=NetworkService(daemon.networks),
         volumes=daemon.volumes,
-        distribution=daemon.distribution,
-        builds=daemon.builds,
+        distribution=lambda: daemon.distribution,
+        builds=lambda: daemon.builds,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

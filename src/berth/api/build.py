@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,12 +43,13 @@ from berth.api.httputils import (
 )
 from berth.api.router import Route
 from berth.backend import BuildBackend
-from berth.builder.build import BuildOptions, BuildOutput
-from berth.builder.context import BuildContext, open_local_context
-from berth.builder.remote import fetch_remote
-from berth.distribution.registry import AuthConfig
+from berth.distribution import AuthConfig
 from berth.types.container import Ulimit
 from berth.utils.gostr import go_quote
+
+if TYPE_CHECKING:  # the builder loads at the first build (berthd's idle RSS)
+    from berth.builder.build import BuildOptions
+    from berth.builder.context import BuildContext
 
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 
@@ -112,6 +113,8 @@ def _auth_configs(req: Request) -> dict[str, AuthConfig]:
 
 def build_options(req: Request) -> BuildOptions:
     """moby's ``newImageBuildOptions``: the query, with its refusals, before the body."""
+    from berth.builder.build import BuildOptions
+
     v = req.api_version
     if query_all(req, "securityopt"):
         raise errdefs.InvalidParameter("security options are not supported on linux")
@@ -220,6 +223,10 @@ async def post_build(
 
     def emit(msg: dict[str, Any]) -> None:
         send(encode(msg) + b"\r\n")
+
+    from berth.builder.build import BuildOutput
+    from berth.builder.context import open_local_context
+    from berth.builder.remote import fetch_remote
 
     output = BuildOutput(emit, want_aux=req.api_version >= (1, 30))
     pipe: BodyPipe | None = None

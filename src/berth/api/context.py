@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from berth.backend import Backend, BuildBackend, ImageBackend, NetworkBackend, VolumeBackend
-from berth.distribution.service import DistributionService
+
+if TYPE_CHECKING:  # loaded at the first pull, push, login or search
+    from berth.distribution.service import DistributionService
 
 P = ParamSpec("P")
 T = TypeVar("T")
+#: A service made at its first use (it returns the same one each time).
+Lazy = Callable[[], T]
 
 
 class Context:
@@ -25,8 +29,8 @@ class Context:
         images: ImageBackend,
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
-        distribution: DistributionService | None = None,
-        builds: BuildBackend | None = None,
+        distribution: Lazy[DistributionService] | None = None,
+        builds: Lazy[BuildBackend] | None = None,
         workers: int = 32,
     ) -> None:
         self.backend = backend
@@ -37,10 +41,18 @@ class Context:
         self.volumes = volumes
         # None until the Daemon hands its distribution service over: no pull, push, login
         # or search.
-        self.distribution = distribution
+        self._distribution = distribution
         # None until the Daemon hands its builder over: no POST /build.
-        self.builds = builds
+        self._builds = builds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
+
+    @property
+    def distribution(self) -> DistributionService | None:
+        return None if self._distribution is None else self._distribution()
+
+    @property
+    def builds(self) -> BuildBackend | None:
+        return None if self._builds is None else self._builds()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking daemon work (disk, mounts, tar) off the event loop."""

@@ -19,10 +19,8 @@ from berth.api.context import Context
 from berth.api.errors import classify
 from berth.api.httputils import encode, filters, json_response, query
 from berth.api.router import Route
-from berth.distribution import search as _search
+from berth.distribution import AuthConfig
 from berth.distribution.progress import Progress
-from berth.distribution.push import push_reference
-from berth.distribution.registry import AuthConfig
 
 Work = Callable[[Progress, threading.Event], object]
 
@@ -81,6 +79,8 @@ def routes(ctx: Context) -> list[Route]:
     async def search(req: Request) -> Response:
         """``docker search``: limit and filters are checked before the registry is asked;
         the answer is a JSON array of results."""
+        from berth.distribution import search as _search  # at first use: idle RSS
+
         limit = _search.parse_limit(query(req, "limit"))
         options = _search.parse_options(filters(req))
         if ctx.distribution is None:
@@ -99,6 +99,8 @@ def routes(ctx: Context) -> list[Route]:
         service = ctx.distribution
         if service is None:
             raise errdefs.NotImplementedFeature("pushing images is not supported by this daemon")
+        from berth.distribution.push import push_reference  # at first use: idle RSS
+
         ref = push_reference(req.params["name"], query(req, "tag"))
         auth = _auth(req)
 

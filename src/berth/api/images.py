@@ -8,7 +8,6 @@ import os
 import tempfile
 import threading
 import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
@@ -33,9 +32,8 @@ from berth.api.httputils import (
 )
 from berth.api.router import Route
 from berth.backend import ImageBackend
-from berth.distribution import pull as _pull_mod
+from berth.distribution import AuthConfig
 from berth.distribution.progress import Progress
-from berth.distribution.registry import AuthConfig
 from berth.types.image import ImportOptions
 from berth.types.wire import encode as wire_encode
 from berth.utils.platform import Platform, parse_platform
@@ -138,7 +136,9 @@ def routes(ctx: Context) -> list[Route]:
             auth = AuthConfig.from_header(req.headers.get("x-registry-auth", ""))
         except errdefs.InvalidParameter:
             auth = AuthConfig()  # dockerd ignores an undecodable header on pull
-        ref = _pull_mod.normalize_reference(from_image, query(req, "tag"))
+        from berth.distribution.pull import normalize_reference  # at first use: idle RSS
+
+        ref = normalize_reference(from_image, query(req, "tag"))
         value = query(req, "platform")
         platform = parse_platform(value) if value else None
         plan = await ctx.run(service.prepare_pull, ref, auth, platform)
@@ -283,6 +283,8 @@ def _import_body(images: ImageBackend, pipe: BodyPipe, options: ImportOptions) -
 
 
 def _import_url(images: ImageBackend, url: str, options: ImportOptions) -> str:
+    import urllib.request  # at first use: with http.client and email, 1 MB of idle RSS
+
     try:
         resp = urllib.request.urlopen(url, timeout=60)
     except OSError as e:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from typing import TYPE_CHECKING
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION, metrics
 from berth.api import archive, build, containers, events, execs, lifecycle, system
@@ -14,12 +15,14 @@ from berth.api import images as image_routes
 from berth.api import networks as network_routes
 from berth.api import volumes as volume_routes
 from berth.api._http import AnyResponse, ClientGone, Hijack, HTTPServer, Request, Response
-from berth.api.context import Context
+from berth.api.context import Context, Lazy
 from berth.api.errors import classify
 from berth.api.httputils import encode
 from berth.api.router import Router
 from berth.backend import Backend, BuildBackend, ImageBackend, NetworkBackend, VolumeBackend
-from berth.distribution.service import DistributionService
+
+if TYPE_CHECKING:  # loaded at the first pull, push, login or search
+    from berth.distribution.service import DistributionService
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,14 @@ class ApiServer:
         images: ImageBackend,
         networks: NetworkBackend | None = None,
         volumes: VolumeBackend | None = None,
-        distribution: DistributionService | None = None,
-        builds: BuildBackend | None = None,
+        distribution: Lazy[DistributionService] | None = None,
+        builds: Lazy[BuildBackend] | None = None,
     ) -> None:
         """*backend* serves the container routes; each service serves its own routes
         (*images*, *networks*, *volumes*, *distribution*, *builds*).  Without *networks*
         there are no network routes (404), without *volumes* no volume routes, without
-        *distribution* no pull, push, login or search, without *builds* no build (501)."""
+        *distribution* no pull, push, login or search, without *builds* no build (501).
+        *distribution* and *builds* are called for their service at first use."""
         self.backend = backend
         self.router = Router()
         self.context = Context(

@@ -10,7 +10,7 @@ from berth.api._http import Request, Response
 from berth.api.context import Context
 from berth.api.httputils import json_response, query_all
 from berth.api.router import Route
-from berth.distribution.registry import AuthConfig
+from berth.distribution import AuthConfig
 from berth.types.wire import encode as wire_encode
 
 _NOT_MANAGER = (

@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from berth import __version__, errdefs, metrics
-from berth.builder.build import BuildService
 from berth.container.container import (
     Container,
     decode_host_config,
@@ -56,8 +55,6 @@ from berth.daemon.options import DaemonOptions
 from berth.daemon.restart_policy import RestartManager
 from berth.daemon.stats import Sampler, network_counters
 from berth.daemon.top import top
-from berth.distribution.registry import RegistryClient
-from berth.distribution.service import DistributionService
 from berth.events import Events
 from berth.graphdriver import new_driver
 from berth.image.service import ImageService
@@ -86,6 +83,11 @@ from berth.utils.reaper import Reaper
 from berth.utils.timefmt import now_ns
 from berth.volume.service import VolumeService
 from berth.volume.store import VolumeStore
+
+if TYPE_CHECKING:  # made at first use (below)
+    from berth.builder.build import BuildService
+    from berth.distribution.registry import RegistryClient
+    from berth.distribution.service import DistributionService
 
 log = logging.getLogger(__name__)
 
@@ -158,25 +160,11 @@ class Daemon:
             image_users=self.image_users,
             tmp_dir=self.tmp_dir,
         )
-        reg = options.registry
-        self.registry = RegistryClient(
-            insecure=reg.insecure_registries,
-            mirrors=reg.mirrors,
-            certs_dir=reg.certs_dir,
-            max_concurrent_downloads=reg.max_concurrent_downloads,
-            max_concurrent_uploads=reg.max_concurrent_uploads,
-            max_download_attempts=reg.max_download_attempts,
-        )
-        self.distribution = DistributionService(
-            self.images, self.registry, self.images.root / "distribution"
-        )
-        # the classic builder: images and pulls from the services, containers from here
-        self.builds = BuildService(
-            self.images,
-            self.distribution,
-            BuildSteps(self),
-            self.tmp_dir,
-        )
+        # the registry client, distribution service and builder: made at first use
+        self._services_lock = threading.Lock()
+        self._registry: RegistryClient | None = None
+        self._distribution: DistributionService | None = None
+        self._builds: BuildService | None = None
         # where earlier versions kept unpacked build contexts (a context is now a spool)
         shutil.rmtree(root / "builder", ignore_errors=True)
         self.volume_store = VolumeStore(
@@ -709,6 +697,51 @@ class Daemon:
         if container.host_config.log_config.type == "none":
             raise errdefs.InvalidParameter("configured logging driver does not support reading")
         return container.record.config.tty, make
+
+    # -- the registry side and the builder, made at first use ----------------------
+    # They and what they import (http.client, email, the builder: 1.6 MB) are not
+    # loaded by a daemon that never pulls, pushes, logs in, searches or builds.
+    @property
+    def registry(self) -> RegistryClient:
+        with self._services_lock:
+            if self._registry is None:
+                from berth.distribution.registry import RegistryClient
+
+                reg = self.options.registry
+                self._registry = RegistryClient(
+                    insecure=reg.insecure_registries,
+                    mirrors=reg.mirrors,
+                    certs_dir=reg.certs_dir,
+                    max_concurrent_downloads=reg.max_concurrent_downloads,
+                    max_concurrent_uploads=reg.max_concurrent_uploads,
+                    max_download_attempts=reg.max_download_attempts,
+                )
+            return self._registry
+
+    @property
+    def distribution(self) -> DistributionService:
+        registry = self.registry
+        with self._services_lock:
+            if self._distribution is None:
+                from berth.distribution.service import DistributionService
+
+                self._distribution = DistributionService(
+                    self.images, registry, self.images.root / "distribution"
+                )
+            return self._distribution
+
+    @property
+    def builds(self) -> BuildService:
+        """The classic builder: images and pulls from the services, containers from here."""
+        distribution = self.distribution
+        with self._services_lock:
+            if self._builds is None:
+                from berth.builder.build import BuildService
+
+                self._builds = BuildService(
+                    self.images, distribution, BuildSteps(self), self.tmp_dir
+                )
+            return self._builds
 
     # -- Backend: docker diff, docker commit --------------------------------------
     def container_changes(self, ref: str) -> list[FilesystemChange]:

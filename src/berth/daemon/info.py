@@ -9,7 +9,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from berth import API_VERSION, ENGINE_COMPAT_VERSION, MIN_API_VERSION, __version__
-from berth.distribution.registry import INDEX_SERVER
+from berth.distribution import INDEX_SERVER
 from berth.runtime.seccomp import security_options_info
 from berth.utils.timefmt import format_rfc3339_nano, now_ns
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from berth import errdefs
 
+#: what ``docker login`` without a server means (``docker info``'s IndexServerAddress)
+INDEX_SERVER = "https://index.docker.io/v1/"
 #: the client_id dockerd sends to token servers (``registry.AuthClientID``)
 CLIENT_ID = "docker"
 #: distribution's floor on a token's lifetime when the server gives none or less

@@ -31,6 +31,7 @@ from berth import errdefs
 from berth.distribution import _errors
 from berth.distribution._auth import (
     CLIENT_ID,
+    INDEX_SERVER,
     AuthConfig,
     Challenge,
     Token,
@@ -72,8 +73,6 @@ __all__ = [
 
 #: where Docker Hub's registry API lives (dockerd's ``DefaultV2Registry``)
 DOCKER_HUB_REGISTRY = "https://registry-1.docker.io"
-#: what ``docker login`` without a server means
-INDEX_SERVER = "https://index.docker.io/v1/"
 _LOOPBACK = (ipaddress.ip_network("::1/128"), ipaddress.ip_network("127.0.0.0/8"))
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 10
