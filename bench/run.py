@@ -420,6 +420,11 @@ def remove_leftovers(e: Engine) -> None:
         e.ok("rmi", COPYUP_IMAGE)
 
 
+#: how long an engine is left alone before its idle memory is read (the idle row and the one
+#: after the workloads): berthd returns free heap pages every 10 s, Go every few minutes
+SETTLE = 15.0
+
+
 def engine_memory(e: Engine) -> dict[str, float]:
     """RSS/PSS (MiB) of the daemon and its containerd, idle and per running container."""
 
@@ -439,6 +444,7 @@ def engine_memory(e: Engine) -> dict[str, float]:
             "all_pss": (d[1] + c[1] + sum(s[1] for s in shims)) / 1024,
         }
 
+    time.sleep(SETTLE)  # as before the after-workloads row: a daemon left alone
     idle = totals()
     ids = [
         e.out("run", "-d", "-l", LABEL, IMAGE, "sleep", "3600") for _ in range(MEMORY_CONTAINERS)
@@ -590,7 +596,7 @@ def main() -> int:
                 with contextlib.suppress(Failed):
                     registry.remove_images(e)
         if memory:  # where each daemon settles once what the workloads made is gone
-            time.sleep(15)  # berthd returns free heap pages every 10 s, Go every few minutes
+            time.sleep(SETTLE)
             for e in engines:
                 memory[e.name]["after_daemon_rss"] = memory_kib(e.processes().daemon)[0] / 1024
 
