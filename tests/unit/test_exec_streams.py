@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -152,33 +153,40 @@ def test_output_reaches_log_and_clients_in_order_and_a_slow_client_holds_the_wri
     asyncio.run(main())
 
 
+async def _reads_of(tmp_path: Path, start_writer: Callable[[int], Awaitable[None]]) -> list[bytes]:
+    """The reads a container's stdout FIFO gets from a writer given its write end (the
+    writer closes it, or owns a copy: the end of the output is the last one closed)."""
+    loop = asyncio.get_running_loop()
+    reads: list[bytes] = []
+    io = ProcessIO(tmp_path, "c", stdin=False, tty=False, sink=lambda s, d: reads.append(d))
+    io.open()
+    await io.start_async()
+    fd = os.open(io.stdio.stdout, os.O_WRONLY | os.O_CLOEXEC)
+    written = asyncio.ensure_future(start_writer(fd))
+    await loop.run_in_executor(None, io.connected)
+    await written
+    await loop.run_in_executor(None, io.done.wait, 10)
+    io.close()
+    return reads
+
+
 def test_small_pieces_that_come_fast_are_read_together(tmp_path: Path) -> None:
     """A writer's 4 KiB pieces one after another reach the log in far fewer reads than
     writes (each read costs the daemon more than the bytes in it); all of them, in order."""
     pieces = [b"%05d:" % i + b"y" * 4090 for i in range(2000)]
 
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        reads: list[bytes] = []
-        io = ProcessIO(tmp_path, "c", stdin=False, tty=False, sink=lambda s, d: reads.append(d))
-        io.open()
-        await io.start_async()
-        fd = os.open(io.stdio.stdout, os.O_WRONLY | os.O_CLOEXEC)
-        await loop.run_in_executor(None, io.connected)
+    def write(fd: int) -> None:
+        for p in pieces:
+            os.write(fd, p)
+            time.sleep(0.0001)  # as a program's stdio flushes: a reader could keep up
+        os.close(fd)
 
-        def write() -> None:
-            for p in pieces:
-                os.write(fd, p)
-                time.sleep(0.0001)  # as a program's stdio flushes: a reader could keep up
-            os.close(fd)
+    async def writer(fd: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, write, fd)
 
-        await loop.run_in_executor(None, write)
-        await loop.run_in_executor(None, io.done.wait, 10)
-        assert b"".join(reads) == b"".join(pieces)
-        io.close()
-        return len(reads)
-
-    assert asyncio.run(main()) < len(pieces) // 2
+    reads = asyncio.run(_reads_of(tmp_path, writer))
+    assert b"".join(reads) == b"".join(pieces)
+    assert len(reads) < len(pieces) // 2
 
 
 def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
@@ -187,7 +195,7 @@ def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
     """A 10 KB printf every few milliseconds comes in three quick pieces: a wait after the
     second gathers only the third, and costs as much as the read it saves.  After a few
     such waits the stream is read at once for a while; the output is whole either way."""
-    writer = (
+    program = (
         "import os, sys, time\n"
         "fd = int(sys.argv[1])\n"
         "for i in range(300):\n"
@@ -196,7 +204,6 @@ def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
         "        time.sleep(0.0001)\n"
         "    time.sleep(0.003)\n"
     )
-    expected = b"".join(b"%04d:" % i + b"z" * 4091 + b"z" * 5904 for i in range(300))
     waits = 0
     hold = stream._Output.hold
 
@@ -207,22 +214,13 @@ def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
 
     monkeypatch.setattr(stream._Output, "hold", counting_hold)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        reads: list[bytes] = []
-        io = ProcessIO(tmp_path, "c", stdin=False, tty=False, sink=lambda s, d: reads.append(d))
-        io.open()
-        await io.start_async()
-        fd = os.open(io.stdio.stdout, os.O_WRONLY | os.O_CLOEXEC)
+    async def writer(fd: int) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", writer, str(fd), pass_fds=(fd,)
+            sys.executable, "-c", program, str(fd), pass_fds=(fd,)
         )
         os.close(fd)
-        await loop.run_in_executor(None, io.connected)
         assert await proc.wait() == 0
-        await loop.run_in_executor(None, io.done.wait, 10)
-        assert b"".join(reads) == expected
-        io.close()
 
-    asyncio.run(main())
+    reads = asyncio.run(_reads_of(tmp_path, writer))
+    assert b"".join(reads) == b"".join(b"%04d:" % i + b"z" * 9995 for i in range(300))
     assert waits < 100

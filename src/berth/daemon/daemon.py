@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from berth import __version__, errdefs, metrics
 from berth.container.container import (
@@ -90,6 +90,8 @@ if TYPE_CHECKING:  # made at first use (below)
     from berth.distribution.service import DistributionService
 
 log = logging.getLogger(__name__)
+
+_S = TypeVar("_S")
 
 #: How long shutdown waits for exits still being handled (task deletes, unmounts).
 SHUTDOWN_GRACE = 30.0
@@ -161,7 +163,7 @@ class Daemon:
             tmp_dir=self.tmp_dir,
         )
         # the registry client, distribution service and builder: made at first use
-        self._services_lock = threading.Lock()
+        self._services_lock = threading.RLock()
         self._registry: RegistryClient | None = None
         self._distribution: DistributionService | None = None
         self._builds: BuildService | None = None
@@ -701,47 +703,53 @@ class Daemon:
     # -- the registry side and the builder, made at first use ----------------------
     # They and what they import (http.client, email, the builder: 1.6 MB) are not
     # loaded by a daemon that never pulls, pushes, logs in, searches or builds.
+    def _made(self, attr: str, make: Callable[[], _S]) -> _S:
+        """The service kept in *attr*, made by *make* at the first call."""
+        with self._services_lock:  # reentrant: the builder's make asks for distribution
+            made: _S | None = getattr(self, attr)
+            if made is None:
+                made = make()
+                setattr(self, attr, made)
+            return made
+
     @property
     def registry(self) -> RegistryClient:
-        with self._services_lock:
-            if self._registry is None:
-                from berth.distribution.registry import RegistryClient
+        def make() -> RegistryClient:
+            from berth.distribution.registry import RegistryClient
 
-                reg = self.options.registry
-                self._registry = RegistryClient(
-                    insecure=reg.insecure_registries,
-                    mirrors=reg.mirrors,
-                    certs_dir=reg.certs_dir,
-                    max_concurrent_downloads=reg.max_concurrent_downloads,
-                    max_concurrent_uploads=reg.max_concurrent_uploads,
-                    max_download_attempts=reg.max_download_attempts,
-                )
-            return self._registry
+            reg = self.options.registry
+            return RegistryClient(
+                insecure=reg.insecure_registries,
+                mirrors=reg.mirrors,
+                certs_dir=reg.certs_dir,
+                max_concurrent_downloads=reg.max_concurrent_downloads,
+                max_concurrent_uploads=reg.max_concurrent_uploads,
+                max_download_attempts=reg.max_download_attempts,
+            )
+
+        return self._made("_registry", make)
 
     @property
     def distribution(self) -> DistributionService:
-        registry = self.registry
-        with self._services_lock:
-            if self._distribution is None:
-                from berth.distribution.service import DistributionService
+        def make() -> DistributionService:
+            from berth.distribution.service import DistributionService
 
-                self._distribution = DistributionService(
-                    self.images, registry, self.images.root / "distribution"
-                )
-            return self._distribution
+            return DistributionService(
+                self.images, self.registry, self.images.root / "distribution"
+            )
+
+        return self._made("_distribution", make)
 
     @property
     def builds(self) -> BuildService:
         """The classic builder: images and pulls from the services, containers from here."""
-        distribution = self.distribution
-        with self._services_lock:
-            if self._builds is None:
-                from berth.builder.build import BuildService
 
-                self._builds = BuildService(
-                    self.images, distribution, BuildSteps(self), self.tmp_dir
-                )
-            return self._builds
+        def make() -> BuildService:
+            from berth.builder.build import BuildService
+
+            return BuildService(self.images, self.distribution, BuildSteps(self), self.tmp_dir)
+
+        return self._made("_builds", make)
 
     # -- Backend: docker diff, docker commit --------------------------------------
     def container_changes(self, ref: str) -> list[FilesystemChange]:
