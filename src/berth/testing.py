@@ -183,7 +183,7 @@ class Berthd:
         return [
             sys.executable,
             "-m",
-            "berth.cli",
+            "berth",
             "-H",
             self.host,
             "--data-root",

@@ -178,7 +178,7 @@ def _start(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "berth.cli",
+            "berth",
             "--data-root",
             str(tmp_path / "data"),
             "--exec-root",
