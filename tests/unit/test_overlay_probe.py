@@ -66,3 +66,12 @@ def test_the_default_driver_is_overlay2_probed_once(
     assert isinstance(new_driver("", tmp_path), Overlay2)
     _wait_for_probes()
     assert calls == [tmp_path]
+
+
+def test_cleanup_waits_for_the_probe(tmp_path: Path) -> None:
+    """A driver made and cleaned up at once (a tool reading a stopped berthd's layers)
+    leaves no probe mounted."""
+    driver = new_driver("", tmp_path)
+    driver.cleanup()
+    assert mounts_under(str(tmp_path)) == []
+    assert not list(tmp_path.glob(".overlay-probe-*"))

@@ -70,6 +70,9 @@ def backing_fs(path: Path) -> str:
 
 
 _PROBE_PREFIX = ".overlay-probe-"
+#: the threads undoing probes (``Overlay2.cleanup`` waits for them)
+_probes: list[threading.Thread] = []
+_probes_lock = threading.Lock()
 
 
 def supported(data_root: Path) -> bool:
@@ -108,8 +111,19 @@ def supported(data_root: Path) -> bool:
     except BaseException:
         shutil.rmtree(probe, ignore_errors=True)
         raise
-    threading.Thread(target=_drop_probe, args=(probe,), name="overlay-probe").start()
+    dropper = threading.Thread(target=_drop_probe, args=(probe,), name="overlay-probe")
+    with _probes_lock:
+        _probes[:] = [t for t in _probes if t.is_alive()]
+        _probes.append(dropper)
+    dropper.start()
     return True
+
+
+def _wait_for_probes() -> None:
+    with _probes_lock:
+        pending = list(_probes)
+    for t in pending:
+        t.join()
 
 
 def _drop_probe(probe: Path) -> None:
@@ -296,6 +310,8 @@ class Overlay2:
         return dir_size(self._dir(ident) / "diff")
 
     def cleanup(self) -> None:
+        """Unmount everything, the probe of the data root included."""
+        _wait_for_probes()
         self.unmount_all(set())
 
     def unmount_all(self, except_ids: set[str]) -> None:
