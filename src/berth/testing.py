@@ -183,7 +183,7 @@ class Berthd:
         return [
             sys.executable,
             "-m",
-            "berth",
+            "berth.cli",
             "-H",
             self.host,
             "--data-root",

@@ -178,7 +178,7 @@ def _start(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "berth",
+            "berth.cli",
             "--data-root",
             str(tmp_path / "data"),
             "--exec-root",
