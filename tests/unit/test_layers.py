@@ -20,10 +20,10 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: DESIGN.md's table, top to bottom.  Its rows from container to layer are grouped in
 #: two: the services over the stores (none imports another today), and archive with
 #: layer, since DESIGN lists archive above layer yet has it "used by layers".
-#: ``testing`` drives a berthd from outside, as cli does, and ``__main__`` (``berthd``)
-#: starts cli; ``utils`` and ``berth`` itself (the version constants) are leaves.
+#: ``testing`` drives a berthd from outside, as cli does; ``utils`` and ``berth``
+#: itself (the version constants) are leaves.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"__main__", "cli", "config", "testing"}),
+    frozenset({"cli", "config", "testing"}),
     frozenset({"api"}),
     frozenset({"backend"}),
     frozenset({"daemon"}),
