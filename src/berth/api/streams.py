@@ -111,7 +111,9 @@ class _Handoff(Generic[T]):
         items = self._items
         while True:
             with self._cond:
-                waiter = self._waiter = self._loop.create_future()
+                if not items and not self._ended:
+                    # set before the look below: a put it misses sees the waiter
+                    waiter = self._waiter = self._loop.create_future()
                 if items:
                     self._waiter = None
                     # popped one by one: the producer may append meanwhile
@@ -119,7 +121,6 @@ class _Handoff(Generic[T]):
                     self._cond.notify_all()
                     return batch
                 if self._ended:
-                    self._waiter = None
                     if self._end is not None:
                         raise self._end
                     return None

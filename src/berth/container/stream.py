@@ -463,6 +463,7 @@ class _Output(asyncio.Protocol):
         self._io = io
         self._stream = stream
         self._transport: asyncio.ReadTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._holds = 0
         self._last = 0.0  # the loop's time of the last read
         self._size = 0  # the last read's length, when a wait follows it (else 0)
@@ -472,10 +473,12 @@ class _Output(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.ReadTransport)
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._io._output(self, self._stream, data)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         now = loop.time()
         n = len(data)
         if self._size:  # the first read after a wait
