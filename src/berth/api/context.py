@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from berth.backend import Backend, BuildBackend, ImageBackend, NetworkBackend, VolumeBackend
+from berth.utils.workers import WorkerPool
 
 if TYPE_CHECKING:  # loaded at the first pull, push, login or search
     from berth.distribution.service import DistributionService
@@ -44,7 +44,7 @@ class Context:
         self._distribution = distribution
         # None until the Daemon hands its builder over: no POST /build.
         self._builds = builds
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-api")
+        self._executor = WorkerPool(workers, "berth-api")
 
     @property
     def distribution(self) -> DistributionService | None:

@@ -18,7 +18,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -81,6 +81,7 @@ from berth.types.system import DiskUsage
 from berth.utils.atomic import write_file
 from berth.utils.reaper import Reaper
 from berth.utils.timefmt import now_ns
+from berth.utils.workers import WorkerPool
 from berth.volume.service import VolumeService
 from berth.volume.store import VolumeStore
 
@@ -117,7 +118,7 @@ class Daemon:
         self._runtime = runtime
         self._supervisor = supervisor
         self._waiters: dict[str, list[Waiter]] = {}
-        self._workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="berth-monitor")
+        self._workers = WorkerPool(16, "berth-monitor")
         self._inflight: set[Future[None]] = set()
         self.stopping = threading.Event()
         self.execs = ExecStore(self)

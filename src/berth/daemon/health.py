@@ -29,12 +29,12 @@ import signal
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from berth import errdefs, metrics
 from berth.types.container import ExecOptions, Health, HealthcheckResult
 from berth.utils.timefmt import format_rfc3339_nano, now_ns, parse_rfc3339
+from berth.utils.workers import WorkerPool
 
 if TYPE_CHECKING:
     from berth.container.container import Container
@@ -196,7 +196,7 @@ class _Scheduler:
         self._due: list[tuple[float, int, _Monitor]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(PROBE_WORKERS, thread_name_prefix="berth-health")
+        self._pool = WorkerPool(PROBE_WORKERS, "berth-health")
 
     def schedule(self, mon: _Monitor, delay_s: float) -> None:
         with self._cond:
