@@ -309,6 +309,47 @@ def test_extract_files_dirs_links_and_times(tree: Path) -> None:
 
 
 @needs_root
+def test_extract_over_what_is_there_and_modes_the_umask_would_take(tree: Path) -> None:
+    """Entries are created first and what holds the name is looked at only then: each
+    kind of entry replaces a file, and owner and mode come out as the tar says even
+    where creating alone would not give them (a setgid parent, the umask)."""
+    root = tree / "root/tmp"
+    (root / "sgid").mkdir()
+    os.chown(root / "sgid", 0, 50)
+    os.chmod(root / "sgid", 0o2775)
+    for name in ("f", "d", "s", "h"):
+        (root / name).write_text("old")
+    old_umask = os.umask(0o077)
+    try:
+        with open_fs(tree) as fs:
+            extract(
+                fs,
+                "/tmp",
+                make_tar(
+                    reg("f", b"new file", 0o666),
+                    kind("d", tarfile.DIRTYPE),
+                    kind("s", tarfile.SYMTYPE, "f"),
+                    hardlink("h", "f", 0o666, 1_700_000_000),
+                    reg("sgid/inherits", b"x", 0o600),  # the umask takes nothing here
+                    reg("twice", b"first"),
+                    reg("twice", b"second", 0o2755),
+                ),
+                chown=(0, 0),
+            )
+    finally:
+        os.umask(old_umask)
+    st = os.stat(root / "f")
+    assert (root / "f").read_bytes() == b"new file" and stat.S_IMODE(st.st_mode) == 0o666
+    assert os.stat(root / "h").st_ino == st.st_ino
+    assert stat.S_ISDIR(os.lstat(root / "d").st_mode)
+    assert os.readlink(root / "s") == "f"
+    inherits = os.stat(root / "sgid/inherits")
+    assert (inherits.st_uid, inherits.st_gid, stat.S_IMODE(inherits.st_mode)) == (0, 0, 0o600)
+    assert (root / "twice").read_bytes() == b"second"
+    assert stat.S_IMODE(os.stat(root / "twice").st_mode) == 0o2755
+
+
+@needs_root
 def test_extract_follows_symlinks_inside_the_container_only(tree: Path) -> None:
     (tree / "root/tmp/hostlink").symlink_to(tree / "host")  # an absolute host path
     with open_fs(tree) as fs:

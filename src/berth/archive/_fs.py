@@ -222,6 +222,10 @@ class ContainerFS:
         implied directories are, where :meth:`check_writable` allows (unless not
         *check*).  Raises FileNotFoundError or NotADirectoryError.
         """
+        cached = self._dirs.get(path)
+        if cached is not None:  # the walk would reach it through cached parents too
+            self._dirs.move_to_end(path)
+            return cached
         while len(self._dirs) > _DIR_CACHE:
             self._dirs.popitem(last=False)  # closed by its last holder
 
@@ -278,13 +282,16 @@ class ContainerFS:
         for key in [k for k in self._dirs if k == path or k.startswith(prefix)]:
             del self._dirs[key]
 
+    def writable(self, mount: Mount | None) -> bool:
+        return not self.readonly_rootfs if mount is None else mount.rw
+
     def check_writable(self, mount: Mount | None) -> None:
         """moby's checks of ``PUT /archive``: no write to a read-only volume or root."""
+        if self.writable(mount):
+            return
         if mount is None:
-            if self.readonly_rootfs:
-                raise errdefs.InvalidParameter("container rootfs is marked read-only")
-        elif not mount.rw:
-            raise errdefs.InvalidParameter("mounted volume is marked read-only")
+            raise errdefs.InvalidParameter("container rootfs is marked read-only")
+        raise errdefs.InvalidParameter("mounted volume is marked read-only")
 
     # -- stat and archive (GET/HEAD) ----------------------------------------------------------
     def resolve(self, path: str) -> Resolved:

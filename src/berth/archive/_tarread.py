@@ -4,13 +4,14 @@ tarfile's ``r|`` mode reads ahead into a buffer of its own and hands a member's
 data out through two more file layers: each byte is copied half a dozen times
 before it is written.  Here a member's data goes from the source's ``read1``
 pieces straight to the file (``docker cp`` of 100 MB in), and headers are
-decoded by :meth:`tarfile.TarInfo.frombuf` with the GNU long names and PAX
+decoded as :meth:`tarfile.TarInfo.frombuf` decodes them, with the GNU long names and PAX
 records applied, as Go's ``archive/tar`` reader applies them.  Sparse members
 are refused: no client that writes them is known to send them.
 """
 
 from __future__ import annotations
 
+import struct
 import tarfile
 from collections.abc import Callable
 from typing import IO
@@ -25,6 +26,50 @@ _PIECE = 1 << 20
 def padding(size: int) -> int:
     """Bytes after *size* bytes of data up to the next header."""
     return -size % BLOCK
+
+
+# A header's fields, as tarfile reads them: name, mode, uid, gid, size, mtime, checksum,
+# type, link name, (magic and version), uname, gname, devmajor, devminor, prefix.
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
+
+
+def _octal(field: bytes) -> int:
+    if field[0] >= 0o200:  # base-256: tarfile's
+        raise ValueError
+    return int(field.partition(b"\0")[0].strip() or b"0", 8)
+
+
+def _text(field: bytes) -> str:
+    return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+
+
+def parse_header(buf: bytes) -> tarfile.TarInfo:
+    """:meth:`tarfile.TarInfo.frombuf` (UTF-8), a third of its time for the usual header:
+    a ``docker cp`` of 10,000 small files spent 0.1 s of berthd's CPU in it. Anything
+    unusual (a base-256 number, a signed checksum, an old GNU sparse header, a bad
+    field) is left to tarfile, which gives the same result or error."""
+    try:
+        (name, mode, uid, gid, size, mtime, chksum, kind, linkname, uname, gname, major,
+         minor, prefix) = _HEADER.unpack(buf)  # fmt: skip
+        checksum = _octal(chksum)
+        if checksum != 256 + sum(buf) - sum(chksum) or kind == tarfile.GNUTYPE_SPARSE:
+            raise ValueError
+        m = tarfile.TarInfo(_text(name))
+        m.mode, m.uid, m.gid = _octal(mode), _octal(uid), _octal(gid)
+        m.size, m.mtime, m.chksum = _octal(size), _octal(mtime), checksum
+        m.type = kind
+        m.linkname, m.uname, m.gname = _text(linkname), _text(uname), _text(gname)
+        m.devmajor, m.devminor = _octal(major), _octal(minor)
+        prefix_text = _text(prefix)
+    except (ValueError, struct.error):
+        return tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
+    if kind == tarfile.AREGTYPE and m.name.endswith("/"):
+        m.type = tarfile.DIRTYPE
+    if m.isdir():
+        m.name = m.name.rstrip("/")
+    if prefix_text and m.type not in tarfile.GNU_TYPES:
+        m.name = prefix_text + "/" + m.name
+    return m
 
 
 def _invalid(why: str) -> errdefs.InvalidParameter:
@@ -85,7 +130,7 @@ def read_member(
         if len(header) < BLOCK:
             raise _invalid("unexpected EOF")
         try:
-            m = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+            m = parse_header(header)
         except tarfile.HeaderError as e:
             raise _invalid(str(e)) from None
         if m.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):

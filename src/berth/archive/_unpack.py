@@ -131,12 +131,20 @@ def _create(
     """
     mode = m.mode & 0o7777
     if m.isreg():
-        fd = os.open(at.name, _O_CREATE, 0o600, dir_fd=at.dir_fd)
+        # Created with its permission bits (as moby does; the umask may take some), the
+        # special bits only once the owner is set: a chown clears them.
+        fd = os.open(at.name, _O_CREATE, mode & 0o777, dir_fd=at.dir_fd)
         try:
             data(fd)
-            os.fchown(fd, *owner)
+            st = os.fstat(fd)
+            # Most files come out right already (root's, the umask taking nothing):
+            # no chown and chmod that would change nothing.
+            settle = (st.st_uid, st.st_gid) != owner or stat.S_IMODE(st.st_mode) != mode
+            if settle:
+                os.fchown(fd, *owner)
             _xattrs(m, at)
-            os.fchmod(fd, mode)
+            if settle:
+                os.fchmod(fd, mode)
             os.utime(fd, ns=times)
         finally:
             os.close(fd)
@@ -484,33 +492,10 @@ class _Extractor:
         parent = self.fs.open_dir(go_join(self.dest, parent_rel), create=True)
         e = self.fs.lookup(parent, base)
         at = _Place(e.dir_fd, e.name, e.proc_path())
-        try:
-            st: os.stat_result | None = e.lstat()
-        except FileNotFoundError:
-            if e.mount_point:  # nothing to write over: never create beside a bind's source
-                raise errdefs.InvalidParameter(
-                    f"cannot write {e.path}: the source of this mount is missing"
-                ) from None
-            st = None
-        if st is not None:
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if self.no_overwrite and is_dir and not m.isdir():
-                raise errdefs.InvalidParameter(
-                    f'cannot overwrite directory "{e.path}" with non-directory "{self.dest}"'
-                )
-            if self.no_overwrite and not is_dir and m.isdir():
-                raise errdefs.InvalidParameter(
-                    f'cannot overwrite non-directory "{e.path}" with directory "{self.dest}"'
-                )
-            if not (is_dir and m.isdir()):
-                if e.mount_point:
-                    raise errdefs.InvalidParameter(
-                        f"cannot replace {e.path}: it is a mount point of the container"
-                    )
-                self.fs.check_writable(e.mount)
-                _remove(at, is_dir)
-                self.fs.forget(e.path)
-                st = None
+        # Most entries are new: create first and look at what is there only when the name
+        # is taken (a lookup of a missing name in an overlay is a tenth of a file's cost).
+        fresh = not e.mount_point and self.fs.writable(e.mount)
+        st = None if fresh else self._clear(e, m, at)
         self.fs.check_writable(e.mount)
         source = None
         if m.issym():
@@ -522,16 +507,26 @@ class _Extractor:
         elif m.islnk():
             source = self._link_source(m, e)
         times = _times(m, pax_atime=True)
-        try:
-            created = _create(
+
+        def make(dir_exists: bool) -> bool:
+            return _create(
                 lambda fd: tar.copy_data(lambda piece: write_all(fd, piece), m.size),
                 m,
                 at,
                 owner=self.chown or (m.uid, m.gid),
                 times=times,
-                dir_exists=st is not None,
+                dir_exists=dir_exists,
                 source=source,
             )
+
+        try:
+            try:
+                created = make(st is not None)
+            except FileExistsError:
+                if not fresh:
+                    raise
+                st = self._clear(e, m, at)
+                created = make(st is not None)
         except FileNotFoundError:
             if not m.islnk():
                 raise
@@ -540,6 +535,37 @@ class _Extractor:
             raise errdefs.InvalidParameter(f"unhandled tar header type {m.type!r} of {m.name!r}")
         if m.isdir():
             self.dirs.append((e.path, *times))
+
+    def _clear(self, e: Entry, m: tarfile.TarInfo, at: _Place) -> os.stat_result | None:
+        """Make room for *m* at *e*: what is there is removed unless both are directories
+        (whose stat is returned); None when the name is free."""
+        try:
+            st = e.lstat()
+        except FileNotFoundError:
+            if e.mount_point:  # nothing to write over: never create beside a bind's source
+                raise errdefs.InvalidParameter(
+                    f"cannot write {e.path}: the source of this mount is missing"
+                ) from None
+            return None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if self.no_overwrite and is_dir and not m.isdir():
+            raise errdefs.InvalidParameter(
+                f'cannot overwrite directory "{e.path}" with non-directory "{self.dest}"'
+            )
+        if self.no_overwrite and not is_dir and m.isdir():
+            raise errdefs.InvalidParameter(
+                f'cannot overwrite non-directory "{e.path}" with directory "{self.dest}"'
+            )
+        if is_dir and m.isdir():
+            return st
+        if e.mount_point:
+            raise errdefs.InvalidParameter(
+                f"cannot replace {e.path}: it is a mount point of the container"
+            )
+        self.fs.check_writable(e.mount)
+        _remove(at, is_dir)
+        self.fs.forget(e.path)
+        return None
 
     def _bad_link(self, m: tarfile.TarInfo, e: Entry) -> errdefs.BerthError:
         return errdefs.InvalidParameter(
