@@ -129,3 +129,11 @@ def test_the_usual_header_does_not_go_through_tarfile(monkeypatch: pytest.Monkey
     want = tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
     monkeypatch.setattr(tarfile.TarInfo, "frombuf", refuse)
     assert parse_header(buf).name == want.name == "a.txt"
+
+
+@pytest.mark.parametrize("fill", [0, 0x30, 0x7F, 0x80, 0xFF])
+def test_the_byte_sum_is_the_sum_of_the_bytes(fill: int) -> None:
+    from berth.archive._tarread import _byte_sum
+
+    buf = bytes([fill]) * 511 + b"\x01"
+    assert _byte_sum(buf) == sum(buf)

