@@ -466,6 +466,7 @@ class _Extractor:
         self.chown = chown
         self.dirs: list[tuple[str, int, int]] = []
         self.current = ""
+        self._parents: dict[str, str] = {}  # a parent's path relative to dest -> in the container
 
     def _member_path(self, name: str) -> str:
         """The entry's path relative to the destination; a path leaving it is refused.
@@ -488,8 +489,11 @@ class _Extractor:
                 f'cannot overwrite the extraction directory "{self.dest}" with non-directory '
                 f'"{m.name}"'
             )
-        parent_rel, base = posixpath.split(rel)
-        parent = self.fs.open_dir(go_join(self.dest, parent_rel), create=True)
+        parent_rel, _, base = rel.rpartition("/")  # rel is clean: no trailing or double "/"
+        parent_path = self._parents.get(parent_rel)
+        if parent_path is None:
+            parent_path = self._parents[parent_rel] = go_join(self.dest, parent_rel)
+        parent = self.fs.open_dir(parent_path, create=True)
         e = self.fs.lookup(parent, base)
         at = _Place(e.dir_fd, e.name, e.proc_path())
         # Most entries are new: create first and look at what is there only when the name
