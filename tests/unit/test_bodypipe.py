@@ -7,7 +7,7 @@ import hashlib
 import tarfile
 import threading
 from collections.abc import AsyncIterator
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -40,6 +40,27 @@ def _run(pipe: BodyPipe, body: AsyncIterator[bytes], consume: object) -> object:
             await asyncio.wait_for(feeder, TIMEOUT)
 
     return asyncio.run(main())
+
+
+def test_small_reads_from_big_chunks_take_each_byte_once() -> None:
+    """read1 and read of a few hundred bytes at a time out of 256 KiB chunks (a tar's
+    headers out of one socket read), with a read of the rest in the middle of a chunk."""
+    data = bytes(range(251)) * 5000
+    sizes = [512, 11, 501, 1, 4096]
+
+    def consume(reader: Any) -> bytes:  # the pipe's reader: read1 as well as read
+        parts = []
+        for i in range(1000):  # about 1 MB of the 1.25
+            size = sizes[i % len(sizes)]
+            piece = reader.read1(size) if i % 2 else reader.read(size)
+            assert 0 < len(piece) <= size
+            parts.append(piece)
+        parts.append(reader.read())
+        return b"".join(parts)
+
+    pipe = BodyPipe()
+    assert _run(pipe, _chunks(data, 256 * 1024), consume) == data
+    assert pipe._queued == 0
 
 
 @pytest.mark.parametrize("read_size", [1, 7, 512, 32768, 1 << 20, -1])

@@ -48,6 +48,7 @@ class BodyPipe:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._chunks: deque[bytes] = deque()
+        self._offset = 0  # of the first chunk: what was taken of it already
         self._queued = 0
         self._eof = False
         self._closed = False
@@ -82,6 +83,7 @@ class BodyPipe:
         with self._cond:
             self._closed = True
             self._chunks.clear()
+            self._offset = 0
             self._queued = 0
             self._cond.notify_all()
             self._wake_feeder()
@@ -100,15 +102,19 @@ class BodyPipe:
                 self._cond.wait()
             if not self._chunks:
                 return b""
-            chunk = self._chunks[0]
-            if size < 0 or len(chunk) <= size:
+            # The first chunk is read from an offset, not cut: cutting copied what was
+            # left of it each time (a tar's 512-byte headers out of a 256 KiB read).
+            chunk, start = self._chunks[0], self._offset
+            if size < 0 or len(chunk) - start <= size:
                 self._chunks.popleft()
+                self._offset = 0
+                piece = chunk[start:] if start else chunk
             else:
-                self._chunks[0] = chunk[size:]
-                chunk = chunk[:size]
-            self._queued -= len(chunk)
+                self._offset = start + size
+                piece = chunk[start : start + size]
+            self._queued -= len(piece)
             self._wake_feeder()
-            return chunk
+            return piece
 
     def _take(self, size: int) -> bytes:
         """Up to *size* bytes (all for a negative size), short only at the end of the body."""
