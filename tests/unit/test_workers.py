@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
 import weakref
 from concurrent.futures import CancelledError, Future, wait
+from typing import Any
 
 import pytest
 
@@ -152,3 +154,37 @@ def test_shutdown_with_wait_runs_what_is_queued_first() -> None:
     pool.shutdown(wait=True)
     assert queued.result(0) == 1
     assert pool.threads == 0
+
+
+class _SlowToGiveUp:
+    """The pool's queue, with a pause between a wait that timed out and its thread's
+    next step: the moment a submission can slip in."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.timed_out = threading.Event()
+        self.go_on = threading.Event()
+
+    def get(self, timeout: float | None = None) -> Any:
+        try:
+            return self.real.get(timeout=timeout)
+        except queue.Empty:
+            self.timed_out.set()
+            self.go_on.wait(5)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_an_item_queued_as_its_thread_times_out_is_run() -> None:
+    pool = WorkerPool(1, "t", linger=0.05)
+    slow = _SlowToGiveUp(pool._queue)
+    pool._queue = slow  # type: ignore[assignment]
+    assert pool.submit(int, 1).result(5) == 1  # the one thread now waits for more
+    assert slow.timed_out.wait(5)
+    fut = pool.submit(int, 2)  # the waiting thread is counted on: none is started
+    assert pool.threads == 1
+    slow.go_on.set()
+    assert fut.result(5) == 2
+    pool.shutdown()

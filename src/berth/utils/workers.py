@@ -6,12 +6,15 @@ pages. ``ThreadPoolExecutor`` keeps every thread it ever started, so after a bur
 work berthd stayed 3 MB above its idle RSS in the caches of some twenty threads that had
 nothing to do. Here a thread that waits *linger* seconds for work exits, and its cache
 goes back to the heap, from where the daemon's periodic trim gives it to the kernel.
+
+Threads take work from a ``SimpleQueue`` as ``ThreadPoolExecutor``'s do (a handoff in C,
+not a Python condition: 90 rather than 155 µs for a call made from the event loop).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
@@ -35,93 +38,96 @@ class WorkerPool(Executor):
         self._max = max_workers
         self._name = name
         self._linger = linger
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Item] = deque()
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._threads: set[threading.Thread] = set()
-        self._waiting = 0
+        # Threads waiting for work less items waiting for a thread (negative when every
+        # thread is busy): under the lock, so that a thread gives up only when nothing
+        # was queued meanwhile.
+        self._spare = 0
         self._serial = 0
         self._closed = False
 
     @property
     def threads(self) -> int:
         """How many threads are alive now."""
-        with self._cond:
+        with self._lock:
             return len(self._threads)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         fut: Future[T] = Future()
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new work after shutdown")
-            self._queue.append((fut, fn, args, kwargs))
-            # Each queued item needs a waiting thread that will look at the queue: one
-            # that timed out still looks before it exits, so counting it is safe.
-            if len(self._queue) <= self._waiting:
-                self._cond.notify()
-            elif len(self._threads) < self._max:
+            if self._spare <= 0 and len(self._threads) < self._max:
                 self._serial += 1
                 thread = threading.Thread(
                     target=self._work, name=f"{self._name}_{self._serial}", daemon=True
                 )
-                try:
-                    thread.start()
-                except BaseException:
-                    self._queue.pop()
-                    raise
+                thread.start()  # it waits for the item put below
                 self._threads.add(thread)
-            # else a busy thread takes it when it is done
+                self._spare += 1
+            self._spare -= 1
+            self._queue.put((fut, fn, args, kwargs))
         return fut
 
     def _work(self) -> None:
         while True:
-            item = self._next()
-            if item is None:
+            try:
+                item = self._queue.get(timeout=self._linger)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.qsize() == 0:  # else something came as the wait ended
+                        self._spare -= 1
+                        self._threads.discard(threading.current_thread())
+                        return
+                continue
+            if item is None:  # shutdown
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
                 return
-            _run(item)
+            self._run(item)
             del item  # not kept alive while the next wait lasts
 
-    def _next(self) -> _Item | None:
-        """The next item, or None when this thread is to exit."""
-        with self._cond:
-            while not self._queue:
-                if not self._closed:
-                    self._waiting += 1
-                    try:
-                        self._cond.wait(self._linger)
-                    finally:
-                        self._waiting -= 1
-                    if self._queue:
-                        break
-                # Closed, timed out, or woken for an item that a busy thread took first:
-                # nobody is owed this thread.
-                self._threads.discard(threading.current_thread())
-                return None
-            return self._queue.popleft()
+    def _run(self, item: _Item) -> None:
+        # A method of its own so that the result is let go on return.
+        fut, fn, args, kwargs = item
+        if not fut.set_running_or_notify_cancel():
+            self._back()
+            return
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            self._back()
+            fut.set_exception(e)
+        else:
+            self._back()
+            fut.set_result(result)
+
+    def _back(self) -> None:
+        """This thread is about to wait again: counted before the caller learns of the
+        result, so that its next submission finds the thread rather than starting one."""
+        with self._lock:
+            self._spare += 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; with *cancel_futures*, drop what has not started; with
         *wait*, return once every thread has finished what is queued and exited."""
-        with self._cond:
-            self._closed = True
-            if cancel_futures:
-                while self._queue:
-                    self._queue.popleft()[0].cancel()
-            self._cond.notify_all()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if cancel_futures:
+                    while True:
+                        try:
+                            item = self._queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is not None:
+                            item[0].cancel()
+                for _ in self._threads:
+                    self._queue.put(None)  # one each, after what is queued
             threads = list(self._threads)
         if wait:
             for thread in threads:
                 if thread is not threading.current_thread():
                     thread.join()
-
-
-def _run(item: _Item) -> None:
-    # A function of its own so that the result is let go on return.
-    fut, fn, args, kwargs = item
-    if not fut.set_running_or_notify_cancel():
-        return
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as e:
-        fut.set_exception(e)
-    else:
-        fut.set_result(result)
