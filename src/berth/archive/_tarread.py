@@ -15,9 +15,11 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TypeVar
 
 from berth import errdefs
+
+V = TypeVar("V")
 
 BLOCK = tarfile.BLOCKSIZE
 #: the most bytes of a member's data asked of the source at once
@@ -51,21 +53,12 @@ _TEXTS: dict[bytes, str] = {}
 _REMEMBERED = 1024
 
 
-def _octal_seen(field: bytes) -> int:
-    value = _OCTALS.get(field)
+def _seen(cache: dict[bytes, V], field: bytes, decode: Callable[[bytes], V]) -> V:
+    value = cache.get(field)
     if value is None:
-        value = _octal(field)
-        if len(_OCTALS) < _REMEMBERED:
-            _OCTALS[field] = value
-    return value
-
-
-def _text_seen(field: bytes) -> str:
-    value = _TEXTS.get(field)
-    if value is None:
-        value = _text(field)
-        if len(_TEXTS) < _REMEMBERED:
-            _TEXTS[field] = value
+        value = decode(field)
+        if len(cache) < _REMEMBERED:
+            cache[field] = value
     return value
 
 
@@ -90,13 +83,14 @@ def parse_header(buf: bytes) -> tarfile.TarInfo:
         if checksum != 256 + _byte_sum(buf) - sum(chksum) or kind == tarfile.GNUTYPE_SPARSE:
             raise ValueError
         m = tarfile.TarInfo(_text(name))
-        m.mode, m.uid, m.gid = _octal_seen(mode), _octal_seen(uid), _octal_seen(gid)
+        m.mode = _seen(_OCTALS, mode, _octal)
+        m.uid, m.gid = _seen(_OCTALS, uid, _octal), _seen(_OCTALS, gid, _octal)
         m.size, m.mtime, m.chksum = _octal(size), _octal(mtime), checksum
         m.type = kind
-        m.linkname = _text_seen(linkname)
-        m.uname, m.gname = _text_seen(uname), _text_seen(gname)
-        m.devmajor, m.devminor = _octal_seen(major), _octal_seen(minor)
-        prefix_text = _text_seen(prefix)
+        m.linkname = _seen(_TEXTS, linkname, _text)
+        m.uname, m.gname = _seen(_TEXTS, uname, _text), _seen(_TEXTS, gname, _text)
+        m.devmajor, m.devminor = _seen(_OCTALS, major, _octal), _seen(_OCTALS, minor, _octal)
+        prefix_text = _seen(_TEXTS, prefix, _text)
     except (ValueError, struct.error):
         return tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
     if kind == tarfile.AREGTYPE and m.name.endswith("/"):

@@ -497,7 +497,7 @@ class _Extractor:
         e = self.fs.lookup(parent, base)
         at = _Place(e.dir_fd, e.name, e.proc_path())
         # Most entries are new: create first and look at what is there only when the name
-        # is taken (a lookup of a missing name in an overlay is a tenth of a file's cost).
+        # is taken (looking a missing name up in an overlay was a sixth of a small file's cost).
         fresh = not e.mount_point and self.fs.writable(e.mount)
         st = None if fresh else self._clear(e, m, at)
         self.fs.check_writable(e.mount)
