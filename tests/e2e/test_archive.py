@@ -122,6 +122,47 @@ def test_copy_a_file_and_a_directory_in_and_out(
         assert merged_dir(berthd, cid) not in berthd.mounts()
 
 
+def test_a_second_copy_replaces_what_the_first_and_the_image_put_there(
+    berthd: Berthd, cleanup: list[str], tmp_path: Path
+) -> None:
+    """Every name of a second copy is taken already (berth creates first and clears only
+    then): contents, modes and kinds are the second copy's, a file of the image's layer
+    is replaced through the overlay, and a directory over a file is refused as dockerd
+    refuses it (the CLI asks for noOverwriteDirNonDir)."""
+    cid = container_in(berthd, "running", cleanup)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d/f").write_text("one\n")
+    os.chmod(src / "d/f", 0o640)
+    (src / "d/g").write_text("a file, then a link\n")
+    (src / "x").write_text("a file\n")
+    berthd.docker("cp", str(src), f"{cid}:/tmp/t")
+
+    (src / "d/f").write_text("two\n")
+    os.chmod(src / "d/f", 0o4755)
+    (src / "d/g").unlink()
+    os.symlink("f", src / "d/g")
+    berthd.docker("cp", str(src) + "/.", f"{cid}:/tmp/t")
+    group = tmp_path / "group"
+    group.write_text("root:x:0:\nreplaced:x:5:\n")
+    berthd.docker("cp", str(group), f"{cid}:/etc/group")  # a file of the image's layer
+    out = berthd.docker(
+        "exec",
+        cid,
+        "sh",
+        "-c",
+        "cat /tmp/t/d/f; stat -c '%a %u %g' /tmp/t/d/f; readlink /tmp/t/d/g; cat /etc/group",
+    ).stdout
+    assert out == "two\n4755 0 0\nf\nroot:x:0:\nreplaced:x:5:\n"
+
+    (src / "x").unlink()
+    (src / "x").mkdir()
+    r = berthd.docker("cp", str(src) + "/.", f"{cid}:/tmp/t", check=False)
+    assert r.returncode != 0
+    assert 'cannot overwrite non-directory "/tmp/t/x" with directory "/tmp/t"' in r.stderr
+    assert berthd.docker("exec", cid, "cat", "/tmp/t/x").stdout == "a file\n"
+
+
 def test_copy_errors_read_as_dockers(berthd: Berthd, cleanup: list[str], tmp_path: Path) -> None:
     cid = container_in(berthd, "created", cleanup)
     name = unique_name("cp-errors")
