@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from berth.config import ConfigError, load
+from berth.daemon.daemon import registry_client
 from berth.daemon.options import RegistryOptions
-from berth.distribution.registry import RegistryClient
 
 
 def _load(tmp_path: Path, *argv: str, file: dict[str, Any] | None = None) -> RegistryOptions:
@@ -28,17 +28,6 @@ def _refused(tmp_path: Path, *argv: str, file: dict[str, Any] | None = None) -> 
     return str(exc.value)
 
 
-def _client(reg: RegistryOptions) -> RegistryClient:
-    """The client as the Daemon builds it from these options."""
-    return RegistryClient(
-        insecure=reg.insecure_registries,
-        mirrors=reg.mirrors,
-        certs_dir=reg.certs_dir,
-        max_concurrent_downloads=reg.max_concurrent_downloads,
-        max_concurrent_uploads=reg.max_concurrent_uploads,
-    )
-
-
 def test_defaults_are_dockerds(tmp_path: Path) -> None:
     reg = _load(tmp_path)
     assert reg == RegistryOptions(
@@ -49,7 +38,7 @@ def test_defaults_are_dockerds(tmp_path: Path) -> None:
         max_concurrent_uploads=5,
         max_download_attempts=5,
     )
-    client = _client(reg)
+    client = registry_client(reg)
     try:
         assert client.service_config() == {
             "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
@@ -224,7 +213,7 @@ def test_info_shows_what_the_client_was_built_with(tmp_path: Path) -> None:
         "--insecure-registry", "a.example",
         "--insecure-registry", "198.18.9.9:5000",
     )  # fmt: skip
-    client = _client(reg)
+    client = registry_client(reg)
     try:
         mirror = "http://127.0.0.1:5000/"
         assert client.service_config() == {

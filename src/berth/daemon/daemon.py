@@ -51,7 +51,7 @@ from berth.daemon.buildsteps import BuildSteps
 from berth.daemon.exec import Exec, ExecStore
 from berth.daemon.logs import ContainerLog, open_log
 from berth.daemon.monitor import handle_exit
-from berth.daemon.options import DaemonOptions
+from berth.daemon.options import DaemonOptions, RegistryOptions
 from berth.daemon.restart_policy import RestartManager
 from berth.daemon.stats import Sampler, network_counters
 from berth.daemon.top import top
@@ -96,6 +96,21 @@ _S = TypeVar("_S")
 
 #: How long shutdown waits for exits still being handled (task deletes, unmounts).
 SHUTDOWN_GRACE = 30.0
+
+
+def registry_client(reg: RegistryOptions) -> RegistryClient:
+    """The registry client of these options (its module loads here, at the first pull,
+    push, login or search)."""
+    from berth.distribution.registry import RegistryClient
+
+    return RegistryClient(
+        insecure=reg.insecure_registries,
+        mirrors=reg.mirrors,
+        certs_dir=reg.certs_dir,
+        max_concurrent_downloads=reg.max_concurrent_downloads,
+        max_concurrent_uploads=reg.max_concurrent_uploads,
+        max_download_attempts=reg.max_download_attempts,
+    )
 
 
 #: (condition, future) of one ``POST /containers/{id}/wait``
@@ -715,20 +730,7 @@ class Daemon:
 
     @property
     def registry(self) -> RegistryClient:
-        def make() -> RegistryClient:
-            from berth.distribution.registry import RegistryClient
-
-            reg = self.options.registry
-            return RegistryClient(
-                insecure=reg.insecure_registries,
-                mirrors=reg.mirrors,
-                certs_dir=reg.certs_dir,
-                max_concurrent_downloads=reg.max_concurrent_downloads,
-                max_concurrent_uploads=reg.max_concurrent_uploads,
-                max_download_attempts=reg.max_download_attempts,
-            )
-
-        return self._made("_registry", make)
+        return self._made("_registry", lambda: registry_client(self.options.registry))
 
     @property
     def distribution(self) -> DistributionService:
