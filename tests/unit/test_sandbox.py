@@ -154,13 +154,15 @@ def test_two_namespaces_on_a_bridge(bridge: str, nsdir: Path, host_veths: list[s
     assert set(links) == {"lo", "eth0"}
     assert links["eth0"]["address"] == a.mac and links["eth0"]["mtu"] == 1450
     assert "UP" in links["eth0"]["flags"] and "UP" in links["lo"]["flags"]  # type: ignore[operator]
-    addrs = {
-        f"{x['local']}/{x['prefixlen']}"
+    infos = {
+        f"{x['local']}/{x['prefixlen']}": x
         for link in _ip_json(path_a, "addr", "show", "eth0")
         for x in link["addr_info"]  # type: ignore[attr-defined]
         if x["scope"] == "global"
     }
-    assert addrs == {a.ipv4, a.ipv6}
+    assert set(infos) == {a.ipv4, a.ipv6}
+    assert infos[a.ipv4]["broadcast"] == str(v4.broadcast_address)  # as `ip addr add ... brd +`
+    assert infos[a.ipv6].get("nodad") is True  # usable at once, no duplicate detection
     (route4,) = _ip_json(path_a, "-4", "route", "show", "default")
     assert route4["gateway"] == str(gw4) and route4["dev"] == "eth0"
     (route6,) = _ip_json(path_a, "-6", "route", "show", "default")
@@ -212,6 +214,8 @@ def test_ensure_bridge_is_idempotent_and_keeps_addresses(bridge: str) -> None:
     assert Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").read_text().strip() == "1"
     assert Path(f"/sys/class/net/{bridge}/mtu").read_text().strip() == "1400"
     assert int(Path(f"/sys/class/net/{bridge}/flags").read_text(), 16) & 1
+    assert sb.ensure_bridge(bridge, [first], mtu=1450) == index  # an existing bridge's MTU
+    assert Path(f"/sys/class/net/{bridge}/mtu").read_text().strip() == "1450"
 
     second = f"{v6.network_address + 1}/64"
     assert sb.ensure_bridge(bridge, [second], mtu=1400) == index

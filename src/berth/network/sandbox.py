@@ -21,16 +21,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from berth import errdefs
+from berth.network._rtnl import STAT_KEYS, Rtnl
 from berth.utils import syscalls
-from berth.utils.lazypkg import skip_init
-
-skip_init("pyroute2")  # IPRoute without NDB, IPDB and every other family
-
-from pyroute2.iproute.linux import IPRoute  # type: ignore[import-untyped]  # noqa: E402
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]  # noqa: E402
 
 __all__ = [
     "STAT_KEYS",
@@ -53,28 +48,11 @@ T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
-#: the counters of ``docker stats``' "networks" section, in its order
-STAT_KEYS = (
-    "rx_bytes",
-    "rx_packets",
-    "rx_errors",
-    "rx_dropped",
-    "tx_bytes",
-    "tx_packets",
-    "tx_errors",
-    "tx_dropped",
-)
-
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _IFF_LOOPBACK = 0x8
-_IFA_F_NODAD = 0x02
-_RT_TABLE_MAIN = 254
-_RTPROT_BOOT = 3  # what `ip route add` (and Docker) marks a route with
-_RTN_UNICAST = 1
 _IFNAMSIZ = 16
-_BRPORT_HAIRPIN = 1
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 
@@ -86,149 +64,6 @@ def _oserror(what: str, exc: OSError) -> OSError:
 
 def _strerror(exc: OSError) -> str:
     return exc.strerror or str(exc)
-
-
-# ---------------------------------------------------------------------------------------------
-# The pyroute2 boundary: the only code that sees its untyped objects.
-
-
-@dataclass(frozen=True)
-class _Link:
-    index: int
-    kind: str
-    mtu: int
-    up: bool
-
-
-class _Rtnl:
-    """One netlink socket in the namespace of the thread that opens it."""
-
-    def __init__(self) -> None:
-        self._ipr: Any = IPRoute()
-
-    def __enter__(self) -> _Rtnl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._ipr.close()
-
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """NetlinkError → OSError, so that callers handle one errno-carrying type."""
-        try:
-            return getattr(self._ipr, method)(*args, **kwargs)
-        except NetlinkError as exc:
-            raise OSError(exc.code, os.strerror(exc.code)) from exc
-
-    def link(self, name: str) -> _Link | None:
-        try:
-            msg = self._call("link", "get", ifname=name)[0]
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                return None
-            raise
-        return _Link(
-            index=int(msg["index"]),
-            kind=str(msg.get(("linkinfo", "kind")) or ""),
-            mtu=int(msg.get("mtu") or 0),
-            up=bool(int(msg["flags"]) & _IFF_UP),
-        )
-
-    def links(self) -> list[tuple[str, int, dict[str, int]]]:
-        """(name, flags, counters) of every device."""
-        out = []
-        for msg in self._call("link", "dump"):
-            raw = msg.get("stats64") or msg.get("stats") or {}
-            counters = {key: int(raw.get(key) or 0) for key in STAT_KEYS}
-            out.append((str(msg.get("ifname")), int(msg["flags"]), counters))
-        return out
-
-    def add_bridge(self, name: str, mtu: int, mac: str) -> None:
-        self._call("link", "add", ifname=name, kind="bridge", mtu=mtu, address=mac)
-
-    def set_mac(self, index: int, mac: str) -> None:
-        self._call("link", "set", index=index, address=mac)
-
-    def add_veth(
-        self, name: str, *, master: int, mtu: int, peer: str, peer_netns: int, peer_mac: str
-    ) -> None:
-        """Both ends in one request: the peer is born in the namespace with its final name,
-        MAC and MTU; the host end is born a bridge port, up."""
-        self._call(
-            "link",
-            "add",
-            ifname=name,
-            kind="veth",
-            mtu=mtu,
-            master=master,
-            state="up",
-            peer={"ifname": peer, "net_ns_fd": peer_netns, "address": peer_mac, "mtu": mtu},
-        )
-
-    def set_up(self, index: int) -> None:
-        self._call("link", "set", index=index, state="up")
-
-    def set_mtu(self, index: int, mtu: int) -> None:
-        self._call("link", "set", index=index, mtu=mtu)
-
-    def set_hairpin(self, index: int) -> None:
-        self._call("brport", "set", index=index, mode=_BRPORT_HAIRPIN)
-
-    def delete(self, index: int) -> None:
-        self._call("link", "del", index=index)
-
-    def addresses(self, index: int | None = None) -> list[IPInterface]:
-        msgs = (
-            self._call("addr", "dump") if index is None else self._call("addr", "dump", index=index)
-        )
-        return [
-            ipaddress.ip_interface(f"{msg.get('address')}/{int(msg['prefixlen'])}")
-            for msg in msgs
-            if msg.get("address")
-        ]
-
-    def add_address(self, index: int, addr: IPInterface) -> None:
-        if addr.version == 4:
-            self._call(
-                "addr",
-                "add",
-                index=index,
-                address=str(addr.ip),
-                prefixlen=addr.network.prefixlen,
-                broadcast=True,
-            )
-        else:  # no duplicate address detection: the address is ours and usable at once
-            self._call(
-                "addr",
-                "add",
-                index=index,
-                address=str(addr.ip),
-                prefixlen=addr.network.prefixlen,
-                flags=_IFA_F_NODAD,
-            )
-
-    def add_default_route(self, gateway: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-        if gateway.version == 4:
-            self._call("route", "add", dst="0.0.0.0/0", gateway=str(gateway), proto=_RTPROT_BOOT)
-        else:
-            self._call(
-                "route",
-                "add",
-                dst="::/0",
-                gateway=str(gateway),
-                family=socket.AF_INET6,
-                proto=_RTPROT_BOOT,
-            )
-
-    def main_routes(self) -> list[IPNetwork]:
-        """Destinations of the unicast routes in the main table."""
-        out: list[IPNetwork] = []
-        for msg in self._call("route", "dump"):
-            if msg.get("table") != _RT_TABLE_MAIN or msg["type"] != _RTN_UNICAST:
-                continue
-            dst = msg.get("dst")
-            if dst:
-                out.append(ipaddress.ip_network(f"{dst}/{int(msg['dst_len'])}", strict=False))
-        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,14 +104,14 @@ def _open_netns(path: str) -> int:
         raise errdefs.System(f"network namespace {path}: {_strerror(exc)}") from exc
 
 
-def _in_netns(path: str, fn: Callable[[_Rtnl], T]) -> T:
+def _in_netns(path: str, fn: Callable[[Rtnl], T]) -> T:
     """``fn(rtnl)`` with a netlink socket inside the namespace bind-mounted at *path*."""
     fd = _open_netns(path)
     try:
 
         def run() -> T:
             _enter(fd, path)
-            with _Rtnl() as nl:
+            with Rtnl() as nl:
                 return fn(nl)
 
         return _in_thread(run)
@@ -437,7 +272,7 @@ def ensure_bridge(name: str, addresses: Sequence[str], *, mtu: int = 1500) -> in
     _check_mtu(mtu)
     wanted = [_parse_interface(a) for a in addresses]
     try:
-        with _Rtnl() as nl:
+        with Rtnl() as nl:
             link = nl.link(name)
             if link is None:
                 try:
@@ -478,7 +313,7 @@ def _random_mac() -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def _pin_mac(nl: _Rtnl, name: str, index: int) -> None:
+def _pin_mac(nl: Rtnl, name: str, index: int) -> None:
     """Give the bridge an address of its own, once.
 
     A bridge whose address was never set takes the lowest of its ports' addresses, so
@@ -501,7 +336,7 @@ def delete_bridge(name: str) -> None:
     """Delete bridge *name*; a missing one is fine, a device that is no bridge is refused."""
     _check_ifname(name, "bridge name")
     try:
-        with _Rtnl() as nl:
+        with Rtnl() as nl:
             link = nl.link(name)
             if link is None:
                 return
@@ -521,9 +356,9 @@ def bridge_addresses(name: str) -> list[str]:
     does not exist."""
     _check_ifname(name, "bridge name")
     try:
-        with _Rtnl() as nl:
-            link = nl.link(name)
-            return [] if link is None else [str(a) for a in nl.addresses(link.index)]
+        with Rtnl() as nl:
+            index = nl.index(name)
+            return [] if index is None else [str(a) for a in nl.addresses(index)]
     except OSError as exc:
         raise errdefs.System(f"addresses of {name}: {_strerror(exc)}") from exc
 
@@ -575,26 +410,26 @@ def attach(netns_path: str, iface: Interface) -> None:
         gateways.append(_parse_gateway(iface.gateway6, 6))
     where = f"{iface.name} ({iface.host_name}) in {netns_path}"
 
-    def inside(nl: _Rtnl) -> None:
+    def inside(nl: Rtnl) -> None:
         if iface.ipv6:  # a namespace's default may be off (devconf_inherit_init_net)
             _sysctl(f"/proc/sys/net/ipv6/conf/{iface.name}/disable_ipv6", "0")
-        link = nl.link(iface.name)
-        if link is None:
+        index = nl.index(iface.name)
+        if index is None:
             raise OSError(errno.ENODEV, f"{iface.name} missing in the namespace")
         for addr in addrs:
-            nl.add_address(link.index, addr)
-        nl.set_up(link.index)
+            nl.add_address(index, addr)
+        nl.set_up(index)
         for gateway in gateways:
             nl.add_default_route(gateway)
 
     def configure() -> None:  # in a thread of its own, which enters the namespace
         _enter(fd, netns_path)
-        with _Rtnl() as inner:
+        with Rtnl() as inner:
             inside(inner)
 
     fd = _open_netns(netns_path)
     try:
-        with _Rtnl() as nl:
+        with Rtnl() as nl:
             bridge = nl.link(iface.bridge)
             if bridge is None or bridge.kind != "bridge":
                 raise errdefs.NotFound(f"bridge {iface.bridge} not found")
@@ -610,10 +445,10 @@ def attach(netns_path: str, iface: Interface) -> None:
             except OSError as exc:
                 raise errdefs.System(f"create veth {where}: {_strerror(exc)}") from exc
             try:
-                host = nl.link(iface.host_name)
+                host = nl.index(iface.host_name)
                 if host is None:
                     raise OSError(errno.ENODEV, f"{iface.host_name} vanished")
-                nl.set_hairpin(host.index)
+                nl.set_hairpin(host)
                 _in_thread(configure)
             except BaseException as exc:
                 _delete_quietly(nl, iface.host_name)  # the peer goes with it
@@ -626,12 +461,12 @@ def attach(netns_path: str, iface: Interface) -> None:
         os.close(fd)
 
 
-def _delete_quietly(nl: _Rtnl, name: str) -> None:
+def _delete_quietly(nl: Rtnl, name: str) -> None:
     """Best-effort removal on an error path, where the first error is the one to report."""
     try:
-        link = nl.link(name)
-        if link is not None:
-            nl.delete(link.index)
+        index = nl.index(name)
+        if index is not None:
+            nl.delete(index)
     except OSError:
         pass
 
@@ -643,11 +478,11 @@ def detach(netns_path: str, name: str) -> None:
     if not netns_exists(netns_path):
         return
 
-    def run(nl: _Rtnl) -> None:
-        link = nl.link(name)
-        if link is not None:
+    def run(nl: Rtnl) -> None:
+        index = nl.index(name)
+        if index is not None:
             try:
-                nl.delete(link.index)
+                nl.delete(index)
             except OSError as exc:
                 if exc.errno != errno.ENODEV:
                     raise
@@ -662,7 +497,7 @@ def interface_stats(netns_path: str) -> dict[str, dict[str, int]]:
     """Counters per interface in the namespace, loopback left out, keyed as ``docker
     stats`` has them (:data:`STAT_KEYS`)."""
 
-    def run(nl: _Rtnl) -> dict[str, dict[str, int]]:
+    def run(nl: Rtnl) -> dict[str, dict[str, int]]:
         return {name: counters for name, flags, counters in nl.links() if not flags & _IFF_LOOPBACK}
 
     try:
@@ -687,7 +522,7 @@ def host_networks() -> list[IPNetwork]:
     routes, without default routes, link-local, loopback and multicast (IPAM skips pools
     that overlap one). Includes berth's own bridges."""
     try:
-        with _Rtnl() as nl:
+        with Rtnl() as nl:
             nets = [a.network for a in nl.addresses()] + nl.main_routes()
     except OSError as exc:
         raise errdefs.System(f"list host networks: {_strerror(exc)}") from exc
@@ -702,10 +537,10 @@ def wait_links_gone(names: Sequence[str], timeout: float = 2.0) -> bool:
     namespace was removed, which the kernel deletes a few tens of ms later.  False if
     some outlived *timeout*."""
     deadline = time.monotonic() + timeout
-    with _Rtnl() as nl:
+    with Rtnl() as nl:
         pending = list(names)
         while pending:
-            pending = [n for n in pending if nl.link(n) is not None]
+            pending = [n for n in pending if nl.index(n) is not None]
             if not pending:
                 return True
             if time.monotonic() > deadline:

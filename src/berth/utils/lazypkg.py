@@ -2,7 +2,7 @@
 
 pyroute2's ``__init__`` imports every family it speaks (NDB with sqlite3, IPDB,
 wireguard, nl80211, plan9...) and prometheus_client's its HTTP servers; berthd uses
-``IPRoute`` and the metric types, and the rest was 11 MB of its idle RSS. A package
+rtnetlink's message classes and the metric types, and the rest was 11 MB of its idle RSS. A package
 registered here is importable through its submodules at their own cost; the first use of
 the package's own namespace (``from pyroute2 import NDB``) runs its ``__init__`` then, so
 nothing else that imports it sees a difference.
