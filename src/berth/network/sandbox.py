@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from berth import errdefs
-from berth.network._rtnl import STAT_KEYS, Rtnl
+from berth.network._rtnl import STAT_KEYS, IPInterface, IPNetwork, Rtnl
 from berth.utils import syscalls
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
