@@ -4,6 +4,7 @@ FIFO to the log and attached clients, body field names."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sys
 import threading
@@ -101,7 +102,7 @@ def test_output_reaches_log_and_clients_in_order_and_a_slow_client_holds_the_wri
     """Each read goes to the log sink and every attached client in order; a client whose
     queue is full stops the reading (the writer blocks once the FIFO is full) until it
     has taken its chunk, and the end comes after all the output."""
-    # 20 MB: more than 256 queued reads of at most a FIFO's 64 KiB each
+    # 20 MB: more than the FIFO's 1 MiB and 64 queued reads of at most 256 KiB each
     chunks = [b"%05d:" % i + b"x" * 4090 for i in range(5000)]
     expected = b"".join(chunks)
 
@@ -187,6 +188,59 @@ def test_small_pieces_that_come_fast_are_read_together(tmp_path: Path) -> None:
     reads = asyncio.run(_reads_of(tmp_path, writer))
     assert b"".join(reads) == b"".join(pieces)
     assert len(reads) < len(pieces) // 2
+
+
+def _bulk_writer(pieces: list[bytes]) -> Callable[[int], Awaitable[None]]:
+    """Writes *pieces* as the shim passes on a fast writer's output: 32 KiB at a time."""
+
+    def write(fd: int) -> None:
+        for p in pieces:
+            os.write(fd, p)
+            time.sleep(0.0001)
+        os.close(fd)
+
+    async def writer(fd: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, write, fd)
+
+    return writer
+
+
+def test_a_bulk_writer_gathers_in_a_fifo_of_a_mebibyte(tmp_path: Path) -> None:
+    """The shim's 32 KiB pieces of a fast writer wait in the FIFO (1 MiB, not a pipe's
+    64 KiB) while the reader waits, so a few reads take many pieces; all of them, in order."""
+    io = ProcessIO(tmp_path, "f", stdin=False, tty=False)
+    io.open()
+    fd = os.open(io.stdio.stdout, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == 1 << 20
+    finally:
+        os.close(fd)
+        io.close()
+    pieces = [b"%05d:" % i + b"b" * (32 * 1024 - 6) for i in range(640)]
+    reads = asyncio.run(_reads_of(tmp_path, _bulk_writer(pieces)))
+    assert b"".join(reads) == b"".join(pieces)
+    assert len(reads) < len(pieces) // 3
+
+
+def test_a_bulk_writer_is_read_at_once_when_the_fifo_stays_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where pipe-max-size keeps the FIFO small, a wait after a bulk read would block the
+    shim: the next read comes at once (and the output is whole)."""
+    monkeypatch.setattr(stream, "_FIFO_SIZE", 64 * 1024)
+    waits = 0
+    hold = stream._Output.hold
+
+    def counting_hold(self: stream._Output) -> None:
+        nonlocal waits
+        waits += 1
+        hold(self)
+
+    monkeypatch.setattr(stream._Output, "hold", counting_hold)
+    pieces = [b"%05d:" % i + b"s" * (32 * 1024 - 6) for i in range(200)]
+    reads = asyncio.run(_reads_of(tmp_path, _bulk_writer(pieces)))
+    assert b"".join(reads) == b"".join(pieces)
+    assert waits < len(pieces) // 4  # a piece the pipe split may still be a small read
 
 
 def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(

@@ -35,13 +35,21 @@ log = logging.getLogger(__name__)
 
 STDOUT = "stdout"
 STDERR = "stderr"
-_QUEUE_DEPTH = 256
-#: a read this long is a bulk writer's (the shim copies 32 KiB at a time): read on
+#: reads queued for an attached client before the reading stops: reads are up to 256 KiB
+#: (the pipe transport's), so at most 16 MB waits for a client that does not keep up
+_QUEUE_DEPTH = 64
+#: a read this long is a bulk writer's (the shim copies 32 KiB at a time)
 _BULK = 32 * 1024
 #: small reads this close together are a fast writer's small pieces...
 _FREQUENT = 0.0005
-#: ...left to gather in the FIFO (64 KiB) this long before the next read
+#: ...left to gather in the FIFO this long before the next read, as are a bulk writer's
 COALESCE = 0.001
+#: an output FIFO's capacity (a pipe's is 64 KiB): what a bulk writer sends while the
+#: reader waits stays in it instead of blocking the shim
+_FIFO_SIZE = 1 << 20
+#: a FIFO smaller than this (the system's pipe-max-size refused the size) is read at once
+#: after a bulk read, as a wait would block the shim
+_BULK_WAIT_SIZE = 256 * 1024
 #: a stream whose last :data:`_MISSES` waits each gathered little is read at once this long
 _BACKOFF = 0.1
 _MISSES = 3
@@ -242,6 +250,7 @@ class ProcessIO:
             terminal=tty,
         )
         self._read_fds: dict[str, int] = {}
+        self._fifo_sizes: dict[str, int] = {}
         self._placeholders: list[int] = []
         self._stdin_fd = -1
         self._stdin_taken = False
@@ -265,6 +274,9 @@ class ProcessIO:
                 os.mkfifo(path, 0o600)
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self._read_fds[stream] = fd
+            with contextlib.suppress(OSError):  # over pipe-max-size: the size it has stays
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _FIFO_SIZE)
+            self._fifo_sizes[stream] = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
             # Keeps the FIFO from reporting end-of-file before the shim opens it.
             self._placeholders.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         if self.stdio.stdin:
@@ -322,7 +334,11 @@ class ProcessIO:
         self._open_streams = len(self._read_fds)
         for stream, fd in list(self._read_fds.items()):
             pipe = os.fdopen(fd, "rb", buffering=0, closefd=True)
-            transport, _ = await loop.connect_read_pipe(lambda s=stream: _Output(self, s), pipe)  # type: ignore[misc]
+            bulk_waits = self._fifo_sizes.get(stream, 0) >= _BULK_WAIT_SIZE
+            transport, _ = await loop.connect_read_pipe(
+                lambda s=stream, b=bulk_waits: _Output(self, s, bulk_waits=b),  # type: ignore[misc]
+                pipe,
+            )
             self._transports.append(transport)
         self._read_fds.clear()
 
@@ -446,22 +462,26 @@ class _Output(asyncio.Protocol):
     """One output FIFO of a :class:`ProcessIO`: each read is handled as it arrives, on
     the loop's own callback (no stream buffer, no task switch per chunk).
 
-    Output that comes fast in small pieces is left to gather: the shim passes it on in
-    the writer's pieces (4 KiB for awk or a C program's stdout), and reading each as it
-    came cost berthd 55 µs a read, 200 reads a MB of 41-byte lines. So a small read
-    (under :data:`_BULK`) that follows the previous one within :data:`_FREQUENT` makes
-    the next wait :data:`COALESCE`; an occasional line is read at once, and so is a big
-    writer's output (the shim's 32 KiB pieces fill the FIFO). A wait costs about as
-    much as a read (the FIFO leaves the poll set and comes back, a timer runs): when
-    the read after each of :data:`_MISSES` waits in a row is not more than twice the
-    read before, the writer only writes a few pieces at a time (a 10 KB printf every
-    millisecond: its waits cost berthd 35% more CPU than reading at once) and waits
-    are left off for :data:`_BACKOFF`.
+    Output that comes fast is left to gather: the shim passes it on in the writer's
+    pieces (4 KiB for awk or a C program's stdout) and in pieces of 32 KiB at most, and
+    reading each as it came cost berthd 55 µs a read, 200 reads a MB of 41-byte lines.
+    So a small read (under :data:`_BULK`) that follows the previous one within
+    :data:`_FREQUENT`, and a bulk read when the FIFO holds enough of what comes
+    meanwhile (*bulk_waits*), make the next wait :data:`COALESCE`; an occasional line
+    is read at once. A wait costs about as much as a read (the FIFO leaves the poll set
+    and comes back, a timer runs): when the read after each of :data:`_MISSES` waits in
+    a row after small reads is not more than twice the read before, the writer only
+    writes a few pieces at a time (a 10 KB printf every millisecond: its waits cost
+    berthd 35% more CPU than reading at once) and waits are left off for
+    :data:`_BACKOFF`. A wait after a bulk read is not judged so: what it gathers is the
+    writer's speed (awk's 41-byte lines fill a 1 ms wait with less than the read before,
+    and calling that a miss left every read of such a writer to come at once).
     """
 
-    def __init__(self, io: ProcessIO, stream: str) -> None:
+    def __init__(self, io: ProcessIO, stream: str, *, bulk_waits: bool = False) -> None:
         self._io = io
         self._stream = stream
+        self._bulk_waits = bulk_waits
         self._transport: asyncio.ReadTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._holds = 0
@@ -482,7 +502,7 @@ class _Output(asyncio.Protocol):
         now = loop.time()
         n = len(data)
         if self._size:  # the first read after a wait
-            if n > 2 * self._size:
+            if n > 2 * self._size or self._size >= _BULK:
                 self._misses = 0
             else:
                 self._misses += 1
@@ -490,7 +510,9 @@ class _Output(asyncio.Protocol):
                     self._calm_until = now + _BACKOFF
                     self._misses = 0
             self._size = 0
-        elif n < _BULK and now - self._last < _FREQUENT and now >= self._calm_until:
+        elif now >= self._calm_until and (
+            self._bulk_waits if n >= _BULK else now - self._last < _FREQUENT
+        ):
             self._size = n
             self.hold()
             loop.call_later(COALESCE, self.release)
