@@ -190,6 +190,20 @@ def test_small_pieces_that_come_fast_are_read_together(tmp_path: Path) -> None:
     assert len(reads) < len(pieces) // 2
 
 
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times an output reader waited for more to gather (in its first item)."""
+    count = [0]
+    hold = stream._Output.hold
+
+    def counting_hold(self: stream._Output) -> None:
+        count[0] += 1
+        hold(self)
+
+    monkeypatch.setattr(stream._Output, "hold", counting_hold)
+    return count
+
+
 def _bulk_writer(pieces: list[bytes]) -> Callable[[int], Awaitable[None]]:
     """Writes *pieces* as the shim passes on a fast writer's output: 32 KiB at a time."""
 
@@ -223,28 +237,19 @@ def test_a_bulk_writer_gathers_in_a_fifo_of_a_mebibyte(tmp_path: Path) -> None:
 
 
 def test_a_bulk_writer_is_read_at_once_when_the_fifo_stays_small(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: list[int]
 ) -> None:
     """Where pipe-max-size keeps the FIFO small, a wait after a bulk read would block the
     shim: the next read comes at once (and the output is whole)."""
     monkeypatch.setattr(stream, "_FIFO_SIZE", 64 * 1024)
-    waits = 0
-    hold = stream._Output.hold
-
-    def counting_hold(self: stream._Output) -> None:
-        nonlocal waits
-        waits += 1
-        hold(self)
-
-    monkeypatch.setattr(stream._Output, "hold", counting_hold)
     pieces = [b"%05d:" % i + b"s" * (32 * 1024 - 6) for i in range(200)]
     reads = asyncio.run(_reads_of(tmp_path, _bulk_writer(pieces)))
     assert b"".join(reads) == b"".join(pieces)
-    assert waits < len(pieces) // 4  # a piece the pipe split may still be a small read
+    assert waits[0] < len(pieces) // 4  # a piece the pipe split may still be a small read
 
 
 def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, waits: list[int]
 ) -> None:
     """A 10 KB printf every few milliseconds comes in three quick pieces: a wait after the
     second gathers only the third, and costs as much as the read it saves.  After a few
@@ -258,15 +263,6 @@ def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
         "        time.sleep(0.0001)\n"
         "    time.sleep(0.003)\n"
     )
-    waits = 0
-    hold = stream._Output.hold
-
-    def counting_hold(self: stream._Output) -> None:
-        nonlocal waits
-        waits += 1
-        hold(self)
-
-    monkeypatch.setattr(stream._Output, "hold", counting_hold)
 
     async def writer(fd: int) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -277,4 +273,4 @@ def test_a_writer_whose_pieces_do_not_gather_is_read_without_waiting(
 
     reads = asyncio.run(_reads_of(tmp_path, writer))
     assert b"".join(reads) == b"".join(b"%04d:" % i + b"z" * 9995 for i in range(300))
-    assert waits < 100
+    assert waits[0] < 100
