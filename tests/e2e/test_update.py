@@ -152,7 +152,10 @@ def test_new_restart_policy_holds_at_the_next_exit(berthd: Berthd, cleanup: list
         "sh", "-c", "while [ ! -e /tmp/die ]; do sleep 0.05; done; rm /tmp/die; exit 3",
     )  # fmt: skip
     berthd.docker("update", "--restart", "always", name)
-    berthd.docker("exec", name, "touch", "/tmp/die")
+    # Detached: the container exits ~50 ms after the touch, and its exit takes its exec
+    # instances along (as moby's Cleanup does), so an attached exec's closing inspect for
+    # the exit code could find none ("No such exec instance") on a slow machine.
+    berthd.docker("exec", "-d", name, "touch", "/tmp/die")
     state = wait_for(
         lambda: (
             (s := inspect_container(berthd, name))["RestartCount"] == 1
