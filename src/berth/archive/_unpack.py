@@ -466,7 +466,9 @@ class _Extractor:
         self.chown = chown
         self.dirs: list[tuple[str, int, int]] = []
         self.current = ""
-        self._parents: dict[str, str] = {}  # a parent's path relative to dest -> in the container
+        # the last entry's parent, relative to dest and in the container: a tar lists a
+        # directory's entries together, so one is enough (and stays one, however big the tar)
+        self._parent: tuple[str | None, str] = (None, dest.path)
 
     def _member_path(self, name: str) -> str:
         """The entry's path relative to the destination; a path leaving it is refused.
@@ -490,17 +492,19 @@ class _Extractor:
                 f'"{m.name}"'
             )
         parent_rel, _, base = rel.rpartition("/")  # rel is clean: no trailing or double "/"
-        parent_path = self._parents.get(parent_rel)
-        if parent_path is None:
-            parent_path = self._parents[parent_rel] = go_join(self.dest, parent_rel)
-        parent = self.fs.open_dir(parent_path, create=True)
+        if parent_rel != self._parent[0]:
+            self._parent = (parent_rel, go_join(self.dest, parent_rel))
+        parent = self.fs.open_dir(self._parent[1], create=True)
         e = self.fs.lookup(parent, base)
         at = _Place(e.dir_fd, e.name, e.proc_path())
         # Most entries are new: create first and look at what is there only when the name
         # is taken (looking a missing name up in an overlay was a sixth of a small file's cost).
         fresh = not e.mount_point and self.fs.writable(e.mount)
-        st = None if fresh else self._clear(e, m, at)
-        self.fs.check_writable(e.mount)
+        if not fresh:
+            st = self._clear(e, m, at)
+            self.fs.check_writable(e.mount)
+        else:
+            st = None
         source = None
         if m.issym():
             target = go_join(posixpath.dirname(go_join(self.dest, rel)), m.linkname)

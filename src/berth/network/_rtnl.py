@@ -113,6 +113,7 @@ class Rtnl:
         self._sock.send(msg.data)
         cls = type(msg)
         buf = self._buf
+        view = memoryview(buf)
         out: list[Any] = []
         while True:
             size, _, msg_flags, _ = self._sock.recvmsg_into([buf])
@@ -131,7 +132,7 @@ class Rtnl:
                         return out  # the acknowledgement ends a request
                     if reply == _NLMSG_DONE:
                         return out  # ... and this a dump
-                    decoded = cls(bytes(buf[offset : offset + length]))
+                    decoded = cls(bytes(view[offset : offset + length]))  # one copy
                     decoded.decode()
                     out.append(decoded)
                 offset += (length + 3) & ~3
